@@ -1,0 +1,40 @@
+"""Dispatcher: ``python3 -m arcore MODULE [ARGS...]`` runs ``arcore.MODULE.main(ARGS)``."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import arcore
+
+
+def modules() -> list[str]:
+    return sorted(
+        m.name
+        for m in pkgutil.iter_modules(arcore.__path__)
+        if not m.name.startswith("_")
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    names = modules()
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: python3 -m arcore MODULE [ARGS...]", file=sys.stderr)
+        print("modules: " + ", ".join(names), file=sys.stderr)
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in names:
+        print(f"arcore: unknown module {name!r}; one of: {', '.join(names)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"arcore.{name}")
+    entry = getattr(module, "main", None)
+    if entry is None:
+        print(f"arcore: module {name!r} has no command line", file=sys.stderr)
+        return 2
+    return int(entry(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+# shellcheck shell=bash
+# Shared plumbing for the autoresearch scripts. Sourced by each script, never run.
+# It defines logging, usage printing and the way to reach the Python core (arcore).
+# A script sets AR_NAME (its own name) before sourcing this file.
+
+AR_SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+readonly AR_SCRIPTS_DIR
+AR_NAME="${AR_NAME:-$(basename "$0")}"
+
+# ---------------------------------------------------------------------------
+# Messages: stdout is for data only; everything else goes to stderr.
+# ---------------------------------------------------------------------------
+
+ar_log() { printf '%s: %s\n' "${AR_NAME}" "$*" >&2; }
+
+# ar_die CODE MESSAGE...: one clear line on stderr, then exit CODE.
+ar_die() {
+  local code="$1"
+  shift
+  ar_log "$*"
+  exit "${code}"
+}
+
+# Prints the script's header comment block, from "# Usage:" to the first
+# non-comment line, without the leading "# ".
+ar_usage() {
+  local file="${1:-$0}"
+  sed -n '/^# Usage:/,/^[^#]/{/^#/!d;s/^# \{0,1\}//p}' "${file}"
+}
+
+# ---------------------------------------------------------------------------
+# Python: python3 >= 3.10 on PATH, else uv's own Python (a GPU box may have
+# bash, git and uv only). Sets the array AR_PY.
+# ---------------------------------------------------------------------------
+
+ar_find_python() {
+  [[ -n "${AR_PY_FOUND:-}" ]] && return 0
+  if command -v python3 >/dev/null 2>&1 \
+    && python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    AR_PY=(python3)
+  elif command -v uv >/dev/null 2>&1; then
+    AR_PY=(uv run --quiet --no-project --python '>=3.10' python)
+  else
+    ar_die 1 "no python3 >= 3.10 and no uv found; install uv (https://docs.astral.sh/uv/)"
+  fi
+  AR_PY_FOUND=1
+}
+
+# ar_core MODULE ARGS...: runs `python -m arcore MODULE ARGS...`.
+ar_core() {
+  ar_find_python
+  PYTHONPATH="${AR_SCRIPTS_DIR}${PYTHONPATH:+:${PYTHONPATH}}" "${AR_PY[@]}" -m arcore "$@"
+}

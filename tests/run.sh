@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Usage: tests/run.sh [PYTEST_ARGS...]
+#
+# Runs the whole test suite from a fresh clone: installs uv if it is missing
+# (the official installer, falling back to `python3 -m pip install uv`), then
+# runs pytest, bats, ShellCheck over every shell script, and the Agent Skills
+# reference validator on SKILL.md. Every part runs; the exit code is non-zero
+# when any part failed.
+#
+# Exit codes:
+#   0  every part passed
+#   1  at least one part failed
+set -euo pipefail
+
+readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+log() { printf 'tests/run.sh: %s\n' "$*" >&2; }
+
+ensure_uv() {
+  command -v uv >/dev/null 2>&1 && return 0
+  export PATH="${HOME}/.local/bin:${HOME}/.cargo/bin:${PATH}"
+  command -v uv >/dev/null 2>&1 && return 0
+  log "uv not found; installing it"
+  if command -v curl >/dev/null 2>&1 \
+    && curl -LsSf --max-time 60 https://astral.sh/uv/install.sh 2>/dev/null | sh >/dev/null 2>&1 \
+    && command -v uv >/dev/null 2>&1; then
+    return 0
+  fi
+  python3 -m pip install --quiet uv >&2
+  command -v uv >/dev/null 2>&1 || { log "could not install uv"; exit 1; }
+}
+
+main() {
+  if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"
+    exit 0
+  fi
+  cd "${ROOT}"
+  ensure_uv
+  uv sync --quiet --group test >&2
+  local venv="${ROOT}/.venv/bin"
+  export PATH="${venv}:${PATH}"
+  local failed=()
+
+  log "ShellCheck"
+  mapfile -t shell_files < <(git ls-files '*.sh' '*.bash' '.ci/run' 2>/dev/null || true)
+  if ((${#shell_files[@]})); then
+    shellcheck -x "${shell_files[@]}" || failed+=(shellcheck)
+  fi
+
+  log "Agent Skills validator"
+  local skill_dir
+  skill_dir="$(mktemp -d)/autoresearch"
+  mkdir -p "${skill_dir}"
+  cp -R SKILL.md scripts references templates "${skill_dir}/"
+  agentskills validate "${skill_dir}" || failed+=(agentskills)
+
+  log "bats"
+  bats tests/bats || failed+=(bats)
+
+  log "pytest"
+  python -m pytest "$@" || failed+=(pytest)
+
+  if ((${#failed[@]})); then
+    log "FAILED: ${failed[*]}"
+    exit 1
+  fi
+  log "all parts passed"
+}
+
+main "$@"
