@@ -1,0 +1,324 @@
+"""results.tsv, the ledger: read by header name, format, append under a lock, validate.
+
+The format is upstream's (karpathy/autoresearch program.md): a header row and five
+tab-separated columns ``commit val_bpb memory_gb status description``; val_bpb with six
+decimals, memory_gb = peak_vram_mb / 1024 with one decimal, status one of keep/discard/crash,
+crash rows ``0.000000`` and ``0.0``, a short (7-character) commit hash.
+
+Reading never assumes positions: real ledgers add columns (status moves to column 5, or
+further), so every row is a dict keyed by the header's names.
+
+CLI::
+
+    python3 -m arcore ledger init FILE
+    python3 -m arcore ledger append FILE COMMIT VAL_BPB MEMORY_GB STATUS DESCRIPTION...
+    python3 -m arcore ledger validate FILE
+    python3 -m arcore ledger rows FILE          # one JSON object per data row
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import re
+import sys
+
+# ---------------------------------------------------------------------------
+# Format
+# ---------------------------------------------------------------------------
+
+HEADER = ("commit", "val_bpb", "memory_gb", "status", "description")
+STATUSES = ("keep", "discard", "crash")
+SHORT = 7
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x80-\x9f\u2028\u2029]+")
+_SPACES = re.compile(r"\s+")
+_HEX = re.compile(r"^[0-9a-fA-F]{4,40}$")
+
+
+def flatten(desc: object) -> str:
+    """One safe TSV field: tabs, newlines and control characters become single spaces."""
+    text = "" if desc is None else str(desc)
+    text = _CONTROL.sub(" ", text)
+    return _SPACES.sub(" ", text).strip()
+
+
+def _number(value: object, digits: int) -> str:
+    if value is None or value == "":
+        return f"{0:.{digits}f}"
+    number = float(value)
+    if not math.isfinite(number):
+        return f"{0:.{digits}f}"
+    return f"{number:.{digits}f}"
+
+
+def format_row(
+    commit: str,
+    val_bpb: float | None,
+    memory_gb: float | None,
+    status: str,
+    description: object,
+    header: tuple[str, ...] | list[str] = HEADER,
+) -> str:
+    """One ledger line (no trailing newline) in upstream's format.
+
+    ``header`` lets a row be written into a ledger with extra columns: fields are placed by
+    name and unknown columns are left empty.
+    """
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+    crashed = status == "crash" or val_bpb is None
+    fields = {
+        "commit": flatten(commit)[:SHORT],
+        "val_bpb": _number(None if crashed else val_bpb, 6),
+        "memory_gb": _number(None if crashed else memory_gb, 1),
+        "status": status,
+        "description": flatten(description),
+    }
+    return "\t".join(fields.get(name, "") for name in header)
+
+
+# ---------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------
+
+
+def _float(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        number = float(text.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _lines(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return []
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+
+
+def _is_header(fields: list[str]) -> bool:
+    names = {f.strip().lower() for f in fields}
+    return "commit" in names and ("status" in names or "val_bpb" in names)
+
+
+def read_header(path: str) -> tuple[str, ...]:
+    """The ledger's column names (HEADER when the file is missing, empty or headerless)."""
+    for line in _lines(path):
+        if line.strip():
+            fields = line.split("\t")
+            return tuple(f.strip() for f in fields) if _is_header(fields) else HEADER
+    return HEADER
+
+
+def read_ledger(path: str) -> list[dict]:
+    """Every data row as a dict keyed by the header's names.
+
+    Each dict has at least ``commit``, ``val_bpb`` and ``memory_gb`` (float or None),
+    ``status``, ``description``, ``line`` (1-based line number in the file), plus any extra
+    column by its own name (as text). A missing file reads as []. Blank lines are skipped.
+    A row with more fields than the header keeps the surplus in its last column.
+    """
+    rows: list[dict] = []
+    header: list[str] | None = None
+    for number, line in enumerate(_lines(path), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if header is None:
+            if _is_header(fields):
+                header = [f.strip() for f in fields]
+                continue
+            header = list(HEADER)
+        if len(fields) > len(header):
+            fields = fields[: len(header) - 1] + ["\t".join(fields[len(header) - 1 :])]
+        raw = {name: (fields[i] if i < len(fields) else "") for i, name in enumerate(header)}
+        row: dict = dict(raw)
+        row["commit"] = raw.get("commit", "").strip()
+        row["val_bpb"] = _float(raw.get("val_bpb"))
+        row["memory_gb"] = _float(raw.get("memory_gb"))
+        row["status"] = raw.get("status", "").strip().lower()
+        row["description"] = raw.get("description", "")
+        row["line"] = number
+        rows.append(row)
+    return rows
+
+
+def track_rows(rows: list[dict], start: int = 0) -> list[dict]:
+    """The rows of one comparison track: those after the first ``start`` data rows."""
+    return rows[max(0, int(start)) :]
+
+
+def best_keep(rows: list[dict], higher_is_better: bool = False) -> dict | None:
+    """The kept row with the best val_bpb (lowest, or highest), or None."""
+    kept = [r for r in rows if r["status"] == "keep" and r["val_bpb"] is not None]
+    if not kept:
+        return None
+    pick = max if higher_is_better else min
+    return pick(kept, key=lambda r: r["val_bpb"])
+
+
+# ---------------------------------------------------------------------------
+# Appending: one whole line, O_APPEND, under an exclusive flock
+# ---------------------------------------------------------------------------
+
+
+def append_row(path: str, line: str) -> None:
+    """Append one line (flattened of stray newlines) atomically with respect to other writers.
+
+    The header is written first when the file is new or empty; a file whose last line lacks
+    its newline gets one first, so the new row never glues onto a torn tail.
+    """
+    line = "\t".join(flatten(field) if "\n" in field or "\r" in field else field
+                     for field in line.rstrip("\n").split("\t"))
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        prefix = ""
+        if size == 0:
+            prefix = "\t".join(HEADER) + "\n"
+        elif os.pread(fd, 1, size - 1) != b"\n":
+            prefix = "\n"
+        data = (prefix + line + "\n").encode("utf-8")
+        while data:
+            written = os.write(fd, data)
+            data = data[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def init(path: str) -> bool:
+    """Create the ledger with the header if it is missing or empty. True when written."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_size:
+            return False
+        os.write(fd, ("\t".join(HEADER) + "\n").encode("utf-8"))
+        return True
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------
+
+
+def validate(path: str) -> list[tuple[int, str]]:
+    """Problems as (line number, text); [] for a well-formed ledger."""
+    if not os.path.exists(path):
+        return [(0, "no such file")]
+    lines = _lines(path)
+    if lines and lines[-1] == "":
+        lines = lines[:-1]
+    if not any(line.strip() for line in lines):
+        return [(1, "empty file: no header")]
+    problems: list[tuple[int, str]] = []
+    header: list[str] | None = None
+    for number, line in enumerate(lines, start=1):
+        if header is None:
+            if not line.strip():
+                problems.append((number, "blank line before the header"))
+                continue
+            fields = [f.strip() for f in line.split("\t")]
+            if not _is_header(fields):
+                problems.append((number, "first line is not a header (expected: "
+                                 + " ".join(HEADER) + ")"))
+                header = list(HEADER)
+            else:
+                header = fields
+                missing = [name for name in HEADER if name not in header]
+                if missing:
+                    problems.append((number, "header lacks column(s): " + ", ".join(missing)))
+                continue
+        if not line.strip():
+            problems.append((number, "blank line"))
+            continue
+        problems.extend((number, p) for p in _row_problems(line, header))
+    return problems
+
+
+def _row_problems(line: str, header: list[str]) -> list[str]:
+    fields = line.split("\t")
+    out: list[str] = []
+    if len(fields) != len(header):
+        out.append(f"{len(fields)} fields, header has {len(header)}")
+    row = {name: (fields[i] if i < len(fields) else "") for i, name in enumerate(header)}
+    if _CONTROL.search(line.replace("\t", "")):
+        out.append("control character in a field")
+    commit = row.get("commit", "")
+    if "commit" in header and not _HEX.match(commit):
+        out.append(f"commit is not a hex hash: {commit[:20]!r}")
+    status = row.get("status", "").strip()
+    if "status" in header and status not in STATUSES:
+        out.append(f"status {status[:20]!r} is not one of {', '.join(STATUSES)}")
+    for name in ("val_bpb", "memory_gb"):
+        if name in header and _float(row.get(name)) is None:
+            out.append(f"{name} is not a number: {row.get(name, '')[:20]!r}")
+    if status == "crash" and (_float(row.get("val_bpb")) or _float(row.get("memory_gb"))):
+        out.append("crash row should have val_bpb 0.000000 and memory_gb 0.0")
+    return out
+
+
+# ---------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------
+
+USAGE = """usage: python3 -m arcore ledger COMMAND FILE [ARGS...]
+  init FILE                                   create FILE with the header (no-op if non-empty)
+  append FILE COMMIT VAL_BPB MEMORY_GB STATUS DESCRIPTION...
+                                              append one row (prints it); VAL_BPB/MEMORY_GB may be ''
+  validate FILE                               print LINE<TAB>PROBLEM per problem; exit 1 if any
+  rows FILE                                   print one JSON object per data row
+exit: 0 ok, 1 problems found or error, 2 usage"""
+
+
+def _err(msg: str) -> None:
+    print(f"ledger: {msg}", file=sys.stderr)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE, file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    command, args = argv[0], argv[1:]
+    if command == "init" and len(args) == 1:
+        init(args[0])
+        return 0
+    if command == "append" and len(args) >= 6:
+        path, commit, val, mem, status = args[:5]
+        try:
+            value = None if val.strip() == "" else float(val)
+            memory = None if mem.strip() == "" else float(mem)
+            row = format_row(commit, value, memory, status, " ".join(args[5:]),
+                             read_header(path))
+        except ValueError as exc:
+            _err(str(exc))
+            return 2
+        append_row(path, row)
+        print(row)
+        return 0
+    if command == "validate" and len(args) == 1:
+        problems = validate(args[0])
+        for number, problem in problems:
+            print(f"{number}\t{problem}")
+        if problems:
+            _err(f"{args[0]}: {len(problems)} problem(s)")
+        return 1 if problems else 0
+    if command == "rows" and len(args) == 1:
+        for row in read_ledger(args[0]):
+            print(json.dumps(row, ensure_ascii=False))
+        return 0
+    _err(f"bad arguments: {' '.join(argv)[:200]}")
+    print(USAGE, file=sys.stderr)
+    return 2
