@@ -1,0 +1,650 @@
+"""show-results.sh's logic: what a session found, for a human (text) and an agent (JSON).
+
+It reads any results.tsv by header name (through ``arcore.ledger``), plus, when present, the
+session's sidecars next to it: ``.autoresearch/session.json`` (``noise_floor``, ``ledger_start``)
+and ``.autoresearch/runs.jsonl`` (``crash_class``, ``hint`` per commit). Both may be missing or
+junk; the ledger is the truth.
+
+The numbers follow upstream's analysis notebook: keep rate = keep / (keep + discard), baseline =
+the track's first measured row, best = the lowest kept val_bpb, each kept run's delta = previous
+kept val_bpb - its val_bpb (positive = better).
+
+CLI::
+
+    python3 -m arcore report [--ledger FILE] [--session-dir DIR] [--top N] [--all]
+                             [--tried] [--json] [--plot FILE.svg]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+from collections import Counter
+
+from arcore import svgplot
+from arcore.ledger import flatten, read_ledger
+
+# ---------------------------------------------------------------------------
+# Constants
+# ---------------------------------------------------------------------------
+
+DEFAULT_TOP = 5
+TEXT_WIDTH = 72  # description characters in the text view
+TRIED_WIDTH = 160  # description characters in the --tried block
+TIMELINE_LINES = 8
+FAILURE_LINES = 3
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+# Words that say nothing about *what* was tried: English glue, directions, ledger boilerplate.
+STOPWORDS = frozenset(
+    """
+    a an and are as at be but by for from has have in into is it its no not of on or so than
+    that the then this to too up via vs was were when with without only just also same more less
+    new old one two all any each per use used using try tried trying test tested add added adds
+    remove removed change changed changes set sets make made keep kept instead again back still
+    increase increased decrease decreased reduce reduced lower raise raised higher bigger smaller
+    larger double doubled halve halved enable enabled disable disabled switch replace replaced
+    tweak tune tuned fix fixed revert reverted run rerun default defaults baseline
+    crash crashed crashes failed fail failure skipped hung oom error broken
+    hypothesis evidence expected result results paper idea see note because after before about
+    worse better slightly hurt hurts need needs extra fewer win wins won lost gain gains massive
+    novel contribution optimal seems improved improves improvement regression best bottleneck
+    here there which while does did do x e g i
+    """.split()
+)
+
+_WORD = re.compile(r"[^\W\d_][\w-]*")
+_CLASS = re.compile(r"(?:^|\s)\(\s*([A-Za-z][\w-]{0,23})\s*\)\W*$")
+
+
+# ---------------------------------------------------------------------------
+# Reading the sidecars (tolerant: absent or junk means "not recorded")
+# ---------------------------------------------------------------------------
+
+
+def load_session(session_dir: str | None) -> dict:
+    """session.json as a dict; {} when missing, unreadable or not an object."""
+    if not session_dir:
+        return {}
+    try:
+        with open(os.path.join(session_dir, "session.json"), encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def load_runs(session_dir: str | None) -> dict[str, dict]:
+    """runs.jsonl as {short commit: the last object for it}; junk lines are skipped."""
+    runs: dict[str, dict] = {}
+    if not session_dir:
+        return runs
+    try:
+        handle = open(os.path.join(session_dir, "runs.jsonl"), encoding="utf-8", errors="replace")
+    except OSError:
+        return runs
+    with handle:
+        for line in handle:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict) and isinstance(obj.get("commit"), str) and obj["commit"]:
+                runs[obj["commit"][:7]] = obj
+    return runs
+
+
+def noise_floor(session: dict) -> float | None:
+    value = session.get("noise_floor")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and value > 0 else None
+
+
+def ledger_start(session: dict) -> int:
+    value = session.get("ledger_start")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return 0
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Small pure helpers
+# ---------------------------------------------------------------------------
+
+
+def measured(row: dict) -> float | None:
+    """The row's val_bpb when it is a real measurement (crash rows carry 0.000000)."""
+    value = row.get("val_bpb")
+    if value is None or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and value > 0 else None
+
+
+def clip(text: object, width: int) -> str:
+    """One printable line of at most ``width`` characters (an ellipsis marks a cut)."""
+    flat = flatten(text)
+    return flat if len(flat) <= width else flat[: max(1, width - 1)].rstrip() + "…"
+
+
+def words(text: str) -> set[str]:
+    """The description's content words, lower-cased, without stopwords."""
+    found = set()
+    for word in _WORD.findall(text.lower()):
+        word = word.strip("-_")
+        if len(word) >= 2 and word not in STOPWORDS:
+            found.add(word)
+    return found
+
+
+def crash_class_in(description: str) -> str | None:
+    """A crash class the description carries in parentheses, e.g. ``double width (oom)``."""
+    found = _CLASS.search(description or "")
+    if not found:
+        return None
+    word = found.group(1).lower()
+    return None if word in STOPWORDS - {"oom", "crash", "error", "hung"} else word
+
+
+def _entry(row: dict) -> dict:
+    return {
+        "n": row["n"],
+        "commit": row.get("commit", ""),
+        "val_bpb": measured(row),
+        "memory_gb": row.get("memory_gb"),
+        "status": row.get("status", ""),
+        "description": flatten(row.get("description", "")),
+    }
+
+
+# ---------------------------------------------------------------------------
+# Analysis (pure): rows in, one report dict out
+# ---------------------------------------------------------------------------
+
+
+def number_rows(rows: list[dict], start: int = 0) -> list[dict]:
+    """The track's rows (after the first ``start``), each with ``n``: its 1-based row number."""
+    out = []
+    for index, row in enumerate(rows[start:], start=start + 1):
+        row = dict(row)
+        row["n"] = index
+        out.append(row)
+    return out
+
+
+def status_counts(rows: list[dict]) -> dict[str, int]:
+    counts = Counter(row.get("status", "") for row in rows)
+    out = {name: counts.pop(name, 0) for name in ("keep", "discard", "crash")}
+    out["other"] = sum(counts.values())
+    return out
+
+
+def timeline(rows: list[dict], floor: float | None) -> list[dict]:
+    """Kept runs in order, each with its delta vs the previous kept run and a verdict."""
+    out: list[dict] = []
+    previous: float | None = None
+    for row in rows:
+        value = measured(row)
+        if row.get("status") != "keep" or value is None:
+            continue
+        item = _entry(row)
+        delta = None if previous is None else previous - value
+        item["delta"] = delta
+        item["verdict"] = verdict(delta, floor)
+        out.append(item)
+        previous = value
+    return out
+
+
+def verdict(delta: float | None, floor: float | None) -> str:
+    if delta is None:
+        return "baseline"
+    if floor is not None and abs(delta) < floor:
+        return "within noise"
+    if delta < 0:
+        return "worse than previous kept"
+    return "gain" if delta > 0 else "tie"
+
+
+def failure_class(row: dict, runs: dict[str, dict]) -> tuple[str | None, str, str | None]:
+    """(class, where it came from, hint) for a failed row."""
+    run = runs.get(str(row.get("commit", ""))[:7])
+    if run:
+        cls = run.get("crash_class")
+        if isinstance(cls, str) and cls.strip():
+            hint = run.get("hint")
+            return cls.strip(), "session", hint if isinstance(hint, str) and hint else None
+    cls = crash_class_in(row.get("description", ""))
+    if cls:
+        return cls, "description", None
+    return None, "", None
+
+
+def is_failure(row: dict) -> bool:
+    """Crashed, or ended without a measurement (some ledgers log aborted runs as discard)."""
+    status = row.get("status")
+    return status == "crash" or (status != "keep" and measured(row) is None)
+
+
+def crash_patterns(rows: list[dict], runs: dict[str, dict]) -> list[dict]:
+    """Failures grouped by class (session record, else description), else by repeated words."""
+    groups: dict[str, dict] = {}
+    unclassed: list[dict] = []
+    for row in rows:
+        if not is_failure(row):
+            continue
+        cls, source, hint = failure_class(row, runs)
+        if cls is None:
+            unclassed.append(row)
+            continue
+        group = groups.setdefault(cls, {"pattern": cls, "source": source, "count": 0,
+                                        "examples": [], "hint": None})
+        group["count"] += 1
+        if len(group["examples"]) < 2:
+            group["examples"].append(flatten(row.get("description", "")))
+        group["hint"] = group["hint"] or hint
+    patterns = sorted(groups.values(), key=lambda g: -g["count"])
+    others = [r for r in rows if not is_failure(r)]
+    for word, count in distinctive_words(unclassed, others)[:FAILURE_LINES]:
+        examples = [flatten(r.get("description", "")) for r in unclassed
+                    if word in words(r.get("description", ""))][:2]
+        patterns.append({"pattern": word, "source": "words", "count": count,
+                         "examples": examples, "hint": None})
+    return patterns
+
+
+def distinctive_words(group: list[dict], others: list[dict]) -> list[tuple[str, int]]:
+    """Words in at least two of ``group``'s descriptions, more common there than in ``others``."""
+    if len(group) < 2:
+        return []
+    inside = Counter(w for r in group for w in words(r.get("description", "")))
+    candidates = {w: c for w, c in inside.items() if c >= 2}
+    if not candidates:
+        return []
+    outside = Counter(w for r in others for w in words(r.get("description", "")) if w in candidates)
+    n_in, n_out = len(group), max(1, len(others))
+    scored = [(w, c) for w, c in candidates.items() if c / n_in > outside[w] / n_out]
+    return sorted(scored, key=lambda wc: (-wc[1], wc[0]))
+
+
+def word_stats(rows: list[dict], kept_gain: dict[int, float]) -> dict[str, dict]:
+    """Per content word: how often it was kept, discarded, failed, and the gains it carried."""
+    stats: dict[str, dict] = {}
+    for row in rows:
+        status = row.get("status")
+        if status not in ("keep", "discard", "crash"):
+            continue
+        outcome = "fail" if is_failure(row) else status
+        for word in words(row.get("description", "")):
+            entry = stats.get(word)
+            if entry is None:
+                entry = stats[word] = {"keep": 0, "discard": 0, "fail": 0, "gain": 0.0,
+                                       "last_keep": None}
+            entry[outcome] += 1
+            if outcome == "keep":
+                entry["gain"] += max(0.0, kept_gain.get(row["n"], 0.0))
+                entry["last_keep"] = row["n"]
+    return stats
+
+
+def repeated_failures(patterns: list[dict], stats: dict[str, dict]) -> list[dict]:
+    """Crash classes seen twice or more, and themes tried twice or more that never kept."""
+    out = [{"what": p["pattern"], "kind": "crash class", "count": p["count"],
+            "kept": 0} for p in patterns if p["source"] != "words" and p["count"] >= 2]
+    themes = [(w, s) for w, s in stats.items() if s["keep"] == 0 and s["discard"] + s["fail"] >= 2]
+    themes.sort(key=lambda ws: (-(ws[1]["discard"] + ws[1]["fail"]), ws[0]))
+    for word, s in themes:
+        out.append({"what": word, "kind": "theme", "count": s["discard"] + s["fail"],
+                    "kept": 0, "discarded": s["discard"], "failed": s["fail"]})
+    return out
+
+
+def next_family(stats: dict[str, dict], by_n: dict[int, dict], best_n: int | None) -> dict | None:
+    """A heuristic suggestion: the theme whose kept runs carried the most gain, weighted by
+    its keep rate (add-one smoothed), and the latest kept description in it as the anchor."""
+    best = None
+    for word, s in stats.items():
+        if s["keep"] == 0 or s["gain"] <= 0:
+            continue
+        tried = s["keep"] + s["discard"] + s["fail"]
+        score = s["gain"] * (s["keep"] + 1) / (tried + 2)
+        key = (score, s["keep"], word)
+        if best is None or key > best[0]:
+            best = (key, word, s, tried)
+    if best is None:
+        return None
+    _, word, s, tried = best
+    anchor = by_n.get(s["last_keep"], {})
+    return {
+        "theme": word,
+        "kept": s["keep"],
+        "tried": tried,
+        "gain": s["gain"],
+        "anchor": flatten(anchor.get("description", "")),
+        "anchor_n": s["last_keep"],
+        "anchor_is_best": s["last_keep"] == best_n,
+        "advice": "vary the anchor's knob in small steps either side, one change per run",
+    }
+
+
+def tried_lists(rows: list[dict]) -> dict[str, list[dict]]:
+    """Ideas by outcome, identical descriptions merged (with a count)."""
+    out: dict[str, dict[str, dict]] = {"kept": {}, "discarded": {}, "crashed": {}, "other": {}}
+    for row in rows:
+        status = row.get("status")
+        if status == "keep":
+            bucket = "kept"
+        elif is_failure(row):
+            bucket = "crashed"
+        elif status == "discard":
+            bucket = "discarded"
+        else:
+            bucket = "other"
+        desc = flatten(row.get("description", "")) or "(no description)"
+        item = out[bucket].get(desc)
+        if item is None:
+            item = out[bucket][desc] = {"description": desc, "count": 0, "status": status,
+                                        "val_bpb": None, "n": row["n"]}
+        item["count"] += 1
+        value = measured(row)
+        if value is not None and (item["val_bpb"] is None or value < item["val_bpb"]):
+            item["val_bpb"] = value
+    return {k: list(v.values()) for k, v in out.items()}
+
+
+def analyse(rows: list[dict], runs: dict[str, dict] | None = None,
+            floor: float | None = None, top: int = DEFAULT_TOP, start: int = 0) -> dict:
+    """The whole report as one JSON-ready dict. ``rows`` are read_ledger()'s dicts."""
+    runs = runs or {}
+    track = number_rows(rows, start)
+    counts = status_counts(track)
+    decided = counts["keep"] + counts["discard"]
+    first_keep = next((r for r in track if r.get("status") == "keep" and measured(r)), None)
+    base_row = first_keep or next((r for r in track if measured(r)), None)
+    kept = timeline(track, floor)
+    best_item = min(kept, key=lambda k: k["val_bpb"]) if kept else None
+    baseline = _entry(base_row) if base_row else None
+    improvement = None
+    if baseline and best_item:
+        absolute = baseline["val_bpb"] - best_item["val_bpb"]
+        improvement = {"absolute": absolute, "percent": 100.0 * absolute / baseline["val_bpb"]}
+    ranked = sorted((r for r in track if measured(r) is not None), key=measured)
+    gains = sorted((k for k in kept if k["delta"] is not None and k["delta"] > 0),
+                   key=lambda k: -k["delta"])
+    patterns = crash_patterns(track, runs)
+    kept_gain = {k["n"]: k["delta"] for k in kept if k["delta"] is not None}
+    stats = word_stats([r for r in track if r is not base_row], kept_gain)
+    by_n = {r["n"]: r for r in track}
+    return {
+        "rows": len(rows),
+        "track_start": start,
+        "experiments": len(track),
+        "counts": counts,
+        "other_statuses": dict(Counter(r.get("status", "") for r in track
+                                       if r.get("status") not in ("keep", "discard", "crash"))),
+        "keep_rate": counts["keep"] / decided if decided else None,
+        "baseline": baseline,
+        "best": best_item,
+        "improvement": improvement,
+        "noise": noise_note(floor),
+        "top": [_entry(r) for r in ranked[: max(0, top)]],
+        "timeline": kept,
+        "best_gains": gains,
+        "gains_total": sum(k["delta"] for k in gains),
+        "crash_patterns": patterns,
+        "repeated_failures": repeated_failures(patterns, stats)[:FAILURE_LINES + 2],
+        "next_family": next_family(stats, by_n, best_item["n"] if best_item else None),
+        "tried": tried_lists(track),
+    }
+
+
+def noise_note(floor: float | None) -> dict:
+    if floor is None:
+        return {"floor": None, "note": "no noise floor measured: single runs cannot separate "
+                "gains below the typical run-to-run spread (rerun the baseline to measure it)"}
+    return {"floor": floor, "note": f"noise floor {floor:.6f} (std of baseline reruns); kept "
+            "gains below it are marked within noise"}
+
+
+# ---------------------------------------------------------------------------
+# Text views
+# ---------------------------------------------------------------------------
+
+
+def _bpb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6f}"
+
+
+def _signed(value: float | None) -> str:
+    return "" if value is None else f"{value:+.6f}"
+
+
+def render_text(rep: dict, ledger: str) -> list[str]:
+    """The default view: at most 40 lines with the default --top."""
+    c = rep["counts"]
+    lines = [f"ledger: {ledger} ({rep['rows']} rows"
+             + (f"; track from row {rep['track_start'] + 1})" if rep["track_start"] else ")")]
+    other = f" other: {c['other']}" if c["other"] else ""
+    lines.append(f"experiments: {rep['experiments']}  keep: {c['keep']}  discard: {c['discard']}"
+                 f"  crash: {c['crash']}{other}")
+    if rep["experiments"] == 0:
+        lines.append("no experiments yet: run one, then look again")
+        return lines
+    if rep["keep_rate"] is not None:
+        lines.append(f"keep rate: {c['keep']}/{c['keep'] + c['discard']} = "
+                     f"{100 * rep['keep_rate']:.1f}%")
+    base, best, imp = rep["baseline"], rep["best"], rep["improvement"]
+    if base and best and imp:
+        lines.append(f"val_bpb: {_bpb(base['val_bpb'])} (baseline) -> {_bpb(best['val_bpb'])}"
+                     f" (best)  improvement: {imp['absolute']:.6f} ({imp['percent']:.2f}%)")
+        lines.append(f"best experiment: #{best['n']} {best['commit']} "
+                     f"{clip(best['description'], TEXT_WIDTH)}")
+    else:
+        lines.append("val_bpb: no kept run with a measurement yet")
+    lines.append(f"noise: {rep['noise']['note']}")
+    if rep["top"]:
+        lines.append(f"top {len(rep['top'])} by val_bpb:")
+        for e in rep["top"]:
+            lines.append(f"  {_bpb(e['val_bpb'])}  #{e['n']:<4} {e['status']:<7} "
+                         f"{clip(e['description'], TEXT_WIDTH - 10)}")
+    lines.extend(_timeline_lines(rep["timeline"]))
+    lines.extend(_pattern_lines(rep["crash_patterns"]))
+    lines.extend(_four_things(rep))
+    return lines
+
+
+def _timeline_lines(kept: list[dict]) -> list[str]:
+    if len(kept) < 2:
+        return []
+    shown = kept
+    if len(kept) > TIMELINE_LINES:
+        biggest = sorted(kept[1:], key=lambda k: -(k["delta"] or 0))[: TIMELINE_LINES - 1]
+        keep_ns = {k["n"] for k in biggest} | {kept[0]["n"]}
+        shown = [k for k in kept if k["n"] in keep_ns]
+    title = "improvement timeline (kept runs, delta vs previous kept)"
+    if len(shown) < len(kept):
+        hidden = len(kept) - len(shown)
+        title += f"; {hidden} smaller step{'s' if hidden > 1 else ''} not shown"
+    lines = [title + ":"]
+    for k in shown:
+        mark = "" if k["verdict"] in ("gain", "baseline") else f" [{k['verdict']}]"
+        lines.append(f"  #{k['n']:<4} {_bpb(k['val_bpb'])} {_signed(k['delta']) or 'baseline':>9}"
+                     f"  {clip(k['description'], TEXT_WIDTH - 12)}{mark}")
+    return lines
+
+
+def _pattern_lines(patterns: list[dict]) -> list[str]:
+    if not patterns:
+        return []
+    lines = ["crash patterns (crashes and runs without a val_bpb):"]
+    for p in patterns[:FAILURE_LINES]:
+        label = p["pattern"] if p["source"] != "words" else f"'{p['pattern']}' (repeated word)"
+        example = clip(p["examples"][0], 48) if p["examples"] else ""
+        hint = f"; hint: {clip(p['hint'], 40)}" if p["hint"] else ""
+        lines.append(f"  {label} x{p['count']}: e.g. {example}{hint}")
+    if len(patterns) > FAILURE_LINES:
+        lines[-1] += f" (+{len(patterns) - FAILURE_LINES} more in --json)"
+    return lines
+
+
+def _four_things(rep: dict) -> list[str]:
+    lines = ["best gains:"]
+    if rep["best_gains"]:
+        for k in rep["best_gains"][:3]:
+            mark = " (within noise)" if k["verdict"] == "within noise" else ""
+            lines.append(f"  {_signed(k['delta'])} #{k['n']} {clip(k['description'], 56)}{mark}")
+    else:
+        lines.append("  none: nothing kept improved on the baseline")
+    failures = rep["repeated_failures"]
+    if failures:
+        parts = []
+        for f in failures[:FAILURE_LINES]:
+            if f["kind"] == "crash class":
+                parts.append(f"{f['what']} (crash x{f['count']})")
+            else:
+                parts.append(f"'{f['what']}' (0 kept / {f['count']} tried)")
+        lines.append("repeated failures: " + "; ".join(parts))
+    else:
+        lines.append("repeated failures: none")
+    t = rep["tried"]
+    lines.append(f"what has been tried: {len(t['kept'])} kept, {len(t['discarded'])} discarded, "
+                 f"{len(t['crashed'])} crashed ideas; paste-ready block: show-results.sh --tried")
+    fam = rep["next_family"]
+    if fam:
+        lines.append(f"next experiment family: '{fam['theme']}' ({fam['kept']}/{fam['tried']} kept,"
+                     f" gains {fam['gain']:.6f}); anchor #{fam['anchor_n']}: "
+                     f"{clip(fam['anchor'], 50)}")
+        lines.append(f"  heuristic: {fam['advice']}")
+    else:
+        lines.append("next experiment family: no kept gain yet to build on; try single-knob "
+                     "changes and measure the noise floor first")
+    return lines
+
+
+def render_tried(rep: dict) -> list[str]:
+    """A "What Has Been Tried" block to paste into program.md."""
+    t = rep["tried"]
+    lines = ["## What Has Been Tried", ""]
+    base, best = rep["baseline"], rep["best"]
+    summary = f"{rep['experiments']} experiments"
+    if base and best:
+        summary += f"; val_bpb {_bpb(base['val_bpb'])} (baseline) -> {_bpb(best['val_bpb'])} (best)"
+    lines += [summary + ".", ""]
+    sections = (("Kept (improved val_bpb; build on these)", "kept"),
+                ("Discarded (no improvement; do not repeat as is)", "discarded"),
+                ("Crashed or no result (fix the cause before retrying)", "crashed"),
+                ("Other statuses", "other"))
+    for title, key in sections:
+        if not t[key] and key == "other":
+            continue
+        lines.append(f"### {title}")
+        if not t[key]:
+            lines.append("- none")
+        for item in t[key]:
+            extra = [] if item["val_bpb"] is None else [_bpb(item["val_bpb"])]
+            if key == "other":
+                extra.insert(0, item["status"] or "no status")
+            if item["count"] > 1:
+                extra.append(f"x{item['count']}")
+            tail = f" ({', '.join(extra)})" if extra else ""
+            lines.append(f"- {clip(item['description'], TRIED_WIDTH)}{tail}")
+        lines.append("")
+    return lines[:-1] if lines[-1] == "" else lines
+
+
+# ---------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------
+
+USAGE = """usage: python3 -m arcore report [--ledger FILE] [--session-dir DIR] [--top N] [--all]
+                                [--tried] [--json] [--plot FILE.svg]
+exit: 0 ok, 1 no ledger or unreadable, 2 usage"""
+
+
+def _prog() -> str:
+    return os.environ.get("AR_NAME") or "report"
+
+
+def _err(msg: str) -> None:
+    print(f"{_prog()}: {msg}", file=sys.stderr)
+
+
+def parse_args(argv: list[str]) -> dict:
+    """Options as a dict; raises ValueError with a one-line message on bad usage."""
+    opts = {"ledger": "results.tsv", "session_dir": None, "top": DEFAULT_TOP, "all": False,
+            "tried": False, "json": False, "plot": None}
+    valued = {"--ledger": "ledger", "--session-dir": "session_dir", "--top": "top",
+              "--plot": "plot"}
+    flags = {"--all": "all", "--tried": "tried", "--json": "json"}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, inline = arg.partition("=")
+        if name in valued:
+            if eq:
+                value = inline
+            elif i + 1 < len(argv):
+                i += 1
+                value = argv[i]
+            else:
+                raise ValueError(f"{name} needs a value")
+            if value == "":
+                raise ValueError(f"{name} needs a non-empty value")
+            opts[valued[name]] = value
+        elif arg in flags:
+            opts[flags[arg]] = True
+        else:
+            raise ValueError(f"unknown argument: {arg[:80]}")
+        i += 1
+    top = str(opts["top"])
+    if not top.isdigit() or int(top) > 10**6:
+        raise ValueError(f"--top needs a whole number, not {top[:40]!r}")
+    opts["top"] = int(top)
+    if opts["tried"] and opts["json"]:
+        raise ValueError("--tried and --json are alternatives; pick one")
+    return opts
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return EXIT_OK
+    try:
+        opts = parse_args(argv)
+    except ValueError as exc:
+        _err(f"{exc} (see --help)")
+        return EXIT_USAGE
+    ledger = opts["ledger"]
+    if not os.path.exists(ledger):
+        _err(f"no ledger at {ledger}: run an experiment first, or pass --ledger FILE")
+        return EXIT_FAIL
+    if os.path.isdir(ledger) or not os.access(ledger, os.R_OK):
+        _err(f"cannot read the ledger {ledger}: not a readable file")
+        return EXIT_FAIL
+    session_dir = opts["session_dir"] or os.path.join(os.path.dirname(ledger) or ".",
+                                                      ".autoresearch")
+    session = load_session(session_dir)
+    rows = read_ledger(ledger)
+    start = 0 if opts["all"] else min(ledger_start(session), len(rows))
+    rep = analyse(rows, load_runs(session_dir), noise_floor(session), opts["top"], start)
+    if opts["plot"]:
+        try:
+            svgplot.write(opts["plot"], svgplot.progress_svg(number_rows(rows, start)))
+        except OSError as exc:
+            _err(f"cannot write {opts['plot']}: {exc.strerror or exc}")
+            return EXIT_FAIL
+    if opts["json"]:
+        rep["ledger"] = ledger
+        rep["plot"] = opts["plot"]
+        print(json.dumps(rep, ensure_ascii=False, allow_nan=False))
+    elif opts["tried"]:
+        print("\n".join(render_tried(rep)))
+    else:
+        print("\n".join(render_text(rep, ledger)))
+        if opts["plot"]:
+            print(f"plot: {opts['plot']}")
+    return EXIT_OK

@@ -1,0 +1,251 @@
+"""The progress chart upstream's analysis notebook draws as progress.png, as SVG, stdlib only.
+
+Discarded runs are faint grey dots, kept runs green dots labelled with their descriptions, the
+running best a green step line; the y-axis runs from just below the best to just above the
+baseline (15 % of the improvement either side), as in the notebook. Every text is XML-escaped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+
+# ---------------------------------------------------------------------------
+# Geometry and style (upstream's colours)
+# ---------------------------------------------------------------------------
+
+PLOT_W, PLOT_H = 1000, 500
+LEFT, TOP = 95, 60
+FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
+LABEL_SIZE = 11
+LABEL_CHARS = 45
+GREY, GREEN, STEP, LABEL = "#cccccc", "#2ecc71", "#27ae60", "#1a7a3a"
+
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def esc(text: object) -> str:
+    """Text safe inside an SVG element or a double-quoted attribute."""
+    clean = _NOT_XML.sub("", str(text))
+    return (clean.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;"))
+
+
+def label_text(description: object) -> str:
+    """Upstream's label: the description, cut to 45 characters with '...'."""
+    desc = " ".join(str(description).split())
+    return desc if len(desc) <= LABEL_CHARS else desc[: LABEL_CHARS - 3] + "..."
+
+
+def text_width(text: str, size: float) -> float:
+    """A rough rendered width (no font metrics in the standard library)."""
+    wide = sum(1 for ch in text if ord(ch) > 0x2E80)
+    return size * (0.6 * (len(text) - wide) + 1.0 * wide)
+
+
+# ---------------------------------------------------------------------------
+# Axes
+# ---------------------------------------------------------------------------
+
+
+def nice_ticks(lo: float, hi: float, count: int = 6) -> list[float]:
+    """Round tick values covering [lo, hi]."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [lo]
+    raw = (hi - lo) / max(1, count - 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    first = math.ceil(lo / step) * step
+    ticks = []
+    value = first
+    while value <= hi + step * 1e-9 and len(ticks) < 50:
+        ticks.append(round(value, 12))
+        value += step
+    return ticks
+
+
+def tick_decimals(ticks: list[float]) -> int:
+    if len(ticks) < 2:
+        return 6
+    step = abs(ticks[1] - ticks[0])
+    for decimals in range(0, 9):
+        if abs(round(step, decimals) - step) < step * 1e-6:
+            return decimals
+    return 8
+
+
+# ---------------------------------------------------------------------------
+# The chart
+# ---------------------------------------------------------------------------
+
+
+def _measured(row: dict) -> float | None:
+    value = row.get("val_bpb")
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        return None
+    return float(value)
+
+
+def progress_svg(rows: list[dict]) -> str:
+    """The chart for rows carrying ``n`` (experiment number), val_bpb, status, description."""
+    total = len(rows)
+    kept_count = sum(1 for r in rows if r.get("status") == "keep")
+    title = f"Autoresearch Progress: {total} Experiments, {kept_count} Kept Improvements"
+    valid = [(r["n"], _measured(r), r) for r in rows
+             if r.get("status") != "crash" and _measured(r) is not None]
+    if not valid:
+        return _empty_svg(title)
+    kept = [(n, v, r) for n, v, r in valid if r.get("status") == "keep"]
+    baseline = (kept or valid)[0][1]
+    best = min(v for _, v, _ in kept) if kept else baseline
+    margin = (baseline - best) * 0.15
+    if margin <= 0:
+        margin = max(abs(baseline) * 0.01, 1e-4)
+    y_lo, y_hi = best - margin, baseline + margin
+    x_first, x_last = valid[0][0], valid[-1][0]
+    span = max(1, x_last - x_first)
+    x_lo, x_hi = x_first - 0.03 * span - 0.5, x_last + 0.03 * span + 0.5
+
+    def px(n: float) -> float:
+        return LEFT + (n - x_lo) / (x_hi - x_lo) * PLOT_W
+
+    def py(v: float) -> float:
+        return TOP + (y_hi - v) / (y_hi - y_lo) * PLOT_H
+
+    parts: list[str] = []
+    bbox = [0.0, 0.0, LEFT + PLOT_W + 20.0, TOP + PLOT_H + 62.0]
+
+    # grid and ticks
+    y_ticks = [t for t in nice_ticks(y_lo, y_hi) if y_lo <= t <= y_hi]
+    decimals = tick_decimals(y_ticks)
+    for t in y_ticks:
+        y = py(t)
+        parts.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{LEFT + PLOT_W}" y2="{y:.1f}" '
+                     'stroke="#000" stroke-opacity="0.12"/>')
+        parts.append(f'<text x="{LEFT - 8}" y="{y + 4:.1f}" text-anchor="end" font-size="12">'
+                     f"{t:.{decimals}f}</text>")
+    for t in nice_ticks(max(x_lo, 0), x_hi):
+        if t != int(t) or not x_lo <= t <= x_hi:
+            continue
+        x = px(t)
+        parts.append(f'<line x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{TOP + PLOT_H}" '
+                     'stroke="#000" stroke-opacity="0.12"/>')
+        parts.append(f'<text x="{x:.1f}" y="{TOP + PLOT_H + 18}" text-anchor="middle" '
+                     f'font-size="12">{int(t)}</text>')
+
+    # data, clipped to the plot area
+    parts.append('<g clip-path="url(#plot)">')
+    seen: set[tuple[int, int]] = set()
+    for n, v, r in valid:
+        if r.get("status") == "keep" or not y_lo <= v <= y_hi:
+            continue
+        key = (round(px(n) * 2), round(py(v) * 2))
+        if key in seen:
+            continue
+        seen.add(key)
+        parts.append(f'<circle cx="{px(n):.1f}" cy="{py(v):.1f}" r="2.2" fill="{GREY}" '
+                     'fill-opacity="0.5"/>')
+    if kept:
+        path = []
+        running = math.inf
+        for n, v, _ in kept:
+            if v < running:
+                if not path:
+                    path.append(f"M{px(n):.1f},{py(v):.1f}")
+                else:
+                    path.append(f"H{px(n):.1f}V{py(v):.1f}")
+                running = v
+        path.append(f"H{px(x_last):.1f}")
+        parts.append(f'<path d="{"".join(path)}" fill="none" stroke="{STEP}" stroke-width="2" '
+                     'stroke-opacity="0.7"/>')
+        for n, v, _ in kept:
+            parts.append(f'<circle cx="{px(n):.1f}" cy="{py(v):.1f}" r="4.5" fill="{GREEN}" '
+                         'stroke="#000" stroke-width="0.6"/>')
+    parts.append("</g>")
+
+    # kept labels, rotated 30 degrees upwards like the notebook's annotations
+    cos30, sin30 = math.cos(math.radians(30)), math.sin(math.radians(30))
+    for n, v, r in kept:
+        if not y_lo <= v <= y_hi:
+            continue
+        text = label_text(r.get("description", ""))
+        x, y = px(n) + 6, py(v) - 6
+        w = text_width(text, LABEL_SIZE)
+        bbox[0] = min(bbox[0], x - 4)
+        bbox[1] = min(bbox[1], y - w * sin30 - LABEL_SIZE)
+        bbox[2] = max(bbox[2], x + w * cos30 + LABEL_SIZE)
+        parts.append(f'<text x="{x:.1f}" y="{y:.1f}" transform="rotate(-30 {x:.1f} {y:.1f})" '
+                     f'font-size="{LABEL_SIZE}" fill="{LABEL}" fill-opacity="0.9">'
+                     f"{esc(text)}</text>")
+
+    # frame, axis titles, legend
+    parts.append(f'<rect x="{LEFT}" y="{TOP}" width="{PLOT_W}" height="{PLOT_H}" fill="none" '
+                 'stroke="#333"/>')
+    parts.append(f'<text x="{LEFT + PLOT_W / 2}" y="{TOP + PLOT_H + 44}" text-anchor="middle" '
+                 'font-size="14">Experiment #</text>')
+    mid = TOP + PLOT_H / 2
+    parts.append(f'<text x="22" y="{mid}" transform="rotate(-90 22 {mid})" '
+                 'text-anchor="middle" font-size="14">Validation BPB (lower is better)</text>')
+    lx, ly = LEFT + PLOT_W - 150, TOP + 10
+    parts.append(f'<rect x="{lx}" y="{ly}" width="140" height="66" fill="#fff" '
+                 'fill-opacity="0.85" stroke="#ccc" rx="3"/>')
+    parts.append(f'<circle cx="{lx + 16}" cy="{ly + 15}" r="2.5" fill="{GREY}"/>')
+    parts.append(f'<text x="{lx + 30}" y="{ly + 19}" font-size="12">Discarded</text>')
+    parts.append(f'<circle cx="{lx + 16}" cy="{ly + 33}" r="4.5" fill="{GREEN}" stroke="#000" '
+                 'stroke-width="0.6"/>')
+    parts.append(f'<text x="{lx + 30}" y="{ly + 37}" font-size="12">Kept</text>')
+    parts.append(f'<line x1="{lx + 6}" y1="{ly + 51}" x2="{lx + 26}" y2="{ly + 51}" '
+                 f'stroke="{STEP}" stroke-width="2" stroke-opacity="0.7"/>')
+    parts.append(f'<text x="{lx + 30}" y="{ly + 55}" font-size="12">Running best</text>')
+
+    # the title sits above everything, labels included
+    title_y = bbox[1] + 4
+    bbox[1] -= 30
+    parts.append(f'<text x="{LEFT + PLOT_W / 2}" y="{title_y:.1f}" text-anchor="middle" '
+                 f'font-size="16">{esc(title)}</text>')
+    return _document(bbox, parts, title)
+
+
+def _document(bbox: list[float], parts: list[str], title: str) -> str:
+    x0, y0 = math.floor(bbox[0]) - 4, math.floor(bbox[1]) - 4
+    w, h = math.ceil(bbox[2] - x0) + 4, math.ceil(bbox[3] - y0) + 4
+    head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+            f'viewBox="{x0} {y0} {w} {h}" font-family="{FONT}">\n'
+            f"<title>{esc(title)}</title>\n"
+            f'<defs><clipPath id="plot"><rect x="{LEFT}" y="{TOP}" width="{PLOT_W}" '
+            f'height="{PLOT_H}"/></clipPath></defs>\n'
+            f'<rect x="{x0}" y="{y0}" width="{w}" height="{h}" fill="#fff"/>\n')
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + head + "\n".join(parts) + "\n</svg>\n"
+
+
+def _empty_svg(title: str) -> str:
+    parts = [
+        f'<rect x="{LEFT}" y="{TOP}" width="{PLOT_W}" height="{PLOT_H}" fill="none" '
+        'stroke="#333"/>',
+        f'<text x="{LEFT + PLOT_W / 2}" y="{TOP + PLOT_H / 2}" text-anchor="middle" '
+        'font-size="16" fill="#666">no measured runs to plot yet</text>',
+        f'<text x="{LEFT + PLOT_W / 2}" y="{TOP - 20}" text-anchor="middle" '
+        f'font-size="16">{esc(title)}</text>',
+    ]
+    return _document([0.0, 0.0, LEFT + PLOT_W + 20.0, TOP + PLOT_H + 62.0], parts, title)
+
+
+def write(path: str, svg: str) -> None:
+    """Write the file whole (a temporary file renamed into place)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".plot-", suffix=".svg", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(svg)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
