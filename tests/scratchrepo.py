@@ -1,0 +1,49 @@
+"""Scratch target repositories for the tests: upstream's layout with stand-in scripts.
+
+``make_repo(tmp_path)`` returns a git repo (branch ``autoresearch/test``) holding the stand-in
+prepare.py, pyproject.toml, uv.lock, program.md (tests/fixtures/standins/target/) and the
+``ok.py`` stand-in as train.py, all committed. ``commit_train`` swaps train.py for another
+stand-in (or edits its constants) and commits, as an agent's experiment would.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+STANDINS = Path(__file__).parent / "fixtures" / "standins"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def make_repo(tmp_path: Path, name: str = "target") -> Path:
+    repo = tmp_path / name
+    shutil.copytree(STANDINS / "target", repo)
+    shutil.copy(STANDINS / "ok.py", repo / "train.py")
+    git(repo, "init", "-q", "-b", "autoresearch/test")
+    git(repo, "config", "user.email", "test@example.com")
+    git(repo, "config", "user.name", "Test")
+    git(repo, "config", "commit.gpgsign", "false")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "baseline")
+    return repo
+
+
+def commit_train(repo: Path, message: str, standin: str | None = None, **constants) -> str:
+    """Replaces train.py with a stand-in and/or sets its constants (VAL_BPB=0.9...), commits."""
+    train = repo / "train.py"
+    if standin:
+        shutil.copy(STANDINS / standin, train)
+    text = train.read_text()
+    for key, value in constants.items():
+        text, count = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.MULTILINE)
+        if not count:
+            text += f"\n{key} = {value}\n"
+    train.write_text(text)
+    git(repo, "commit", "-q", "-am", message)
+    return git(repo, "rev-parse", "HEAD")
