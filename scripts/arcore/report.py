@@ -36,6 +36,7 @@ TEXT_WIDTH = 72  # description characters in the text view
 TRIED_WIDTH = 160  # description characters in the --tried block
 TIMELINE_LINES = 8
 FAILURE_LINES = 3
+THEME_WINDOW = 20000  # word themes (failures, next family) come from the latest runs only
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -53,11 +54,11 @@ STOPWORDS = frozenset(
     hypothesis evidence expected result results paper idea see note because after before about
     worse better slightly hurt hurts need needs extra fewer win wins won lost gain gains massive
     novel contribution optimal seems improved improves improvement regression best bottleneck
-    here there which while does did do x e g i
+    here there which while does did do up down
     """.split()
 )
 
-_WORD = re.compile(r"[^\W\d_][\w-]*")
+_WORD = re.compile(r"[^\W\d_][\w-]*[^\W_]")  # two characters or more, no trailing - or _
 _CLASS = re.compile(r"(?:^|\s)\(\s*([A-Za-z][\w-]{0,23})\s*\)\W*$")
 
 
@@ -125,20 +126,30 @@ def measured(row: dict) -> float | None:
     return float(value) if math.isfinite(value) and value > 0 else None
 
 
+def clean(text: object) -> str:
+    """flatten() with a fast path for text that is already one clean line."""
+    if isinstance(text, str) and text.isprintable() and "  " not in text and text == text.strip():
+        return text
+    return flatten(text)
+
+
 def clip(text: object, width: int) -> str:
     """One printable line of at most ``width`` characters (an ellipsis marks a cut)."""
-    flat = flatten(text)
+    flat = clean(text)
     return flat if len(flat) <= width else flat[: max(1, width - 1)].rstrip() + "…"
 
 
-def words(text: str) -> set[str]:
+def words(text: str) -> frozenset[str]:
     """The description's content words, lower-cased, without stopwords."""
-    found = set()
-    for word in _WORD.findall(text.lower()):
-        word = word.strip("-_")
-        if len(word) >= 2 and word not in STOPWORDS:
-            found.add(word)
-    return found
+    return frozenset(_WORD.findall(text.lower())) - STOPWORDS
+
+
+def row_words(row: dict) -> frozenset[str]:
+    """words() of a record's description, computed once per record."""
+    cached = row.get("_words")
+    if cached is None:
+        cached = row["_words"] = words(row["description"])
+    return cached
 
 
 def crash_class_in(description: str) -> str | None:
@@ -151,14 +162,8 @@ def crash_class_in(description: str) -> str | None:
 
 
 def _entry(row: dict) -> dict:
-    return {
-        "n": row["n"],
-        "commit": row.get("commit", ""),
-        "val_bpb": measured(row),
-        "memory_gb": row.get("memory_gb"),
-        "status": row.get("status", ""),
-        "description": flatten(row.get("description", "")),
-    }
+    return {key: row[key] for key in ("n", "commit", "val_bpb", "memory_gb", "status",
+                                      "description")}
 
 
 # ---------------------------------------------------------------------------
@@ -167,12 +172,23 @@ def _entry(row: dict) -> dict:
 
 
 def number_rows(rows: list[dict], start: int = 0) -> list[dict]:
-    """The track's rows (after the first ``start``), each with ``n``: its 1-based row number."""
+    """The track's rows (after the first ``start``) as records: ``n`` (1-based row number),
+    commit, val_bpb (a real measurement or None), memory_gb, status, description (one clean
+    line) and ``fail`` (crashed, or ended without a measurement: some ledgers log aborted runs
+    as discard). The analysis functions below take these records."""
     out = []
     for index, row in enumerate(rows[start:], start=start + 1):
-        row = dict(row)
-        row["n"] = index
-        out.append(row)
+        status = row.get("status", "")
+        value = measured(row)
+        out.append({
+            "n": index,
+            "commit": row.get("commit", ""),
+            "val_bpb": value,
+            "memory_gb": row.get("memory_gb"),
+            "status": status,
+            "description": clean(row.get("description", "")),
+            "fail": status == "crash" or (status != "keep" and value is None),
+        })
     return out
 
 
@@ -188,8 +204,8 @@ def timeline(rows: list[dict], floor: float | None) -> list[dict]:
     out: list[dict] = []
     previous: float | None = None
     for row in rows:
-        value = measured(row)
-        if row.get("status") != "keep" or value is None:
+        value = row["val_bpb"]
+        if row["status"] != "keep" or value is None:
             continue
         item = _entry(row)
         delta = None if previous is None else previous - value
@@ -224,18 +240,13 @@ def failure_class(row: dict, runs: dict[str, dict]) -> tuple[str | None, str, st
     return None, "", None
 
 
-def is_failure(row: dict) -> bool:
-    """Crashed, or ended without a measurement (some ledgers log aborted runs as discard)."""
-    status = row.get("status")
-    return status == "crash" or (status != "keep" and measured(row) is None)
-
-
 def crash_patterns(rows: list[dict], runs: dict[str, dict]) -> list[dict]:
-    """Failures grouped by class (session record, else description), else by repeated words."""
+    """Failures grouped by class (session record, else description), else by repeated words
+    (those within the latest THEME_WINDOW rows)."""
     groups: dict[str, dict] = {}
     unclassed: list[dict] = []
     for row in rows:
-        if not is_failure(row):
+        if not row["fail"]:
             continue
         cls, source, hint = failure_class(row, runs)
         if cls is None:
@@ -245,13 +256,15 @@ def crash_patterns(rows: list[dict], runs: dict[str, dict]) -> list[dict]:
                                         "examples": [], "hint": None})
         group["count"] += 1
         if len(group["examples"]) < 2:
-            group["examples"].append(flatten(row.get("description", "")))
+            group["examples"].append(row["description"])
         group["hint"] = group["hint"] or hint
     patterns = sorted(groups.values(), key=lambda g: -g["count"])
-    others = [r for r in rows if not is_failure(r)]
+    recent = rows[-THEME_WINDOW:]
+    first_recent = recent[0]["n"] if recent else 0
+    unclassed = [r for r in unclassed if r["n"] >= first_recent]
+    others = [r for r in recent if not r["fail"]]
     for word, count in distinctive_words(unclassed, others)[:FAILURE_LINES]:
-        examples = [flatten(r.get("description", "")) for r in unclassed
-                    if word in words(r.get("description", ""))][:2]
+        examples = [r["description"] for r in unclassed if word in row_words(r)][:2]
         patterns.append({"pattern": word, "source": "words", "count": count,
                          "examples": examples, "hint": None})
     return patterns
@@ -261,11 +274,11 @@ def distinctive_words(group: list[dict], others: list[dict]) -> list[tuple[str, 
     """Words in at least two of ``group``'s descriptions, more common there than in ``others``."""
     if len(group) < 2:
         return []
-    inside = Counter(w for r in group for w in words(r.get("description", "")))
+    inside = Counter(w for r in group for w in row_words(r))
     candidates = {w: c for w, c in inside.items() if c >= 2}
     if not candidates:
         return []
-    outside = Counter(w for r in others for w in words(r.get("description", "")) if w in candidates)
+    outside = Counter(w for r in others for w in row_words(r) if w in candidates)
     n_in, n_out = len(group), max(1, len(others))
     scored = [(w, c) for w, c in candidates.items() if c / n_in > outside[w] / n_out]
     return sorted(scored, key=lambda wc: (-wc[1], wc[0]))
@@ -275,11 +288,11 @@ def word_stats(rows: list[dict], kept_gain: dict[int, float]) -> dict[str, dict]
     """Per content word: how often it was kept, discarded, failed, and the gains it carried."""
     stats: dict[str, dict] = {}
     for row in rows:
-        status = row.get("status")
+        status = row["status"]
         if status not in ("keep", "discard", "crash"):
             continue
-        outcome = "fail" if is_failure(row) else status
-        for word in words(row.get("description", "")):
+        outcome = "fail" if row["fail"] else status
+        for word in row_words(row):
             entry = stats.get(word)
             if entry is None:
                 entry = stats[word] = {"keep": 0, "discard": 0, "fail": 0, "gain": 0.0,
@@ -324,33 +337,38 @@ def next_family(stats: dict[str, dict], by_n: dict[int, dict], best_n: int | Non
         "kept": s["keep"],
         "tried": tried,
         "gain": s["gain"],
-        "anchor": flatten(anchor.get("description", "")),
+        "anchor": anchor.get("description", ""),
         "anchor_n": s["last_keep"],
         "anchor_is_best": s["last_keep"] == best_n,
         "advice": "vary the anchor's knob in small steps either side, one change per run",
     }
 
 
-def tried_lists(rows: list[dict]) -> dict[str, list[dict]]:
+def tried_lists(rows: list[dict], runs: dict[str, dict] | None = None) -> dict[str, list[dict]]:
     """Ideas by outcome, identical descriptions merged (with a count)."""
+    runs = runs or {}
     out: dict[str, dict[str, dict]] = {"kept": {}, "discarded": {}, "crashed": {}, "other": {}}
     for row in rows:
-        status = row.get("status")
+        status = row["status"]
         if status == "keep":
             bucket = "kept"
-        elif is_failure(row):
+        elif row["fail"]:
             bucket = "crashed"
         elif status == "discard":
             bucket = "discarded"
         else:
             bucket = "other"
-        desc = flatten(row.get("description", "")) or "(no description)"
+        desc = row["description"] or "(no description)"
         item = out[bucket].get(desc)
         if item is None:
             item = out[bucket][desc] = {"description": desc, "count": 0, "status": status,
                                         "val_bpb": None, "n": row["n"]}
         item["count"] += 1
-        value = measured(row)
+        if bucket == "crashed" and not item.get("class"):
+            cls, _, _ = failure_class(row, runs)
+            if cls and f"({cls})" not in desc:
+                item["class"] = cls
+        value = row["val_bpb"]
         if value is not None and (item["val_bpb"] is None or value < item["val_bpb"]):
             item["val_bpb"] = value
     return {k: list(v.values()) for k, v in out.items()}
@@ -359,12 +377,18 @@ def tried_lists(rows: list[dict]) -> dict[str, list[dict]]:
 def analyse(rows: list[dict], runs: dict[str, dict] | None = None,
             floor: float | None = None, top: int = DEFAULT_TOP, start: int = 0) -> dict:
     """The whole report as one JSON-ready dict. ``rows`` are read_ledger()'s dicts."""
+    return analyse_track(number_rows(rows, start), len(rows), runs, floor, top)
+
+
+def analyse_track(track: list[dict], total: int, runs: dict[str, dict] | None = None,
+                  floor: float | None = None, top: int = DEFAULT_TOP) -> dict:
+    """analyse() on number_rows()'s records; ``total`` is the ledger's row count."""
     runs = runs or {}
-    track = number_rows(rows, start)
+    start = track[0]["n"] - 1 if track else total
     counts = status_counts(track)
     decided = counts["keep"] + counts["discard"]
-    first_keep = next((r for r in track if r.get("status") == "keep" and measured(r)), None)
-    base_row = first_keep or next((r for r in track if measured(r)), None)
+    first_keep = next((r for r in track if r["status"] == "keep" and r["val_bpb"]), None)
+    base_row = first_keep or next((r for r in track if r["val_bpb"]), None)
     kept = timeline(track, floor)
     best_item = min(kept, key=lambda k: k["val_bpb"]) if kept else None
     baseline = _entry(base_row) if base_row else None
@@ -372,15 +396,16 @@ def analyse(rows: list[dict], runs: dict[str, dict] | None = None,
     if baseline and best_item:
         absolute = baseline["val_bpb"] - best_item["val_bpb"]
         improvement = {"absolute": absolute, "percent": 100.0 * absolute / baseline["val_bpb"]}
-    ranked = sorted((r for r in track if measured(r) is not None), key=measured)
+    ranked = sorted((r for r in track if r["val_bpb"] is not None), key=lambda r: r["val_bpb"])
     gains = sorted((k for k in kept if k["delta"] is not None and k["delta"] > 0),
                    key=lambda k: -k["delta"])
     patterns = crash_patterns(track, runs)
     kept_gain = {k["n"]: k["delta"] for k in kept if k["delta"] is not None}
-    stats = word_stats([r for r in track if r is not base_row], kept_gain)
+    stats = word_stats([r for r in track[-THEME_WINDOW:] if r is not base_row], kept_gain)
     by_n = {r["n"]: r for r in track}
     return {
-        "rows": len(rows),
+        "rows": total,
+        "themes_from_last": min(len(track), THEME_WINDOW),
         "track_start": start,
         "experiments": len(track),
         "counts": counts,
@@ -398,7 +423,7 @@ def analyse(rows: list[dict], runs: dict[str, dict] | None = None,
         "crash_patterns": patterns,
         "repeated_failures": repeated_failures(patterns, stats)[:FAILURE_LINES + 2],
         "next_family": next_family(stats, by_n, best_item["n"] if best_item else None),
-        "tried": tried_lists(track),
+        "tried": tried_lists(track, runs),
     }
 
 
@@ -510,6 +535,8 @@ def _four_things(rep: dict) -> list[str]:
         lines.append("repeated failures: " + "; ".join(parts))
     else:
         lines.append("repeated failures: none")
+    if rep["themes_from_last"] < rep["experiments"]:
+        lines[-1] += f" (themes from the last {rep['themes_from_last']} runs)"
     t = rep["tried"]
     lines.append(f"what has been tried: {len(t['kept'])} kept, {len(t['discarded'])} discarded, "
                  f"{len(t['crashed'])} crashed ideas; paste-ready block: show-results.sh --tried")
@@ -548,6 +575,8 @@ def render_tried(rep: dict) -> list[str]:
             extra = [] if item["val_bpb"] is None else [_bpb(item["val_bpb"])]
             if key == "other":
                 extra.insert(0, item["status"] or "no status")
+            if item.get("class"):
+                extra.insert(0, item["class"])
             if item["count"] > 1:
                 extra.append(f"x{item['count']}")
             tail = f" ({', '.join(extra)})" if extra else ""
@@ -630,10 +659,12 @@ def main(argv: list[str]) -> int:
     session = load_session(session_dir)
     rows = read_ledger(ledger)
     start = 0 if opts["all"] else min(ledger_start(session), len(rows))
-    rep = analyse(rows, load_runs(session_dir), noise_floor(session), opts["top"], start)
+    track = number_rows(rows, start)
+    rep = analyse_track(track, len(rows), load_runs(session_dir), noise_floor(session),
+                        opts["top"])
     if opts["plot"]:
         try:
-            svgplot.write(opts["plot"], svgplot.progress_svg(number_rows(rows, start)))
+            svgplot.write(opts["plot"], svgplot.progress_svg(track))
         except OSError as exc:
             _err(f"cannot write {opts['plot']}: {exc.strerror or exc}")
             return EXIT_FAIL

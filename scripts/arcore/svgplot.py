@@ -141,7 +141,7 @@ def progress_svg(rows: list[dict]) -> str:
     for n, v, r in valid:
         if r.get("status") == "keep" or not y_lo <= v <= y_hi:
             continue
-        key = (round(px(n) * 2), round(py(v) * 2))
+        key = (round(px(n)), round(py(v)))  # one dot per pixel is all the eye can see
         if key in seen:
             continue
         seen.add(key)

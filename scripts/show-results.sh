@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Usage: show-results.sh [--ledger FILE] [--session-dir DIR] [--top N] [--all]
+#                        [--tried | --json] [--plot FILE.svg]
+#
+# Tells a human (and an agent) what a session found, from results.tsv (read by
+# header name, any extra columns) and, when present, .autoresearch/session.json
+# (noise_floor, ledger_start) and .autoresearch/runs.jsonl (crash class, hint).
+# The default text is at most 40 lines: counts, keep rate, baseline -> best,
+# top N, the improvement timeline of kept runs (delta vs the previous kept run),
+# crash patterns, best gains, repeated failures and a next experiment family.
+#
+# Options:
+#   --ledger FILE       the ledger (default: ./results.tsv)
+#   --session-dir DIR   the session files (default: .autoresearch beside the ledger)
+#   --top N             how many runs to list by val_bpb (default: 5)
+#   --all               every row, ignoring session.json's ledger_start (the track)
+#   --tried             print a "What Has Been Tried" block to paste into program.md
+#   --json              print one JSON object (everything, for agents)
+#   --plot FILE.svg     also write the progress chart (upstream's progress.png) as SVG
+#   -h, --help          print this help
+#
+# Exit codes:
+#   0  report printed (an empty ledger is a report too)
+#   1  no ledger at that path, or it cannot be read or the chart cannot be written
+#   2  usage error
+set -euo pipefail
+
+AR_NAME=show-results.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+main() {
+  local arg
+  for arg in "$@"; do
+    if [[ "${arg}" == "-h" || "${arg}" == "--help" ]]; then
+      ar_usage "${BASH_SOURCE[0]}"
+      exit 0
+    fi
+  done
+  AR_NAME="${AR_NAME}" ar_core report "$@"
+}
+
+main "$@"
