@@ -281,7 +281,7 @@ def distinctive_words(group: list[dict], others: list[dict]) -> list[tuple[str, 
     outside = Counter(w for r in others for w in row_words(r) if w in candidates)
     n_in, n_out = len(group), max(1, len(others))
     scored = [(w, c) for w, c in candidates.items() if c / n_in > outside[w] / n_out]
-    return sorted(scored, key=lambda wc: (-wc[1], wc[0]))
+    return sorted(scored, key=lambda wc: (-wc[1], outside[wc[0]], wc[0]))
 
 
 def word_stats(rows: list[dict], kept_gain: dict[int, float]) -> dict[str, dict]:

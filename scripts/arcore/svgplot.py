@@ -145,8 +145,8 @@ def progress_svg(rows: list[dict]) -> str:
         if key in seen:
             continue
         seen.add(key)
-        parts.append(f'<circle cx="{px(n):.1f}" cy="{py(v):.1f}" r="2.2" fill="{GREY}" '
-                     'fill-opacity="0.5"/>')
+        parts.append(f'<circle class="discarded" cx="{px(n):.1f}" cy="{py(v):.1f}" r="2.2" '
+                     f'fill="{GREY}" fill-opacity="0.5"/>')
     if kept:
         path = []
         running = math.inf
@@ -158,11 +158,11 @@ def progress_svg(rows: list[dict]) -> str:
                     path.append(f"H{px(n):.1f}V{py(v):.1f}")
                 running = v
         path.append(f"H{px(x_last):.1f}")
-        parts.append(f'<path d="{"".join(path)}" fill="none" stroke="{STEP}" stroke-width="2" '
-                     'stroke-opacity="0.7"/>')
+        parts.append(f'<path class="running-best" d="{"".join(path)}" fill="none" '
+                     f'stroke="{STEP}" stroke-width="2" stroke-opacity="0.7"/>')
         for n, v, _ in kept:
-            parts.append(f'<circle cx="{px(n):.1f}" cy="{py(v):.1f}" r="4.5" fill="{GREEN}" '
-                         'stroke="#000" stroke-width="0.6"/>')
+            parts.append(f'<circle class="kept" cx="{px(n):.1f}" cy="{py(v):.1f}" r="4.5" '
+                         f'fill="{GREEN}" stroke="#000" stroke-width="0.6"/>')
     parts.append("</g>")
 
     # kept labels, rotated 30 degrees upwards like the notebook's annotations
@@ -176,8 +176,8 @@ def progress_svg(rows: list[dict]) -> str:
         bbox[0] = min(bbox[0], x - 4)
         bbox[1] = min(bbox[1], y - w * sin30 - LABEL_SIZE)
         bbox[2] = max(bbox[2], x + w * cos30 + LABEL_SIZE)
-        parts.append(f'<text x="{x:.1f}" y="{y:.1f}" transform="rotate(-30 {x:.1f} {y:.1f})" '
-                     f'font-size="{LABEL_SIZE}" fill="{LABEL}" fill-opacity="0.9">'
+        parts.append(f'<text class="label" x="{x:.1f}" y="{y:.1f}" '
+                     f'transform="rotate(-30 {x:.1f} {y:.1f})" font-size="{LABEL_SIZE}" fill="{LABEL}" fill-opacity="0.9">'
                      f"{esc(text)}</text>")
 
     # frame, axis titles, legend

@@ -1,0 +1,460 @@
+"""arcore.report and arcore.svgplot: what show-results.sh tells a human and an agent."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from arcore import report, svgplot
+from arcore.ledger import read_ledger
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "tests" / "fixtures" / "corpus" / "results"
+CORPUS_FILES = sorted(CORPUS.glob("*.tsv"))
+HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+
+def write_ledger(path: Path, rows: list[tuple]) -> Path:
+    """rows: (commit, val_bpb, status, description); memory is 44.0 or 0.0 for crashes."""
+    lines = [HEADER]
+    for commit, value, status, desc in rows:
+        mem = "0.0" if status == "crash" else "44.0"
+        lines.append(f"{commit}\t{value:.6f}\t{mem}\t{status}\t{desc}\n")
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = report.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+SESSION = [
+    ("a000001", 1.000, "keep", "baseline"),
+    ("a000002", 0.990, "keep", "raise matrix LR to 0.05"),
+    ("a000003", 0.995, "discard", "lower weight decay to 0.1"),
+    ("a000004", 0.0, "crash", "double width (oom)"),
+    ("a000005", 0.9895, "keep", "matrix LR 0.05 -> 0.06"),
+    ("a000006", 0.0, "crash", "double depth (oom)"),
+    ("a000007", 0.999, "discard", "weight decay 0.2"),
+    ("a000008", 0.970, "keep", "warmdown ratio 0.5"),
+]
+
+
+@pytest.fixture
+def session_ledger(tmp_path: Path) -> Path:
+    return write_ledger(tmp_path / "results.tsv", SESSION)
+
+
+# ---------------------------------------------------------------------------
+# Every real ledger in the corpus
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", CORPUS_FILES, ids=lambda p: p.name)
+def test_every_corpus_ledger_gives_a_short_text_report_and_a_valid_chart(path, tmp_path, capsys):
+    plot = tmp_path / "progress.svg"
+    code, out, err = run(["--ledger", str(path), "--plot", str(plot)], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert 10 <= len(lines) <= 40
+    assert lines[1].startswith("experiments: ")
+    assert any(line.startswith("best experiment: #") for line in lines)
+    root = ET.parse(plot).getroot()
+    assert root.tag == f"{SVG}svg"
+
+
+@pytest.mark.parametrize("path", CORPUS_FILES, ids=lambda p: p.name)
+def test_every_corpus_ledger_counts_statuses_by_header_name(path, capsys):
+    header, *rows = path.read_text(encoding="utf-8").splitlines()
+    column = header.split("\t").index("status")
+    statuses = [r.split("\t")[column] for r in rows if r.strip()]
+    code, out, _ = run(["--ledger", str(path), "--json"], capsys)
+    assert code == 0
+    rep = json.loads(out)
+    assert rep["experiments"] == len(statuses)
+    assert rep["counts"]["keep"] == statuses.count("keep")
+    assert rep["counts"]["discard"] == statuses.count("discard")
+    assert rep["counts"]["crash"] == statuses.count("crash")
+    assert sum(rep["counts"].values()) == len(statuses)
+
+
+def test_the_upstream_ledger_matches_the_notebooks_numbers(capsys):
+    code, out, _ = run(["--ledger", str(CORPUS / "mlx-upstream-5col.tsv"), "--json"], capsys)
+    rep = json.loads(out)
+    assert code == 0
+    assert rep["keep_rate"] == pytest.approx(9 / 11)
+    assert rep["baseline"]["val_bpb"] == pytest.approx(2.667)
+    assert rep["best"]["val_bpb"] == pytest.approx(1.416715)
+    assert rep["best"]["description"] == "SiLU activation (batch 2^13)"
+    assert rep["improvement"]["absolute"] == pytest.approx(1.250285)
+    assert rep["improvement"]["percent"] == pytest.approx(46.88, abs=0.005)
+    deltas = {k["n"]: k["delta"] for k in rep["timeline"]}
+    assert deltas[1] is None
+    assert deltas[5] == pytest.approx(2.533728 - 1.807902)
+    assert rep["best_gains"][0]["description"] == "reduce depth from 8 to 4"
+    assert rep["gains_total"] == pytest.approx(2.667 - 1.416715)
+
+
+def test_the_text_report_shows_baseline_best_and_improvement(capsys):
+    code, out, _ = run(["--ledger", str(CORPUS / "mlx-upstream-5col.tsv")], capsys)
+    assert code == 0
+    assert "keep rate: 9/11 = 81.8%" in out
+    assert "2.667000 (baseline) -> 1.416715 (best)  improvement: 1.250285 (46.88%)" in out
+    assert "best experiment: #11 38acd33 SiLU activation (batch 2^13)" in out
+
+
+# ---------------------------------------------------------------------------
+# Edge ledgers: missing, empty, only crashes, huge
+# ---------------------------------------------------------------------------
+
+
+def test_a_missing_ledger_is_one_clear_line_and_exit_1(tmp_path, capsys):
+    code, out, err = run(["--ledger", str(tmp_path / "nope.tsv")], capsys)
+    assert code == 1
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert "no ledger at" in err and "nope.tsv" in err
+
+
+def test_a_directory_given_as_ledger_is_refused_with_exit_1(tmp_path, capsys):
+    code, out, err = run(["--ledger", str(tmp_path)], capsys)
+    assert code == 1
+    assert out == "" and "cannot read" in err
+
+
+@pytest.mark.parametrize("content", ["", HEADER, HEADER + "\n\n"], ids=["zero bytes", "header",
+                                                                        "blank lines"])
+def test_an_empty_ledger_reports_zero_experiments(tmp_path, capsys, content):
+    ledger = tmp_path / "results.tsv"
+    ledger.write_text(content, encoding="utf-8")
+    plot = tmp_path / "p.svg"
+    code, out, _ = run(["--ledger", str(ledger), "--plot", str(plot)], capsys)
+    assert code == 0
+    assert "experiments: 0" in out and "no experiments yet" in out
+    assert "no measured runs" in plot.read_text(encoding="utf-8")
+    code, out, _ = run(["--ledger", str(ledger), "--json"], capsys)
+    rep = json.loads(out)
+    assert rep["experiments"] == 0 and rep["best"] is None and rep["keep_rate"] is None
+    code, out, _ = run(["--ledger", str(ledger), "--tried"], capsys)
+    assert out.startswith("## What Has Been Tried")
+
+
+def test_a_ledger_of_only_crashes_groups_them_by_the_class_in_parentheses(tmp_path, capsys):
+    ledger = write_ledger(tmp_path / "results.tsv", [
+        ("c000001", 0.0, "crash", "baseline (oom)"),
+        ("c000002", 0.0, "crash", "double width (oom)"),
+        ("c000003", 0.0, "crash", "fused adam (timeout)"),
+    ])
+    plot = tmp_path / "p.svg"
+    code, out, _ = run(["--ledger", str(ledger), "--plot", str(plot)], capsys)
+    assert code == 0
+    assert "no kept run with a measurement yet" in out
+    assert "oom x2" in out and "timeout x1" in out
+    assert "repeated failures: oom (crash x2)" in out
+    ET.parse(plot)
+    rep = report.analyse(read_ledger(str(ledger)))
+    assert rep["baseline"] is None and rep["improvement"] is None
+    assert [p["pattern"] for p in rep["crash_patterns"]] == ["oom", "timeout"]
+
+
+def test_a_100k_row_ledger_still_fits_in_40_lines(tmp_path, capsys):
+    rng = random.Random(3)
+    lines = [HEADER]
+    best = 1.0
+    for i in range(100_000):
+        if i and rng.random() < 0.05:
+            lines.append(f"{i:07x}\t0.000000\t0.0\tcrash\tknob {i % 7} (oom)\n")
+            continue
+        value = 0.95 + 0.05 * 0.5 ** (i / 5000) + rng.gauss(0, 0.003)
+        status = "keep" if i == 0 or value < best else "discard"
+        best = min(best, value) if status == "keep" else best
+        lines.append(f"{i:07x}\t{value:.6f}\t44.0\t{status}\tknob {i % 7} to {value:.3f}\n")
+    ledger = tmp_path / "results.tsv"
+    ledger.write_text("".join(lines), encoding="utf-8")
+    code, out, _ = run(["--ledger", str(ledger)], capsys)
+    assert code == 0
+    assert len(out.splitlines()) <= 40
+    assert "experiments: 100000" in out
+    assert "(themes from the last 20000 runs)" in out
+
+
+# ---------------------------------------------------------------------------
+# Noise floor, session files, the comparison track
+# ---------------------------------------------------------------------------
+
+
+def test_without_a_noise_floor_the_report_says_single_runs_cannot_separate_small_gains(
+        session_ledger, capsys):
+    code, out, _ = run(["--ledger", str(session_ledger)], capsys)
+    assert code == 0
+    assert "single runs cannot separate gains below the typical run-to-run spread" in out
+    assert "within noise" not in out
+
+
+def test_kept_gains_below_the_noise_floor_are_marked_within_noise(session_ledger, capsys):
+    (session_ledger.parent / ".autoresearch").mkdir()
+    (session_ledger.parent / ".autoresearch" / "session.json").write_text(
+        json.dumps({"noise_floor": 0.002}), encoding="utf-8")
+    code, out, _ = run(["--ledger", str(session_ledger), "--json"], capsys)
+    rep = json.loads(out)
+    verdicts = {k["description"]: k["verdict"] for k in rep["timeline"]}
+    assert verdicts["matrix LR 0.05 -> 0.06"] == "within noise"  # 0.0005 < 0.002
+    assert verdicts["raise matrix LR to 0.05"] == "gain"  # 0.01 > 0.002
+    assert rep["noise"]["floor"] == 0.002
+    code, out, _ = run(["--ledger", str(session_ledger)], capsys)
+    assert "[within noise]" in out and "noise floor 0.002000" in out
+
+
+@pytest.mark.parametrize("junk", ["{not json", "[1, 2]", '{"noise_floor": "big"}',
+                                  '{"noise_floor": -1, "ledger_start": -4}',
+                                  '{"noise_floor": true, "ledger_start": 1.5}'])
+def test_a_junk_session_file_is_ignored(session_ledger, capsys, junk):
+    (session_ledger.parent / ".autoresearch").mkdir()
+    (session_ledger.parent / ".autoresearch" / "session.json").write_text(junk, encoding="utf-8")
+    code, out, _ = run(["--ledger", str(session_ledger), "--json"], capsys)
+    assert code == 0
+    rep = json.loads(out)
+    assert rep["noise"]["floor"] is None and rep["experiments"] == len(SESSION)
+
+
+def test_crash_classes_and_hints_come_from_runs_jsonl_when_recorded(session_ledger, capsys):
+    session_dir = session_ledger.parent / "elsewhere"
+    session_dir.mkdir()
+    (session_dir / "runs.jsonl").write_text(
+        "garbage\n"
+        + json.dumps({"commit": "a000004deadbeef", "crash_class": "cuda_oom",
+                      "hint": "halve the device batch size"}) + "\n"
+        + "[]\n", encoding="utf-8")
+    code, out, _ = run(["--ledger", str(session_ledger), "--session-dir", str(session_dir),
+                        "--json"], capsys)
+    assert code == 0
+    patterns = {p["pattern"]: p for p in json.loads(out)["crash_patterns"]}
+    assert patterns["cuda_oom"]["source"] == "session"
+    assert patterns["cuda_oom"]["hint"] == "halve the device batch size"
+    assert patterns["oom"]["count"] == 1  # the other crash falls back to its description
+
+
+def test_ledger_start_limits_the_report_to_the_current_track_and_all_lifts_it(
+        session_ledger, capsys):
+    (session_ledger.parent / ".autoresearch").mkdir()
+    (session_ledger.parent / ".autoresearch" / "session.json").write_text(
+        json.dumps({"ledger_start": 4}), encoding="utf-8")
+    code, out, _ = run(["--ledger", str(session_ledger), "--json"], capsys)
+    rep = json.loads(out)
+    assert rep["experiments"] == 4 and rep["rows"] == 8
+    assert rep["baseline"]["n"] == 5 and rep["baseline"]["val_bpb"] == pytest.approx(0.9895)
+    code, out, _ = run(["--ledger", str(session_ledger)], capsys)
+    assert "track from row 5" in out
+    code, out, _ = run(["--ledger", str(session_ledger), "--all", "--json"], capsys)
+    assert json.loads(out)["experiments"] == 8
+
+
+# ---------------------------------------------------------------------------
+# The four things: best gains, repeated failures, what was tried, what next
+# ---------------------------------------------------------------------------
+
+
+def test_best_gains_are_ordered_by_delta_vs_the_previous_kept_run(session_ledger):
+    rep = report.analyse(read_ledger(str(session_ledger)))
+    gains = [(k["description"], round(k["delta"], 6)) for k in rep["best_gains"]]
+    assert gains == [("warmdown ratio 0.5", 0.0195), ("raise matrix LR to 0.05", 0.01),
+                     ("matrix LR 0.05 -> 0.06", 0.0005)]
+
+
+def test_a_theme_that_never_kept_is_a_repeated_failure(session_ledger):
+    rep = report.analyse(read_ledger(str(session_ledger)))
+    themes = {f["what"]: f for f in rep["repeated_failures"]}
+    assert themes["weight"]["count"] == 2 and themes["weight"]["kept"] == 0
+    assert "matrix" not in themes
+
+
+def test_the_next_family_is_the_theme_whose_kept_runs_gained_most(tmp_path):
+    ledger = write_ledger(tmp_path / "results.tsv", [
+        ("b000001", 1.00, "keep", "baseline"),
+        ("b000002", 0.98, "keep", "batch size 2^15"),
+        ("b000003", 0.97, "keep", "batch size 2^14"),
+        ("b000004", 0.975, "discard", "softcap 20"),
+        ("b000005", 0.969, "keep", "softcap 30"),
+        ("b000006", 0.99, "discard", "batch size 2^13"),
+    ])
+    rep = report.analyse(read_ledger(str(ledger)))
+    family = rep["next_family"]
+    assert family["theme"] in ("batch", "size")
+    assert family["kept"] == 2 and family["tried"] == 3
+    assert family["anchor"] == "batch size 2^14"
+
+
+def test_without_any_gain_there_is_no_next_family(tmp_path):
+    ledger = write_ledger(tmp_path / "results.tsv", [
+        ("b000001", 1.00, "keep", "baseline"), ("b000002", 1.01, "discard", "softcap 20")])
+    assert report.analyse(read_ledger(str(ledger)))["next_family"] is None
+
+
+def test_the_tried_block_lists_each_idea_once_under_its_outcome(tmp_path, capsys):
+    rows = SESSION + [("a000009", 0.999, "discard", "weight decay 0.2")]
+    ledger = write_ledger(tmp_path / "results.tsv", rows)
+    code, out, _ = run(["--ledger", str(ledger), "--tried"], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "## What Has Been Tried"
+    kept = lines.index("### Kept (improved val_bpb; build on these)")
+    discarded = lines.index("### Discarded (no improvement; do not repeat as is)")
+    crashed = lines.index("### Crashed or no result (fix the cause before retrying)")
+    assert kept < discarded < crashed
+    assert "- warmdown ratio 0.5 (0.970000)" in lines[kept:discarded]
+    assert "- weight decay 0.2 (0.999000, x2)" in lines[discarded:crashed]
+    assert "- double width (oom)" in lines[crashed:]
+    assert sum(1 for line in lines if "weight decay 0.2" in line) == 1
+
+
+def test_other_statuses_are_counted_and_listed_apart(capsys):
+    code, out, _ = run(["--ledger", str(CORPUS / "moe-13col-hypotheses.tsv"), "--tried"], capsys)
+    assert code == 0
+    assert "### Other statuses" in out
+    assert "(tentative, 0.954935)" in out
+
+
+def test_discards_without_a_measurement_count_as_failures(capsys):
+    code, out, _ = run(["--ledger", str(CORPUS / "moe-13col-hypotheses.tsv"), "--json"], capsys)
+    rep = json.loads(out)
+    assert rep["counts"]["crash"] == 0  # the ledger says discard ...
+    assert len(rep["tried"]["crashed"]) == 11  # ... but 11 of them have val_bpb 0.000000
+    assert rep["crash_patterns"]
+
+
+@pytest.mark.parametrize("desc,expected", [
+    ("double width (oom)", "oom"),
+    ("fused kernels (timeout).", "timeout"),
+    ("scale by 1/sqrt(layer)", None),
+    ("weight tying (lm_head.weight=wte.weight): loss stuck", None),
+    ("(hypothesis: faster) tried it", None),
+    ("no class here", None),
+])
+def test_a_crash_class_is_read_only_from_a_trailing_parenthesised_word(desc, expected):
+    assert report.crash_class_in(desc) == expected
+
+
+def test_unclassed_crashes_are_grouped_by_words_they_share(tmp_path):
+    ledger = write_ledger(tmp_path / "results.tsv", [
+        ("d000001", 1.0, "keep", "baseline"),
+        ("d000002", 0.0, "crash", "flash attention kernel v3"),
+        ("d000003", 0.0, "crash", "flash attention with alibi"),
+        ("d000004", 0.99, "keep", "attention dropout off"),
+    ])
+    patterns = report.analyse(read_ledger(str(ledger)))["crash_patterns"]
+    assert patterns[0] == {"pattern": "flash", "source": "words", "count": 2,
+                           "examples": ["flash attention kernel v3", "flash attention with alibi"],
+                           "hint": None}
+    # 'attention' is shared too, but it also appears in a kept run: it ranks after 'flash'
+    assert [p["pattern"] for p in patterns] == ["flash", "attention"]
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [["--top", "x"], ["--top"], ["--bogus"], ["--tried", "--json"],
+                                  ["--ledger="]])
+def test_bad_usage_is_one_line_and_exit_2(argv, session_ledger, capsys):
+    code, out, err = run(argv + ["--ledger", str(session_ledger)] if argv[-1] != "--top"
+                         else ["--ledger", str(session_ledger)] + argv, capsys)
+    assert code == 2
+    assert out == "" and len(err.splitlines()) == 1
+
+
+def test_top_n_lists_that_many_runs_by_val_bpb(session_ledger, capsys):
+    code, out, _ = run(["--ledger", str(session_ledger), "--top", "3", "--json"], capsys)
+    top = json.loads(out)["top"]
+    assert [t["val_bpb"] for t in top] == [0.97, 0.9895, 0.99]
+
+
+def test_descriptions_with_control_characters_print_on_one_line(tmp_path, capsys):
+    ledger = tmp_path / "results.tsv"
+    ledger.write_text(HEADER + "e000001\t1.000000\t1.0\tkeep\tbase\x1b[31m red\r\n",
+                      encoding="utf-8")
+    code, out, _ = run(["--ledger", str(ledger)], capsys)
+    assert code == 0 and "\x1b" not in out and "\r" not in out
+
+
+# ---------------------------------------------------------------------------
+# The chart
+# ---------------------------------------------------------------------------
+
+
+def test_the_chart_escapes_descriptions_and_keeps_them_readable(tmp_path, capsys):
+    nasty = 'a<b & "c" \x07 ünï <script>'
+    ledger = write_ledger(tmp_path / "results.tsv", [
+        ("f000001", 1.0, "keep", "baseline"), ("f000002", 0.9, "keep", nasty)])
+    plot = tmp_path / "p.svg"
+    code, _, _ = run(["--ledger", str(ledger), "--plot", str(plot)], capsys)
+    assert code == 0
+    texts = [t.text for t in ET.parse(plot).getroot().iter(f"{SVG}text")]
+    assert 'a<b & "c" ünï <script>' in texts
+    assert "<script>" not in plot.read_text(encoding="utf-8")
+
+
+def test_the_chart_draws_kept_green_discarded_grey_and_the_running_best(tmp_path):
+    ledger = write_ledger(tmp_path / "results.tsv",
+                          SESSION + [("a000009", 1.02, "discard", "far worse")])
+    track = report.number_rows(read_ledger(str(ledger)))
+    root = ET.fromstring(svgplot.progress_svg(track))
+    circles = list(root.iter(f"{SVG}circle"))
+    green = [c for c in circles if c.get("class") == "kept"]
+    grey = [c for c in circles if c.get("class") == "discarded"]
+    assert len(green) == 4 and all(c.get("fill") == svgplot.GREEN for c in green)
+    assert len(grey) == 2  # 0.995 and 0.999; 1.02 is above baseline + 15 % of the gain
+    assert grey[0].get("fill") == svgplot.GREY
+    paths = [p.get("d") for p in root.iter(f"{SVG}path") if p.get("class") == "running-best"]
+    assert len(paths) == 1 and paths[0].startswith("M") and paths[0].count("V") == 3
+    title = root.find(f"{SVG}title").text
+    assert title == "Autoresearch Progress: 9 Experiments, 4 Kept Improvements"
+    labels = [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "label"]
+    assert labels == ["baseline", "raise matrix LR to 0.05", "matrix LR 0.05 -> 0.06",
+                      "warmdown ratio 0.5"]
+
+
+def test_the_y_axis_runs_from_just_below_the_best_to_just_above_the_baseline(session_ledger):
+    track = report.number_rows(read_ledger(str(session_ledger)))
+    root = ET.fromstring(svgplot.progress_svg(track))
+    ticks = [float(t.text) for t in root.iter(f"{SVG}text")
+             if t.get("text-anchor") == "end" and t.text.replace(".", "").isdigit()]
+    margin = (1.0 - 0.97) * 0.15
+    assert min(ticks) >= 0.97 - margin and max(ticks) <= 1.0 + margin
+    assert min(ticks) <= 0.97 + 0.01 and max(ticks) >= 1.0 - 0.01
+
+
+def test_long_labels_are_cut_like_the_notebooks():
+    assert svgplot.label_text("x" * 50) == "x" * 42 + "..."
+    assert svgplot.label_text("short") == "short"
+
+
+@pytest.mark.skipif(shutil.which("rsvg-convert") is None,
+                    reason="rsvg-convert (librsvg2-bin) is not installed; cannot render the SVG")
+@pytest.mark.parametrize("path", CORPUS_FILES, ids=lambda p: p.name)
+def test_the_chart_renders_to_png(path, tmp_path, capsys):
+    plot = tmp_path / "p.svg"
+    assert run(["--ledger", str(path), "--plot", str(plot)], capsys)[0] == 0
+    png = tmp_path / "p.png"
+    subprocess.run(["rsvg-convert", "-o", str(png), str(plot)], check=True, timeout=60)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_unwritable_chart_path_is_exit_1(session_ledger, tmp_path, capsys):
+    code, _, err = run(["--ledger", str(session_ledger), "--plot",
+                        str(tmp_path / "no" / "dir" / "p.svg")], capsys)
+    assert code == 1 and "cannot write" in err
