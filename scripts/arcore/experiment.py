@@ -1,0 +1,576 @@
+"""One experiment: run the candidate at HEAD, judge it, log one row, revert a loser.
+
+run-experiment.sh checks for ``--help`` and then execs ``python3 -m arcore experiment run
+ARGS...``: the whole run lives here so that a signal sent to the script reaches the process
+that owns the training run. The steps, in order (nothing is written before step 6):
+
+1. ``--repo`` must be the top of a git work tree with a commit at HEAD (else exit 2).
+2. One run per repository at a time (``.autoresearch/run.lock``), tracked files clean, no
+   merge/rebase in progress (else exit 4).
+3. The session: frozen now if there is none, else verified (exit 3 naming what changed).
+4. HEAD already has a row in this track -> exit 5, unless ``--rerun``.
+5. Tamper lint against the last kept commit (``arcore.tamper``): a refusal is judged
+   ``crash`` (class ``tamper``) without running anything.
+6. The command runs in its own session/process group (``setsid``), output to the archived
+   log ``.autoresearch/logs/NNNN-<short>.log``, hard-linked as ``run.log``. Past
+   ``--timeout`` the group gets SIGTERM, then SIGKILL after ``--grace``; leftovers of a
+   finished run's group get the same. SIGINT/SIGTERM/SIGHUP to us: the same kill, no row,
+   git untouched, exit 130.
+7. The judge (``judge``): no metric -> ``crash`` + class; the first run of a track with no
+   kept row yet is the baseline (``keep``, never reverted); later, strictly better than the
+   best kept value (compared at the ledger's 6 decimals) -> ``keep``, else ``discard``; a run
+   whose ``training_seconds`` exceeds TIME_BUDGET by more than ``--budget-tolerance`` seconds
+   is never kept.
+8. One row appended to results.tsv, one object to ``.autoresearch/runs.jsonl``.
+9. ``discard``/``crash`` (not a baseline, not a commit already kept in the track): the
+   commit is kept reachable as ``refs/autoresearch/discarded/<sha>`` and HEAD moves back one
+   commit with ``git reset --keep HEAD~1`` -- only if HEAD is still the candidate and no
+   tracked file changed during the run (else exit 4 after the row, saying why). ``--keep``
+   refuses to overwrite untracked files; nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from arcore import ledger, runlog, session, tamper
+
+# ---------------------------------------------------------------------------
+# Constants and errors
+# ---------------------------------------------------------------------------
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_HARNESS, EXIT_UNSAFE, EXIT_DONE, EXIT_INT = \
+    0, 1, 2, 3, 4, 5, 130
+DEFAULTS = {"cmd": "uv run train.py", "launcher": "", "timeout": 600.0, "grace": 10.0,
+            "metric": "val_bpb", "budget_tolerance": 10.0}
+LEDGER = "results.tsv"
+RUN_LOG = "run.log"
+RUNS = "runs.jsonl"
+DISCARDED = "refs/autoresearch/discarded/"
+TAMPER_HINT = ("the candidate must change train.py only and leave the evaluator, its "
+               "constants and the data cache alone (see the finding in the description)")
+KEYS = ("status", "commit", "metric", "value", "memory_gb", "best", "delta", "crash_class",
+        "hint", "seconds", "log", "description", "reverted")
+
+
+class Stop(Exception):
+    """Ends the run with an exit code and one line on stderr."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class Interrupted(Exception):
+    pass
+
+
+def log(message: str) -> None:
+    print(f"run-experiment.sh: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# The judge (pure)
+# ---------------------------------------------------------------------------
+
+
+def better(value: float, best: float, higher_is_better: bool = False) -> bool:
+    """Strictly better at the ledger's precision (6 decimals): a tie is not better."""
+    a, b = round(value, 6), round(best, 6)
+    return a > b if higher_is_better else a < b
+
+
+def over_budget(metrics: dict, time_budget, tolerance: float) -> bool:
+    seconds = metrics.get("training_seconds")
+    return (isinstance(seconds, float) and isinstance(time_budget, (int, float))
+            and seconds > time_budget + tolerance)
+
+
+def judge(value: float | None, best: float | None, baseline: bool,
+          higher_is_better: bool = False, too_long: bool = False) -> str:
+    """keep / discard / crash for one run (see the module doc, step 7)."""
+    if value is None:
+        return "crash"
+    if too_long:
+        return "discard"
+    if baseline or best is None:
+        return "keep"
+    return "keep" if better(value, best, higher_is_better) else "discard"
+
+
+# ---------------------------------------------------------------------------
+# Git
+# ---------------------------------------------------------------------------
+
+
+def git(repo: str, *args: str, check: bool = True) -> str:
+    done = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    if check and done.returncode != 0:
+        raise Stop(EXIT_ERROR, f"git {' '.join(args)} failed: {done.stderr.strip()[:300]}")
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def git_ok(repo: str, *args: str) -> bool:
+    return subprocess.run(["git", "-C", repo, *args], capture_output=True,
+                          stdin=subprocess.DEVNULL).returncode == 0
+
+
+def tracked_changes(repo: str) -> list[str]:
+    return git(repo, "status", "--porcelain", "--untracked-files=no").splitlines()
+
+
+def in_progress(repo: str) -> str | None:
+    """A merge, rebase, cherry-pick, revert or bisect under way, by name."""
+    for marker, what in (("MERGE_HEAD", "a merge"), ("rebase-merge", "a rebase"),
+                         ("rebase-apply", "a rebase or am"), ("CHERRY_PICK_HEAD", "a cherry-pick"),
+                         ("REVERT_HEAD", "a revert"), ("BISECT_LOG", "a bisect")):
+        path = git(repo, "rev-parse", "--git-path", marker)
+        if os.path.exists(path if os.path.isabs(path) else os.path.join(repo, path)):
+            return what
+    return None
+
+
+def resolve(repo: str, rev: str) -> str | None:
+    return git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False) or None
+
+
+def is_ancestor(repo: str, older: str, newer: str) -> bool:
+    return git_ok(repo, "merge-base", "--is-ancestor", older, newer)
+
+
+def tamper_base(repo: str, head: str, kept: dict | None, frozen: dict) -> str | None:
+    """The last kept commit of the track, else the freeze's base commit, else HEAD~1."""
+    for candidate in ((kept or {}).get("commit"), frozen.get("base_commit")):
+        sha = resolve(repo, candidate) if candidate else None
+        if sha and sha != head and is_ancestor(repo, sha, head):
+            return sha
+        if sha == head:
+            return None
+    return resolve(repo, "HEAD~1")
+
+
+def revert(repo: str, candidate: str) -> str | None:
+    """Moves HEAD back over the candidate; None when done, else why it was not."""
+    if resolve(repo, "HEAD") != candidate:
+        return f"HEAD moved during the run (now {git(repo, 'rev-parse', '--short', 'HEAD')})"
+    changes = tracked_changes(repo)
+    if changes:
+        return f"tracked files changed during the run ({changes[0].strip()})"
+    if resolve(repo, "HEAD~1") is None:
+        return "the candidate is a root commit; there is nothing to go back to"
+    git(repo, "update-ref", "-m", "autoresearch: discarded experiment",
+        DISCARDED + candidate, candidate)
+    done = subprocess.run(["git", "-C", repo, "reset", "--quiet", "--keep", "HEAD~1"],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        return f"git reset --keep HEAD~1 refused: {done.stderr.strip()[:200]}"
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Files: locks, logs, runs.jsonl
+# ---------------------------------------------------------------------------
+
+
+def take_lock(repo: str) -> int:
+    os.makedirs(session.session_dir(repo), exist_ok=True)
+    fd = os.open(os.path.join(session.session_dir(repo), "run.lock"), os.O_RDWR | os.O_CREAT,
+                 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise Stop(EXIT_UNSAFE, "another run-experiment.sh is running in this repository")
+    return fd
+
+
+def new_log(repo: str, short: str) -> str:
+    """Creates .autoresearch/logs/NNNN-<short>.log (next free number) and links run.log to it."""
+    logs = os.path.join(session.session_dir(repo), "logs")
+    os.makedirs(logs, exist_ok=True)
+    numbers = [int(n[:4]) for n in os.listdir(logs) if n[:4].isdigit()]
+    number = max(numbers, default=0) + 1
+    while True:
+        path = os.path.join(logs, f"{number:04d}-{short}.log")
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            break
+        except FileExistsError:
+            number += 1
+    link = os.path.join(repo, RUN_LOG)
+    tmp = f"{link}.{os.getpid()}.tmp"
+    try:
+        os.link(path, tmp)
+        os.replace(tmp, link)
+    except OSError:
+        with open(link, "w", encoding="utf-8"):
+            pass  # a filesystem without hard links: run.log is copied after the run
+    return path
+
+
+def finish_log(repo: str, path: str) -> None:
+    link = os.path.join(repo, RUN_LOG)
+    try:
+        if os.path.samefile(path, link):
+            return
+    except OSError:
+        pass
+    tmp = f"{link}.{os.getpid()}.tmp"
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        while block := src.read(1 << 20):
+            dst.write(block)
+    os.replace(tmp, link)
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def append_jsonl(path: str, record: dict) -> None:
+    data = (json.dumps(_clean(record), ensure_ascii=False, sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------
+# Running the command in its own process group
+# ---------------------------------------------------------------------------
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def kill_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM to the whole group, SIGKILL after ``grace`` seconds if anything is left."""
+    pgid = proc.pid
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 5.0)
+        while time.monotonic() < deadline:
+            proc.poll()
+            if proc.returncode is not None and not _group_alive(pgid):
+                break
+            time.sleep(0.05)
+        if proc.returncode is not None and not _group_alive(pgid):
+            break
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _raise_interrupt(signum, _frame):
+    raise Interrupted(signum)
+
+
+def run_command(repo: str, argv: list[str], log_path: str, timeout: float, grace: float,
+                env: dict) -> tuple[int | None, bool, float]:
+    """(exit code, timed out, seconds). Raises Interrupted after killing the group."""
+    proc = None
+    start = time.monotonic()
+    try:
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(argv, cwd=repo, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        try:
+            code = proc.wait(timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            log(f"timeout after {timeout:g}s: stopping the run's process group")
+        seconds = time.monotonic() - start
+        _ignore_signals()
+        kill_group(proc, grace)  # the timed-out run, or a finished run's leftovers
+        code = proc.returncode
+        return code, timed_out, seconds
+    except Interrupted:
+        _ignore_signals()
+        if proc is not None:
+            log("interrupted: stopping the run's process group")
+            kill_group(proc, grace)
+        raise
+
+
+def _ignore_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _catch_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupt)
+
+
+# ---------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------
+
+USAGE = """usage: run-experiment.sh [--desc TEXT] [--cmd CMD] [--launcher PREFIX] [--timeout SEC]
+                         [--grace SEC] [--metric NAME] [--higher-is-better] [--worker ID]
+                         [--budget-tolerance SEC] [--rerun] [--json] [--repo DIR]"""
+
+
+def parse_args(argv: list[str]) -> dict:
+    opts = dict(DEFAULTS, desc=None, higher=False, worker="", rerun=False, json=False, repo=".")
+    valued = {"--desc": "desc", "--cmd": "cmd", "--launcher": "launcher", "--timeout": "timeout",
+              "--grace": "grace", "--metric": "metric", "--worker": "worker", "--repo": "repo",
+              "--budget-tolerance": "budget_tolerance"}
+    flags = {"--higher-is-better": "higher", "--rerun": "rerun", "--json": "json"}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, inline = arg.partition("=")
+        if name in valued:
+            if eq:
+                value = inline
+            elif i + 1 < len(argv):
+                i += 1
+                value = argv[i]
+            else:
+                raise Stop(EXIT_USAGE, f"{name} needs a value")
+            opts[valued[name]] = value
+        elif arg in flags:
+            opts[flags[arg]] = True
+        else:
+            raise Stop(EXIT_USAGE, f"unknown argument: {arg[:80]} (see --help)")
+        i += 1
+    for key in ("timeout", "grace", "budget_tolerance"):
+        try:
+            opts[key] = float(opts[key])
+        except ValueError:
+            raise Stop(EXIT_USAGE, f"--{key.replace('_', '-')} must be a number of seconds")
+        if not math.isfinite(opts[key]) or opts[key] < 0 or (key == "timeout" and opts[key] == 0):
+            raise Stop(EXIT_USAGE, f"--{key.replace('_', '-')} must be a positive number")
+    if not opts["cmd"].strip():
+        raise Stop(EXIT_USAGE, "--cmd must not be empty")
+    if not opts["metric"].strip():
+        raise Stop(EXIT_USAGE, "--metric must not be empty")
+    return opts
+
+
+# ---------------------------------------------------------------------------
+# The steps
+# ---------------------------------------------------------------------------
+
+
+def open_repo(path: str) -> str:
+    path = os.path.abspath(path or ".")
+    if not os.path.isdir(path):
+        raise Stop(EXIT_USAGE, f"no such directory: {path}")
+    top = subprocess.run(["git", "-C", path, "rev-parse", "--show-toplevel"],
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if top.returncode != 0:
+        raise Stop(EXIT_USAGE, f"not a git repository: {path}")
+    if os.path.realpath(top.stdout.strip()) != os.path.realpath(path):
+        raise Stop(EXIT_USAGE, f"--repo must be the top of the work tree ({top.stdout.strip()})")
+    if resolve(path, "HEAD") is None:
+        raise Stop(EXIT_USAGE, f"the repository has no commit yet: {path}")
+    return path
+
+
+def check_git_state(repo: str) -> None:
+    busy = in_progress(repo)
+    if busy:
+        raise Stop(EXIT_UNSAFE, f"{busy} is in progress; finish or abort it first")
+    changes = tracked_changes(repo)
+    if changes:
+        raise Stop(EXIT_UNSAFE, f"uncommitted changes to tracked files ({changes[0].strip()}"
+                   f"{', ...' if len(changes) > 1 else ''}); commit the experiment first")
+
+
+def load_session(repo: str, opts: dict) -> dict:
+    frozen = session.load(repo)
+    if frozen is None:
+        frozen = session.freeze(repo, metric=opts["metric"], higher_is_better=opts["higher"],
+                                ledger_name=LEDGER)
+        log(f"froze a new session (track starts at results.tsv row {frozen['ledger_start'] + 1})")
+        return frozen
+    changes = session.verify(repo, frozen)
+    metric = frozen.get("metric", "val_bpb")
+    if metric != opts["metric"] or bool(frozen.get("higher_is_better")) != opts["higher"]:
+        changes.append(f"metric {metric}{' (higher is better)' if frozen.get('higher_is_better') else ''}"
+                       f" -> {opts['metric']}{' (higher is better)' if opts['higher'] else ''}")
+    if changes:
+        raise Stop(EXIT_HARNESS, session.verify_message(changes))
+    return frozen
+
+
+def judged_row(rows: list[dict], head: str) -> dict | None:
+    for row in reversed(rows):
+        if len(row["commit"]) >= 4 and head.startswith(row["commit"]):
+            return row
+    return None
+
+
+def command_argv(opts: dict) -> list[str]:
+    line = opts["cmd"].strip()
+    if opts["launcher"].strip():
+        line = f"{opts['launcher'].strip()} {line}"
+    return ["bash", "-c", line]
+
+
+def run(opts: dict) -> tuple[int, dict]:
+    repo = open_repo(opts["repo"])
+    lock = take_lock(repo)
+    try:
+        return _run_locked(repo, opts)
+    finally:
+        os.close(lock)
+
+
+def _run_locked(repo: str, opts: dict) -> tuple[int, dict]:
+    check_git_state(repo)
+    frozen = load_session(repo, opts)
+    higher = bool(frozen.get("higher_is_better"))
+    ledger_path = os.path.join(repo, LEDGER)
+    track = ledger.track_rows(ledger.read_ledger(ledger_path), frozen.get("ledger_start", 0))
+    head = git(repo, "rev-parse", "HEAD")
+    short = head[:ledger.SHORT]
+    previous = judged_row(track, head)
+    if previous is not None and not opts["rerun"]:
+        raise Stop(EXIT_DONE, f"HEAD {short} is already judged in this track "
+                   f"({previous['status']}, results.tsv line {previous['line']}); "
+                   "pass --rerun to run it again")
+    kept = ledger.best_keep(track, higher)
+    last_kept = next((r for r in reversed(track) if r["status"] == "keep"), None)
+    baseline = kept is None
+    already_kept = any(r["status"] == "keep" and head.startswith(r["commit"]) for r in track)
+    desc = opts["desc"] if opts["desc"] is not None else git(repo, "log", "-1", "--format=%s")
+    desc = ledger.flatten(desc) or "(no description)"
+
+    base = tamper_base(repo, head, last_kept, frozen)
+    refused = tamper.check(repo, base, head) if base else []
+
+    log_path = new_log(repo, short)
+    env = dict(os.environ, AUTORESEARCH_WORKER=str(opts["worker"]))
+    exit_code, timed_out, seconds = None, False, 0.0
+    if refused:
+        with open(log_path, "a", encoding="utf-8") as out:
+            out.write("run-experiment.sh: refused by the tamper lint, nothing was run:\n")
+            out.writelines(f"  {line}\n" for line in refused)
+        log("refused by the tamper lint: " + "; ".join(refused))
+    else:
+        _catch_signals()
+        try:
+            exit_code, timed_out, seconds = run_command(
+                repo, command_argv(opts), log_path, opts["timeout"], opts["grace"], env)
+        except Interrupted:
+            finish_log(repo, log_path)
+            raise Stop(EXIT_INT, "interrupted: the run was stopped; no row written, git untouched")
+    _ignore_signals()
+    finish_log(repo, log_path)
+
+    # -- judge ----------------------------------------------------------------
+    if refused:
+        facts = {"value": None, "memory_gb": None, "metrics": {}, "crash_class": "tamper",
+                 "hint": TAMPER_HINT}
+        desc = f"{desc} [refused: {'; '.join(refused)}]"
+    else:
+        facts = runlog.summarize(log_path, opts["metric"], exit_code, timed_out)
+    too_long = over_budget(facts["metrics"], frozen.get("constants", {}).get("TIME_BUDGET"),
+                           opts["budget_tolerance"])
+    status = judge(facts["value"], kept["val_bpb"] if kept else None, baseline, higher, too_long)
+    if too_long and facts["value"] is not None:
+        log(f"training_seconds {facts['metrics'].get('training_seconds')} is over TIME_BUDGET "
+            f"+ {opts['budget_tolerance']:g}s: this run cannot be kept")
+    best = kept["val_bpb"] if kept else None
+    value = facts["value"]
+    delta = value - best if value is not None and best is not None else None
+
+    row = ledger.format_row(head, value, facts["memory_gb"], status, desc,
+                            ledger.read_header(ledger_path))
+    ledger.append_row(ledger_path, row)
+
+    should_revert = status != "keep" and not baseline and not already_kept
+    why_not = revert(repo, head) if should_revert else None
+    reverted = should_revert and why_not is None
+    rel_log = os.path.relpath(log_path, repo)
+    result = {
+        "status": status, "commit": short, "metric": opts["metric"],
+        "value": None if value is None else round(value, 6),
+        "memory_gb": None if facts["memory_gb"] is None else round(facts["memory_gb"], 1),
+        "best": best, "delta": None if delta is None else round(delta, 6),
+        "crash_class": facts["crash_class"], "hint": facts["hint"],
+        "seconds": round(seconds, 1), "log": rel_log, "description": desc,
+        "reverted": reverted,
+    }
+    record = dict(result, commit=head, short=short, time=_now(), worker=opts["worker"],
+                  baseline=baseline, over_budget=too_long, exit_code=exit_code,
+                  timed_out=timed_out, tamper=refused, metrics=facts["metrics"],
+                  cmd=command_argv(opts)[2])
+    append_jsonl(os.path.join(session.session_dir(repo), RUNS), record)
+    if why_not:
+        log(f"judged {status} but not reverted: {why_not}; "
+            f"revert {short} yourself (git reset --keep HEAD~1)")
+        return EXIT_UNSAFE, result
+    return EXIT_OK, result
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def render(result: dict, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(_clean(result), ensure_ascii=False)
+    lines = []
+    for key in KEYS:
+        value = result.get(key)
+        if isinstance(value, bool):
+            value = "yes" if value else "no"
+        lines.append(f"{key}: {'' if value is None else value}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] != "run":
+        print("usage: python3 -m arcore experiment run [run-experiment.sh options]",
+              file=sys.stderr)
+        return EXIT_USAGE
+    _catch_signals()
+    try:
+        opts = parse_args(argv[1:])
+        code, result = run(opts)
+    except Stop as stop:
+        log(str(stop))
+        return stop.code
+    except Interrupted:
+        log("interrupted before the run started; nothing written")
+        return EXIT_INT
+    print(render(result, opts["json"]), flush=True)
+    return code

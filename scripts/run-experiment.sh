@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Usage: run-experiment.sh [OPTIONS]
+#
+# Runs the candidate at HEAD once, judges it against the session's best kept
+# run and logs exactly one row to results.tsv (and one object to
+# .autoresearch/runs.jsonl). A discard or crash reverts exactly HEAD's commit
+# (kept reachable as refs/autoresearch/discarded/<sha>), only when the tracked
+# tree is clean; untracked files are never touched. The first run of a
+# session freezes the harness (.autoresearch/session.json); later runs verify
+# it and refuse if anything changed. Output goes to run.log, archived as
+# .autoresearch/logs/NNNN-<commit>.log.
+#
+# Options:
+#   --desc TEXT              description for results.tsv (default: the commit subject)
+#   --cmd CMD                training command (default: uv run train.py)
+#   --launcher PREFIX        prefix for cluster runners, e.g. "srun --gres=gpu:1"
+#   --timeout SEC            hard timeout for the run (default: 600)
+#   --grace SEC              SIGTERM-to-SIGKILL grace for the process group (default: 10)
+#   --metric NAME            summary key that decides (default: val_bpb)
+#   --higher-is-better       the metric is better when higher (default: lower)
+#   --budget-tolerance SEC   training_seconds may exceed TIME_BUDGET by this much
+#                            and still be kept (default: 10)
+#   --worker ID              worker label recorded in runs.jsonl
+#   --rerun                  run HEAD again although this track already judged it
+#   --json                   print one JSON object instead of key: value lines
+#   --repo DIR               target repository (default: the current directory)
+#   -h, --help               print this help
+#
+# Output (stdout): status, commit, metric, value, memory_gb, best, delta,
+# crash_class, hint, seconds, log, description, reverted.
+#
+# Exit codes:
+#   0    judged (keep, discard or crash)
+#   1    internal error
+#   2    usage (bad option, not the top of a git repository)
+#   3    harness changed since the session froze (nothing run)
+#   4    unsafe git state: tracked changes, a merge/rebase, another run in
+#        this repository, or a judged loser that could not be reverted
+#   5    HEAD already judged in this track (pass --rerun)
+#   130  interrupted: the run's process group was killed, no row written
+set -euo pipefail
+
+AR_NAME="run-experiment.sh"
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+main() {
+  local arg
+  for arg in "$@"; do
+    if [[ "${arg}" == "-h" || "${arg}" == "--help" ]]; then
+      ar_usage "${BASH_SOURCE[0]}"
+      exit 0
+    fi
+  done
+  command -v git >/dev/null 2>&1 || ar_die 1 "git is not installed"
+  ar_find_python
+  # exec: signals sent to this script reach the process that owns the run.
+  PYTHONPATH="${AR_SCRIPTS_DIR}${PYTHONPATH:+:${PYTHONPATH}}" \
+    exec "${AR_PY[@]}" -m arcore experiment run "$@"
+}
+
+main "$@"
