@@ -1,0 +1,1347 @@
+"""run-loop.sh's logic: the bounded, resumable overnight loop on top of run-experiment.sh.
+
+One iteration: get a candidate (a proposer command leaves one commit, or the next patch of a
+queue is applied), check it changes only train.py, run it through run-experiment.sh (the
+judge: keep, discard or crash, one ledger row, reverts what it rejects), print a status line.
+A bad candidate is restored to the last kept state and logged as a ``crash`` row.
+
+Resume: before every step the loop writes its phase, the base (last kept) commit and the
+candidate commit to ``.autoresearch/loop.json`` (atomically). A restart reads it and settles
+the step that was cut short, by these rules:
+
+* ``proposing`` / ``applying``: the proposer (or ``git am``) never finished; whatever it
+  left is restored to the base (commits kept as ``refs/autoresearch/rejected/<sha>``, new
+  untracked files removed); no row; the loop proposes again (a queue patch is re-applied).
+* ``running``: the candidate's row (a row after ``rows_before`` with its short hash) decides.
+  A row means the experiment finished: its verdict stands (a discard/crash still at HEAD is
+  reverted), it is never run again. No row: the candidate is re-run when HEAD is still the
+  candidate; otherwise (HEAD moved) it is abandoned.
+* ``rejecting``: the restore is redone (idempotent) and the crash row is appended unless the
+  ledger already has it.
+* ``confirming``: confirmation re-runs already in the ledger count, the missing ones run.
+
+A stale run of a SIGKILLed loop (run-experiment.sh, train.py, the proposer) is found by the
+token the loop puts in its children's environment (``AUTORESEARCH_LOOP_TOKEN``) and its
+recorded process group, and is killed before anything else.
+
+Git is only ever reset when HEAD is exactly the commit the journal expects, so a user's own
+commit on top is never lost; every commit the loop moves away from stays reachable under
+``refs/autoresearch/``.
+
+CLI (run-loop.sh calls it)::
+
+    python3 -m arcore loop (--propose CMD | --queue DIR) [options]   # see run-loop.sh --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from arcore import ledger, session
+
+# ---------------------------------------------------------------------------
+# Constants
+# ---------------------------------------------------------------------------
+
+NAME = "run-loop.sh"
+STATE_DIR = ".autoresearch"
+JOURNAL = f"{STATE_DIR}/loop.json"
+LOCK = f"{STATE_DIR}/loop.lock"
+CONTEXT = f"{STATE_DIR}/proposer-context.md"
+PROPOSER_LOG = f"{STATE_DIR}/proposer.log"
+LEDGER_BACKUP = f"{STATE_DIR}/results.before-propose.tsv"
+LEDGER = "results.tsv"
+EDITABLE = ("train.py",)
+
+REJECTED = "refs/autoresearch/rejected/"
+DISCARDED = "refs/autoresearch/discarded/"
+UNJUDGED = "refs/autoresearch/unjudged/"
+WORKTREE = "refs/autoresearch/worktree/"
+
+TOKEN_ENV = "AUTORESEARCH_LOOP_TOKEN"
+PAUSE_ENV = "AUTORESEARCH_LOOP_PAUSE"       # test hook: PHASE or PHASE:N
+HOOK_DIR_ENV = "AUTORESEARCH_LOOP_HOOK_DIR"  # test hook: where paused-PHASE / resume live
+RUN_EXPERIMENT_ENV = "AUTORESEARCH_RUN_EXPERIMENT"
+
+OK, FAILED, USAGE, HARNESS, UNSAFE, NOTHING, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
+
+PACKAGE = Path(__file__).resolve().parent.parent.parent
+RUN_EXPERIMENT = PACKAGE / "scripts" / "run-experiment.sh"
+PROMPT_TEMPLATE = PACKAGE / "templates" / "proposer-prompt.md"
+
+
+class LoopError(Exception):
+    """A reason to stop the loop: ``code`` is the exit status, the message one stderr line."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def log(message: str) -> None:
+    print(f"{NAME}: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Git
+# ---------------------------------------------------------------------------
+
+
+def git(repo: str, *args: str, check: bool = True, env: dict | None = None) -> str:
+    """Run git in ``repo``; its stdout stripped of the final newline. Raises LoopError(1)."""
+    proc = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True,
+                          env=env, stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        raise LoopError(FAILED, f"git {' '.join(args[:3])} failed: {detail[-1] if detail else ''}")
+    return proc.stdout.rstrip("\n")
+
+
+def git_ok(repo: str, *args: str) -> bool:
+    return subprocess.run(["git", "-C", repo, *args], capture_output=True,
+                          stdin=subprocess.DEVNULL).returncode == 0
+
+
+def head(repo: str) -> str | None:
+    out = git(repo, "rev-parse", "--verify", "-q", "HEAD", check=False)
+    return out or None
+
+
+def current_branch(repo: str) -> str | None:
+    """The checked-out branch's short name, or None on a detached HEAD."""
+    out = git(repo, "symbolic-ref", "-q", "--short", "HEAD", check=False)
+    return out or None
+
+
+def default_branch(repo: str) -> str | None:
+    """origin's HEAD branch, else main or master when it exists."""
+    out = git(repo, "symbolic-ref", "-q", "--short", "refs/remotes/origin/HEAD", check=False)
+    if out:
+        return out.split("/", 1)[-1]
+    for name in ("main", "master"):
+        if git_ok(repo, "show-ref", "--verify", "-q", f"refs/heads/{name}"):
+            return name
+    return None
+
+
+def tracked_changes(repo: str) -> list[str]:
+    """Paths with staged or unstaged changes to tracked files."""
+    out = git(repo, "status", "--porcelain", "--untracked-files=no")
+    return [line[3:] for line in out.splitlines() if line.strip()]
+
+
+def untracked(repo: str) -> set[str]:
+    """Untracked, non-ignored files (the session's files are ignored via info/exclude)."""
+    out = git(repo, "ls-files", "--others", "--exclude-standard", "-z")
+    return {p for p in out.split("\0") if p}
+
+
+def commits_between(repo: str, base: str, tip: str) -> list[str]:
+    out = git(repo, "rev-list", "--reverse", f"{base}..{tip}")
+    return out.split()
+
+
+def changed_files(repo: str, base: str, tip: str) -> list[str]:
+    out = git(repo, "diff", "--name-only", "--no-renames", base, tip)
+    return [p for p in out.splitlines() if p]
+
+
+def is_ancestor(repo: str, older: str, newer: str) -> bool:
+    return git_ok(repo, "merge-base", "--is-ancestor", older, newer)
+
+
+def subject(repo: str, commit: str) -> str:
+    return git(repo, "log", "-1", "--format=%s", commit)
+
+
+def short(commit: str | None) -> str:
+    return (commit or "")[: ledger.SHORT]
+
+
+def keep_reachable(repo: str, prefix: str, commit: str) -> None:
+    git(repo, "update-ref", f"{prefix}{commit}", commit)
+
+
+def save_worktree(repo: str) -> str | None:
+    """Keep uncommitted tracked changes reachable (``git stash create``) before a reset."""
+    if not tracked_changes(repo):
+        return None
+    sha = git(repo, "stash", "create", "autoresearch: tree left by an interrupted step",
+              check=False)
+    if sha:
+        git(repo, "update-ref", f"{WORKTREE}{sha}", sha)
+    return sha or None
+
+
+def remove_new_files(repo: str, before: set[str] | list[str] | None) -> list[str]:
+    """Delete untracked files that were not there before (and directories they leave empty).
+    ``before`` None means unknown: nothing is removed."""
+    if before is None:
+        return []
+    gone = sorted(untracked(repo) - set(before))
+    root = Path(repo).resolve()
+    for rel in gone:
+        path = root / rel
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        parent = path.parent
+        while parent != root and root in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+    return gone
+
+
+def restore(repo: str, branch: str, base: str, before: set[str] | list[str] | None,
+            prefix: str = REJECTED) -> list[str]:
+    """Put ``branch`` back at ``base`` with a clean tree: the state before a step began.
+
+    Commits between base and the old tip stay reachable under ``prefix``; uncommitted tracked
+    changes under WORKTREE; only untracked files absent from ``before`` are removed. The reset
+    happens only when the old tip descends from ``base`` (a user's rewrite is never undone).
+    Returns the removed files.
+    """
+    if current_branch(repo) != branch:
+        save_worktree(repo)
+        git(repo, "checkout", "-q", "-f", branch)
+    tip = head(repo)
+    if tip and tip != base and is_ancestor(repo, base, tip):
+        for commit in commits_between(repo, base, tip):
+            keep_reachable(repo, prefix, commit)
+        save_worktree(repo)
+        git(repo, "reset", "-q", "--hard", base)
+    elif tracked_changes(repo):
+        save_worktree(repo)
+        git(repo, "reset", "-q", "--hard", "HEAD")
+    return remove_new_files(repo, before)
+
+
+def revert_candidate(repo: str, base: str, candidate: str, prefix: str) -> bool:
+    """Reset HEAD from ``candidate`` back to ``base`` iff HEAD is exactly the candidate."""
+    if candidate == base or head(repo) != candidate:
+        return False
+    keep_reachable(repo, prefix, candidate)
+    save_worktree(repo)
+    git(repo, "reset", "-q", "--hard", base)
+    return True
+
+
+# ---------------------------------------------------------------------------
+# Branch rules
+# ---------------------------------------------------------------------------
+
+
+def branch_problem(repo: str) -> str | None:
+    """Why the loop may not run here (None when it may): autoresearch/<tag>, clean tree."""
+    if not git_ok(repo, "rev-parse", "--git-dir"):
+        return f"{repo} is not a git repository"
+    if head(repo) is None:
+        return "the repository has no commit yet; commit train.py first"
+    branch = current_branch(repo)
+    if branch is None:
+        return "HEAD is detached; check out a branch autoresearch/<tag> first"
+    if branch == default_branch(repo):
+        return (f"refusing to run on the default branch {branch!r}; "
+                "create one first: git checkout -b autoresearch/<tag>")
+    if not branch.startswith("autoresearch/") or branch == "autoresearch/":
+        return f"branch {branch!r} is not autoresearch/<tag>; git checkout -b autoresearch/<tag>"
+    return None
+
+
+def dirty_problem(repo: str) -> str | None:
+    changed = tracked_changes(repo)
+    if changed:
+        shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+        return f"the tree has uncommitted changes to tracked files ({shown}); commit them first"
+    return None
+
+
+# ---------------------------------------------------------------------------
+# The journal: .autoresearch/loop.json
+# ---------------------------------------------------------------------------
+
+
+def load_journal(repo: str) -> dict:
+    try:
+        with open(Path(repo) / JOURNAL, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save_journal(repo: str, state: dict) -> None:
+    """Write the journal atomically (temp file, fsync, rename)."""
+    path = Path(repo) / JOURNAL
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".loop.json.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(state, handle, indent=1, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def acquire_lock(repo: str):
+    """An exclusive flock held for the loop's life (released by the kernel when it dies)."""
+    import fcntl  # noqa: PLC0415
+
+    path = Path(repo) / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def args_key(opts: argparse.Namespace) -> str:
+    """What makes two loop commands 'the same command' for resuming their counters."""
+    keyed = {k: v for k, v in sorted(vars(opts).items()) if k not in ("repo",)}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------
+# Proposer validation
+# ---------------------------------------------------------------------------
+
+
+def validate_candidate(repo: str, branch: str, base: str, before: set[str] | list[str],
+                       exit_code: int | None = 0, timed_out: bool = False,
+                       timeout: float | None = None, editable: tuple = EDITABLE,
+                       who: str = "proposer") -> tuple[str | None, str]:
+    """Check what a proposer (or a queue patch) left: exactly one new commit on top of
+    ``base`` changing only ``editable`` files, a clean tree, no new untracked files.
+
+    Returns (reason, commit): reason None when the candidate is good; commit is the candidate
+    (or, for a rejection, the commit a crash row names: the offending tip, else the base).
+    """
+    if current_branch(repo) != branch:
+        return f"{who} left branch {branch}", base
+    tip = head(repo) or base
+    named = tip if tip != base else base
+    if timed_out:
+        return f"{who} timed out after {timeout:g}s" if timeout else f"{who} timed out", named
+    if exit_code not in (0, None):
+        return f"{who} exited with status {exit_code}", named
+    if tip != base and not is_ancestor(repo, base, tip):
+        return f"{who} rewrote history below the last kept commit {short(base)}", named
+    commits = commits_between(repo, base, tip)
+    if not commits:
+        return f"{who} made no commit", base
+    if len(commits) > 1:
+        return f"{who} made {len(commits)} commits (exactly one is allowed)", tip
+    dirty = tracked_changes(repo)
+    if dirty:
+        return f"{who} left uncommitted changes: {', '.join(dirty[:3])}", tip
+    new = sorted(untracked(repo) - set(before))
+    if new:
+        more = " ..." if len(new) > 3 else ""
+        return f"{who} left untracked files: {', '.join(new[:3])}{more}", tip
+    files = changed_files(repo, base, tip)
+    others = [f for f in files if f not in editable]
+    if others:
+        return f"{who} changed {', '.join(others[:3])} (only {', '.join(editable)} may change)", tip
+    if not files:
+        return f"{who}'s commit changes nothing", tip
+    return None, tip
+
+
+# ---------------------------------------------------------------------------
+# Queue mode
+# ---------------------------------------------------------------------------
+
+
+def list_patches(directory: str) -> list[Path]:
+    """The queue's patch files in name order (hidden files and directories skipped)."""
+    root = Path(directory)
+    return sorted((p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")),
+                  key=lambda p: p.name)
+
+
+def next_patch(directory: str, done: list[str] | set[str]) -> Path | None:
+    finished = set(done)
+    for patch in list_patches(directory):
+        if patch.name not in finished:
+            return patch
+    return None
+
+
+def _is_mail(patch: Path) -> bool:
+    with open(patch, "rb") as handle:
+        head_bytes = handle.read(4096)
+    return head_bytes.startswith(b"From ") or b"\nSubject:" in head_bytes \
+        or head_bytes.startswith(b"Subject:")
+
+
+def apply_patch(repo: str, patch: Path) -> str | None:
+    """Commit ``patch`` on HEAD: ``git am`` for a mail patch (format-patch), else ``git apply``
+    plus a commit named after the file. Returns None, or why it did not apply."""
+    if _is_mail(patch):
+        proc = subprocess.run(["git", "-C", repo, "am", "--quiet", "--no-3way", str(patch)],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            subprocess.run(["git", "-C", repo, "am", "--abort"], capture_output=True,
+                           stdin=subprocess.DEVNULL)
+            lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+            return f"patch {patch.name} does not apply: {lines[0] if lines else 'git am failed'}"
+        return None
+    proc = subprocess.run(["git", "-C", repo, "apply", "--index", str(patch)],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        return f"patch {patch.name} does not apply: {lines[0] if lines else 'git apply failed'}"
+    proc = subprocess.run(["git", "-C", repo, "commit", "-q", "-m", patch.stem],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        return f"patch {patch.name}: commit failed: {lines[-1] if lines else ''}"
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Ledger facts: the track, streaks, the best
+# ---------------------------------------------------------------------------
+
+
+def read_session(repo: str) -> dict:
+    try:
+        data = session.load(repo)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def track_rows(repo: str) -> list[dict]:
+    """The rows of the current comparison track ([] before the first freeze)."""
+    sess = read_session(repo)
+    start = sess.get("ledger_start")
+    if not isinstance(start, int) or isinstance(start, bool):
+        return []
+    return ledger.track_rows(ledger.read_ledger(str(Path(repo) / LEDGER)), start)
+
+
+def row_count(repo: str) -> int:
+    return len(ledger.read_ledger(str(Path(repo) / LEDGER)))
+
+
+def rows_after(repo: str, start: int) -> list[dict]:
+    return ledger.read_ledger(str(Path(repo) / LEDGER))[start:]
+
+
+def row_for(rows: list[dict], commit: str | None) -> dict | None:
+    """The last row naming ``commit`` (by its short hash)."""
+    if not commit:
+        return None
+    for row in reversed(rows):
+        if row["commit"] and commit.startswith(row["commit"]):
+            return row
+    return None
+
+
+def trailing(rows: list[dict], statuses: tuple[str, ...]) -> int:
+    """How many rows at the end have a status in ``statuses``."""
+    count = 0
+    for row in reversed(rows):
+        if row["status"] not in statuses:
+            break
+        count += 1
+    return count
+
+
+def best_value(rows: list[dict], higher_is_better: bool = False) -> float | None:
+    best = ledger.best_keep(rows, higher_is_better)
+    return None if best is None else best["val_bpb"]
+
+
+def noise_floor(std: list[float]) -> float | None:
+    return statistics.stdev(std) if len(std) >= 2 else None
+
+
+def beats(value: float | None, best: float | None, higher_is_better: bool) -> bool:
+    if value is None:
+        return False
+    if best is None:
+        return True
+    return value > best if higher_is_better else value < best
+
+
+# ---------------------------------------------------------------------------
+# The proposer's context (env vars + a rendered prompt file)
+# ---------------------------------------------------------------------------
+
+
+def render_prompt(template: str, facts: dict) -> str:
+    """Replace ``{{name}}`` placeholders by ``facts[name]`` (unknown names become '')."""
+    out = template
+    for key, value in facts.items():
+        out = out.replace("{{" + key + "}}", str(value))
+    while "{{" in out and "}}" in out.split("{{", 1)[1]:
+        before, rest = out.split("{{", 1)
+        out = before + rest.split("}}", 1)[1]
+    return out
+
+
+def context_facts(repo: str, rows: list[dict], base: str, iteration: int, plateau_after: int,
+                  metric: str, higher_is_better: bool, recent: int = 10) -> dict:
+    best = best_value(rows, higher_is_better)
+    failures = trailing(rows, ("discard", "crash"))
+    table = "\n".join("\t".join([r["commit"], f"{r['val_bpb'] or 0:.6f}", r["status"],
+                                 ledger.flatten(r["description"])]) for r in rows[-recent:])
+    plateau = ""
+    if plateau_after and failures >= plateau_after:
+        tried = "\n".join(f"- {ledger.flatten(r['description'])} ({r['status']})"
+                          for r in rows[-failures:][-recent:])
+        plateau = (f"## Plateau: the last {failures} experiments did not improve\n\n"
+                   f"What was tried since the last keep:\n{tried}\n\n"
+                   "Change direction: do not make another small variation of these. Try a "
+                   "structurally different idea (architecture, optimizer, schedule, batch "
+                   "size, model size), combine earlier near-misses, or simplify.\n")
+    return {
+        "program": "program.md" if (Path(repo) / "program.md").exists() else "(no program.md)",
+        "metric": metric,
+        "direction": "higher" if higher_is_better else "lower",
+        "best": "none yet" if best is None else f"{best:.6f}",
+        "base": short(base),
+        "iteration": iteration,
+        "recent": table or "(no rows yet)",
+        "plateau": plateau,
+        "failures": failures,
+        "editable": ", ".join(EDITABLE),
+    }
+
+
+# ---------------------------------------------------------------------------
+# Status line
+# ---------------------------------------------------------------------------
+
+
+def clock(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def eta(done: int, elapsed: float, max_n: int | None, deadline_left: float | None,
+        queue_left: int | None = None) -> float | None:
+    """Seconds left: the smaller of what the bounds allow; None when unbounded or unknown."""
+    options = []
+    left = [n for n in (None if max_n is None else max_n - done, queue_left) if n is not None]
+    if left and done:
+        options.append(elapsed / done * max(0, min(left)))
+    if deadline_left is not None:
+        options.append(max(0.0, deadline_left))
+    return min(options) if options else None
+
+
+def status_line(done: int, max_n: int | None, verdict: str, value: float | None,
+                best: float | None, elapsed: float, eta_s: float | None) -> str:
+    total = "?" if max_n is None else str(max_n)
+    shown = "" if value is None else f" {value:.6f}"
+    best_s = "-" if best is None else f"{best:.6f}"
+    return (f"[{done}/{total}] {verdict}{shown} | best {best_s} | "
+            f"elapsed {clock(elapsed)} | ETA {clock(eta_s)}")
+
+
+# ---------------------------------------------------------------------------
+# Processes: children in their own session, tagged with the loop's token
+# ---------------------------------------------------------------------------
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def tagged_pids(token: str) -> list[int]:
+    """Processes whose environment carries ``AUTORESEARCH_LOOP_TOKEN=token`` (Linux /proc)."""
+    if not token or not os.path.isdir("/proc"):
+        return []
+    needle = f"{TOKEN_ENV}={token}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                if needle in handle.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return [p for p in found if alive(p)]
+
+
+def signal_group(pgid: int | None, sig: int) -> None:
+    if pgid and pgid > 1:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+
+
+def wait_gone(pids: list[int], seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    left = [p for p in pids if alive(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [p for p in left if alive(p)]
+    return left
+
+
+def kill_stale(state: dict, grace: float) -> list[int]:
+    """Stop whatever a dead loop left running: SIGTERM to its recorded child (run-experiment.sh
+    then kills its run's group and writes no row), then SIGKILL to every tagged process."""
+    child = state.get("child") or {}
+    token = state.get("token") or ""
+    pids = set(tagged_pids(token))
+    pid, pgid = child.get("pid"), child.get("pgid")
+    if isinstance(pid, int) and pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+        wait_gone([pid], grace + 5)
+    if isinstance(pgid, int) and (pgid in pids or not token):
+        signal_group(pgid, signal.SIGKILL)
+    pids = set(tagged_pids(token))
+    for other in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(other, signal.SIGKILL)
+    wait_gone(list(pids), 5)
+    return sorted(pids)
+
+
+# ---------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Loop:
+    """One loop's options, the journal it keeps and the child it runs."""
+
+    opts: argparse.Namespace
+    repo: str
+    branch: str = ""
+    state: dict = field(default_factory=dict)
+    child: subprocess.Popen | None = None
+    stop: int = 0                      # the signal that asked us to stop (0: none)
+    started: float = 0.0
+    last_verdict: str = "-"
+    last_value: float | None = None
+
+    # -- journal ---------------------------------------------------------------
+
+    def phase(self, name: str, **facts) -> None:
+        """Record the step about to happen (and its facts) before doing it."""
+        self.state.update(facts)
+        self.state["phase"] = name
+        save_journal(self.repo, self.state)
+        self._hook(name)
+
+    def idle(self, counted: bool = True, **facts) -> None:
+        """The step is over: count it (and its queue patch as done), clear its facts."""
+        if counted and self.state.get("kind") not in ("baseline", "rerun"):
+            self.state["done"] = int(self.state.get("done", 0)) + 1
+        patch = self.state.get("patch")
+        if counted and patch:
+            done = self.queue_done()
+            if patch not in done:
+                done.append(patch)
+        for key in ("candidate", "child", "patch", "reject", "untracked_before", "kind",
+                    "confirm", "desc"):
+            self.state.pop(key, None)
+        self.state.update(facts)
+        self.state["phase"] = "idle"
+        save_journal(self.repo, self.state)
+
+    def _hook(self, name: str) -> None:
+        """Test hook: pause at a phase until DIR/resume exists or a stop signal arrives."""
+        want = os.environ.get(PAUSE_ENV, "")
+        where = os.environ.get(HOOK_DIR_ENV, "")
+        if not want or not where:
+            return
+        phase_name, _, number = want.partition(":")
+        if phase_name != name or (number and int(number) != int(self.state.get("done", 0)) + 1):
+            return
+        Path(where, f"paused-{name}").write_text(str(os.getpid()), encoding="utf-8")
+        while not self.stop and not Path(where, "resume").exists():
+            time.sleep(0.02)
+
+    # -- signals ---------------------------------------------------------------
+
+    def on_signal(self, signum: int, _frame) -> None:
+        first = not self.stop
+        self.stop = self.stop or signum
+        child = self.child
+        if child is None or child.poll() is not None:
+            return
+        if getattr(child, "kind", "") == "proposer":
+            signal_group(child.pid, signal.SIGTERM if first else signal.SIGKILL)
+        elif first:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signum)
+        else:  # a second signal: stop waiting for a graceful end
+            signal_group(child.pid, signal.SIGKILL)
+            for pid in tagged_pids(self.state.get("token", "")):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def check_stop(self) -> None:
+        if self.stop:
+            raise LoopError(INTERRUPTED, f"stopped by {signal.Signals(self.stop).name}")
+
+    # -- children --------------------------------------------------------------
+
+    def spawn(self, argv: list[str], kind: str, env: dict, stdout, stderr) -> subprocess.Popen:
+        env = {**env, TOKEN_ENV: self.state["token"]}
+        proc = subprocess.Popen(argv, cwd=self.repo, env=env, stdin=subprocess.DEVNULL,
+                                stdout=stdout, stderr=stderr, start_new_session=True,
+                                text=True)
+        proc.kind = kind  # type: ignore[attr-defined]
+        self.child = proc
+        self.state["child"] = {"pid": proc.pid, "pgid": proc.pid, "kind": kind}
+        save_journal(self.repo, self.state)
+        if self.stop:  # a signal that arrived between the phase write and the spawn
+            self.on_signal(self.stop, None)
+        return proc
+
+    def wait(self, proc: subprocess.Popen, timeout: float | None) -> tuple[int, bool]:
+        """Wait for a child; on timeout kill its group (SIGTERM, SIGKILL after 5 s)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        timed_out = False
+        while True:
+            try:
+                code = proc.wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                if deadline is not None and time.monotonic() > deadline and not timed_out:
+                    timed_out = True
+                    signal_group(proc.pid, signal.SIGTERM)
+                    deadline = time.monotonic() + 5
+                elif timed_out and time.monotonic() > deadline:
+                    signal_group(proc.pid, signal.SIGKILL)
+                    deadline = time.monotonic() + 3600
+        signal_group(proc.pid, signal.SIGKILL)  # leftovers of the proposer's own group
+        self.child = None
+        self.state.pop("child", None)
+        return code, timed_out
+
+    # -- run-experiment.sh -----------------------------------------------------
+
+    def run_experiment(self, desc: str, rerun: bool = False) -> tuple[int, dict]:
+        """Run the judge on HEAD; returns (exit status, its JSON result or {})."""
+        script = os.environ.get(RUN_EXPERIMENT_ENV) or str(RUN_EXPERIMENT)
+        argv = [script] if os.access(script, os.X_OK) else ["bash", script]
+        argv += ["--repo", self.repo, "--json", "--desc", desc]
+        o = self.opts
+        for flag, value in (("--cmd", o.cmd), ("--launcher", o.launcher),
+                            ("--timeout", o.timeout), ("--grace", o.grace),
+                            ("--metric", o.metric)):
+            if value is not None:
+                argv += [flag, str(value)]
+        if o.higher_is_better:
+            argv.append("--higher-is-better")
+        if rerun:
+            argv.append("--rerun")
+        proc = self.spawn(argv, "experiment", dict(os.environ), subprocess.PIPE, None)
+        out_chunks: list[str] = []
+        code = None
+        while code is None:
+            try:
+                out, _ = proc.communicate(timeout=0.2)
+                out_chunks.append(out or "")
+                code = proc.returncode
+            except subprocess.TimeoutExpired:
+                continue
+        self.child = None
+        self.state.pop("child", None)
+        text = "".join(out_chunks).strip()
+        result: dict = {}
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(text.splitlines()[-1]) if text else {}
+            result = parsed if isinstance(parsed, dict) else {}
+        return code, result
+
+    # -- settling a run --------------------------------------------------------
+
+    def settle_run(self) -> dict | None:
+        """After run-experiment.sh (or on restart): the candidate's row, with git made to
+        match its verdict; None when the run was not judged (no row)."""
+        base, cand = self.state.get("base"), self.state.get("candidate")
+        row = row_for(rows_after(self.repo, int(self.state.get("rows_before", 0))), cand)
+        if row is None:
+            return None
+        if row["status"] != "keep" and cand and cand != base \
+                and self.state.get("kind") != "rerun":
+            revert_candidate(self.repo, base, cand, DISCARDED)
+        return row
+
+    def abandon_run(self) -> None:
+        """An unjudged candidate is reverted (kept as refs/autoresearch/unjudged/<sha>)."""
+        base, cand = self.state.get("base"), self.state.get("candidate")
+        if cand and base and cand != base and revert_candidate(self.repo, base, cand, UNJUDGED):
+            log(f"reverted the unjudged experiment {short(cand)} "
+                f"(kept as {UNJUDGED}{short(cand)})")
+
+    # -- recovery --------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Settle the step a dead loop (SIGKILL, reboot) was in; see the module docstring."""
+        st = self.state
+        stale = kill_stale(st, float(self.opts.grace or 10))
+        if stale:
+            log(f"killed {len(stale)} process(es) left by the previous loop")
+        phase = st.get("phase", "idle")
+        if phase == "idle":
+            return
+        base = st.get("base")
+        if not base or not git_ok(self.repo, "cat-file", "-e", f"{base}^{{commit}}"):
+            log(f"journal names an unknown base commit; ignoring its step ({phase})")
+            self.idle(counted=False)
+            return
+        log(f"resuming: the previous loop stopped while {phase}")
+        if phase in ("proposing", "applying"):
+            restore(self.repo, self.branch, base, st.get("untracked_before"))
+            self.idle(counted=False)
+        elif phase == "rejecting":
+            self.finish_reject()
+        elif phase == "running" and st.get("kind") == "rerun" and st.get("confirm"):
+            self.state["resume_confirm"] = dict(st["confirm"])
+            self.idle(counted=False)
+        elif phase == "withdrawing":
+            c = st.get("confirm") or {}
+            rows = [r for r in rows_after(self.repo, int(c.get("rows_start", 0)))
+                    if r["commit"] and str(c.get("commit", "")).startswith(r["commit"])]
+            rows = rows[: int(c.get("k", 0)) + 1]
+            crashed = any(r["status"] == "crash" for r in rows) or not rows
+            self.finish_withdraw(None if crashed else statistics.fmean(r["val_bpb"] for r in rows),
+                                 len(rows))
+        elif phase == "running":
+            row = self.settle_run()
+            if row is not None:
+                self.last_verdict, self.last_value = row["status"], row["val_bpb"]
+                self.idle()
+            elif head(self.repo) == st.get("candidate"):
+                pending = {k: st.get(k) for k in ("candidate", "kind", "desc", "patch", "base")}
+                self.idle(counted=False, pending=pending)
+                log(f"the unjudged experiment {short(pending['candidate'])} will run again")
+            else:
+                self.idle(counted=False)
+
+    # -- rejection: restore + a crash row -------------------------------------
+
+    def reject(self, reason: str, commit: str) -> None:
+        self.phase("rejecting", reject={"reason": reason, "commit": commit},
+                   rows_before=row_count(self.repo))
+        self.finish_reject()
+
+    def finish_reject(self) -> None:
+        st = self.state
+        reject = st.get("reject") or {}
+        restore(self.repo, self.branch, st["base"], st.get("untracked_before"))
+        self._restore_ledger()
+        self._hook("appending")
+        if row_count(self.repo) <= int(st.get("rows_before", 0)):
+            desc = self.describe(reject.get("reason", "proposal rejected"))
+            line = ledger.format_row(short(reject.get("commit") or st["base"]), None, None,
+                                     "crash", desc, ledger.read_header(self.ledger_path))
+            ledger.append_row(self.ledger_path, line)
+        self.last_verdict, self.last_value = "crash", None
+        log(f"crash: {reject.get('reason', '')}")
+        self.idle()
+
+    # -- helpers ---------------------------------------------------------------
+
+    @property
+    def ledger_path(self) -> str:
+        return str(Path(self.repo) / LEDGER)
+
+    def describe(self, text: str) -> str:
+        prefix = (self.opts.desc or "").strip()
+        return f"{prefix}: {text}" if prefix else text
+
+    def _backup_ledger(self) -> None:
+        src = Path(self.ledger_path)
+        dst = Path(self.repo) / LEDGER_BACKUP
+        if src.exists():
+            shutil.copyfile(src, dst)
+            self.state["ledger_sha"] = hashlib.sha256(src.read_bytes()).hexdigest()
+        else:
+            dst.unlink(missing_ok=True)
+            self.state["ledger_sha"] = None
+
+    def _restore_ledger(self) -> bool:
+        """Undo a proposer's edit of results.tsv (rows are never the proposer's to write)."""
+        want = self.state.get("ledger_sha", "unset")
+        if want == "unset":
+            return False
+        src = Path(self.ledger_path)
+        have = hashlib.sha256(src.read_bytes()).hexdigest() if src.exists() else None
+        if have == want:
+            return False
+        backup = Path(self.repo) / LEDGER_BACKUP
+        if want is None:
+            src.unlink(missing_ok=True)
+        elif backup.exists():
+            shutil.copyfile(backup, src)
+        return True
+
+    def elapsed(self) -> float:
+        return time.time() - float(self.state.get("started", time.time()))
+
+    def report(self) -> None:
+        rows = track_rows(self.repo)
+        o = self.opts
+        deadline = self.state.get("deadline")
+        left = None if deadline is None else float(deadline) - time.time()
+        queue_left = None
+        if o.queue:
+            queue_left = sum(1 for p in list_patches(o.queue)
+                             if p.name not in set(self.queue_done()))
+        line = status_line(int(self.state.get("done", 0)), o.max, self.last_verdict,
+                           self.last_value, best_value(rows, o.higher_is_better),
+                           self.elapsed(), eta(int(self.state.get("done", 0)), self.elapsed(),
+                                               o.max, left, queue_left))
+        log(line)
+
+    # -- bounds ----------------------------------------------------------------
+
+    def bound_reached(self) -> str | None:
+        o, st = self.opts, self.state
+        done = int(st.get("done", 0))
+        if o.max is not None and done >= o.max:
+            return f"reached --max {o.max}"
+        deadline = st.get("deadline")
+        if deadline is not None:
+            left = float(deadline) - time.time()
+            per = self.elapsed() / done if done else 0.0
+            if left <= 0 or (done and per > left):
+                return f"reached --hours {o.hours:g}"
+        crashes = trailing(rows_after(self.repo, int(st.get("ledger_rows_at_start", 0))),
+                           ("crash",))
+        if o.max_crashes and crashes >= o.max_crashes:
+            raise LoopError(FAILED, f"stopping after {crashes} crashes in a row "
+                                    "(see run.log and .autoresearch/proposer.log)")
+        return None
+
+    # -- one experiment --------------------------------------------------------
+
+    def experiment(self, kind: str, desc: str, rerun: bool = False) -> dict | None:
+        """Run HEAD through run-experiment.sh (phase 'running'); returns its row, or None when
+        the candidate was rejected instead (a crash row written by the loop)."""
+        cand = head(self.repo)
+        self.phase("running", candidate=cand, kind=kind, desc=desc,
+                   rows_before=row_count(self.repo))
+        code, result = self.run_experiment(desc, rerun=rerun)
+        self._hook("judging")
+        row = self.settle_run()
+        if row is not None:
+            return row
+        if self.stop or code == INTERRUPTED:
+            self.abandon_run()
+            self.idle(counted=False)
+            raise LoopError(INTERRUPTED, "stopped; the running experiment was not judged")
+        self.abandon_run()
+        if code == NOTHING and kind == "candidate":
+            self.reject(f"{short(cand)} was already judged in this track", cand)
+            return None
+        self.idle(counted=False)
+        if code == HARNESS:
+            raise LoopError(HARNESS, "run-experiment.sh: the harness changed since the freeze; "
+                                     "nothing was run (start a new track)")
+        if code == UNSAFE:
+            raise LoopError(UNSAFE, "run-experiment.sh refused: unsafe git state")
+        if code == NOTHING:
+            raise LoopError(FAILED, f"run-experiment.sh says {short(cand)} was already judged")
+        raise LoopError(FAILED, f"run-experiment.sh failed (exit {code}) without judging "
+                                f"{short(cand)}; see its messages above")
+
+    def judged(self, row: dict) -> None:
+        self.last_verdict, self.last_value = row["status"], row["val_bpb"]
+        self.idle()
+        self.report()
+
+    def queue_done(self) -> list[str]:
+        """The names of this queue's patches already judged (kept across loop runs)."""
+        queues = self.state.setdefault("queues", {})
+        return queues.setdefault(str(self.opts.queue or ""), [])
+
+    # -- baseline --------------------------------------------------------------
+
+    def baseline(self) -> None:
+        """An empty track (or one with no kept row) starts with HEAD unmodified."""
+        rows = track_rows(self.repo)
+        if any(r["status"] == "keep" for r in rows):
+            return
+        base = head(self.repo)
+        self.state["base"] = base
+        rerun = row_for(rows, base) is not None
+        log(f"baseline: running {short(base)} unmodified")
+        row = self.experiment("baseline", self.describe("baseline"), rerun=rerun)
+        self.judged(row)
+        self.noise_baseline(row)
+
+    def noise_baseline(self, first: dict) -> None:
+        """--baseline-repeats R: R-1 more baseline runs; their std is the noise floor."""
+        repeats = int(self.opts.baseline_repeats or 1)
+        if repeats < 2 or first["status"] != "keep":
+            return
+        values = [first["val_bpb"]]
+        for i in range(2, repeats + 1):
+            self.check_stop()
+            row = self.experiment("baseline", self.describe(f"baseline repeat {i}/{repeats}"),
+                                  rerun=True)
+            self.judged(row)
+            if row["val_bpb"] is not None and row["status"] != "crash":
+                values.append(row["val_bpb"])
+        floor = noise_floor(values)
+        if floor is not None:
+            session.update(self.repo, noise_floor=floor)
+            log(f"noise floor: std {floor:.6f} over {len(values)} baseline runs")
+
+    # -- candidates ------------------------------------------------------------
+
+    def propose(self) -> str | None:
+        """Run the proposer; returns the candidate commit or None (rejected, row written)."""
+        o, repo = self.opts, self.repo
+        base = head(repo)
+        rows = track_rows(repo)
+        n = int(self.state.get("done", 0)) + 1
+        facts = context_facts(repo, rows, base, n, o.plateau, o.metric or "val_bpb",
+                              o.higher_is_better)
+        template_path = Path(o.prompt) if o.prompt else PROMPT_TEMPLATE
+        template = template_path.read_text(encoding="utf-8") if template_path.exists() else \
+            "Improve {{metric}} ({{direction}} is better) by editing train.py; commit once.\n"
+        context = Path(repo) / CONTEXT
+        context.parent.mkdir(parents=True, exist_ok=True)
+        context.write_text(render_prompt(template, facts), encoding="utf-8")
+        before = sorted(untracked(repo))
+        self._backup_ledger()
+        self.phase("proposing", base=base, untracked_before=before, candidate=None)
+        env = {**os.environ,
+               "AUTORESEARCH_CONTEXT": str(context), "AUTORESEARCH_REPO": repo,
+               "AUTORESEARCH_BASE": base, "AUTORESEARCH_BEST": str(facts["best"]),
+               "AUTORESEARCH_ITERATION": str(n), "AUTORESEARCH_LEDGER": self.ledger_path,
+               "AUTORESEARCH_PLATEAU": "1" if facts["plateau"] else "0",
+               "AUTORESEARCH_METRIC": facts["metric"],
+               "AUTORESEARCH_DIRECTION": facts["direction"]}
+        if facts["plateau"]:
+            log(f"plateau: {facts['failures']} experiments without a keep; "
+                "asking the proposer to change direction")
+        with open(Path(repo) / PROPOSER_LOG, "a", encoding="utf-8") as out:
+            out.write(f"\n=== proposal {n} on {short(base)} at "
+                      f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ===\n")
+            out.flush()
+            proc = self.spawn(["bash", "-c", o.propose], "proposer", env, out, out)
+            code, timed_out = self.wait(proc, o.propose_timeout)
+        if self.stop:
+            restore(repo, self.branch, base, before)
+            self._restore_ledger()
+            self.idle(counted=False)
+            raise LoopError(INTERRUPTED, "stopped while proposing; the proposal was dropped")
+        ledger_touched = self._restore_ledger()
+        reason, commit = validate_candidate(repo, self.branch, base, before, code, timed_out,
+                                            o.propose_timeout)
+        if reason is None and ledger_touched:
+            reason = "proposer modified results.tsv (restored)"
+        if reason:
+            self.reject(reason, commit)
+            return None
+        return commit
+
+    def apply_next(self) -> str | None | bool:
+        """Queue mode: apply the next patch. False when the queue is empty, None when the
+        patch was rejected (row written), else the candidate commit."""
+        patch = next_patch(self.opts.queue, self.queue_done())
+        if patch is None:
+            return False
+        base = head(self.repo)
+        before = sorted(untracked(self.repo))
+        self.phase("applying", base=base, untracked_before=before, patch=patch.name,
+                   candidate=None)
+        problem = apply_patch(self.repo, patch)
+        if problem is None:
+            problem, commit = validate_candidate(self.repo, self.branch, base, before,
+                                                 who=f"patch {patch.name}")
+        else:
+            commit = base
+        if problem:
+            self.reject(problem, commit)
+            return None
+        return commit
+
+    def candidate_round(self) -> bool:
+        """One experiment. False when there is nothing left to do (an empty queue)."""
+        st = self.state
+        pending = st.pop("pending", None)
+        if pending and head(self.repo) == pending.get("candidate"):
+            commit, kind = pending["candidate"], pending.get("kind") or "candidate"
+            st["base"] = pending.get("base") or commit
+            if pending.get("patch"):
+                st["patch"] = pending["patch"]
+            desc = pending.get("desc") or self.describe(subject(self.repo, commit))
+            self.run_candidate(commit, desc, kind)
+            return True
+        if self.opts.queue:
+            got = self.apply_next()
+            if got is False:
+                return False
+        else:
+            got = self.propose()
+        self.check_stop()
+        if got:
+            self.run_candidate(got, self.describe(subject(self.repo, got)), "candidate")
+        else:
+            self.report()
+        return True
+
+    def run_candidate(self, commit: str, desc: str, kind: str) -> None:
+        base = self.state.get("base")
+        prev_best = best_value(track_rows(self.repo), self.opts.higher_is_better)
+        rows_start = row_count(self.repo)
+        row = self.experiment(kind, desc)
+        if row is None:
+            self.report()
+            return
+        if kind == "candidate" and row["status"] == "keep" \
+                and self.needs_confirmation(row, prev_best):
+            self.confirm({"commit": commit, "base": base, "desc": desc, "prev_best": prev_best,
+                          "k": int(self.opts.confirm), "rows_start": rows_start,
+                          "memory_gb": row["memory_gb"]})
+            return
+        self.judged(row)
+
+    # -- noise-aware acceptance ------------------------------------------------
+
+    def needs_confirmation(self, row: dict, prev_best: float | None) -> bool:
+        """--confirm K: a keep whose gain is within the session's noise floor."""
+        if not self.opts.confirm or prev_best is None or row["val_bpb"] is None:
+            return False
+        floor = read_session(self.repo).get("noise_floor")
+        if not isinstance(floor, (int, float)) or isinstance(floor, bool) or floor <= 0:
+            return False
+        return abs(prev_best - row["val_bpb"]) <= float(floor)
+
+    def confirm(self, c: dict) -> None:
+        """Re-run a within-noise keep until it has K+1 rows; keep it only if the mean of its
+        values still beats the previous best. Otherwise revert it and append a ``discard`` row
+        (value: the mean) that withdraws the keep. Resumable: the values are its ledger rows."""
+        commit = c["commit"]
+        self.state["base"] = c["base"]
+        while True:
+            rows = [r for r in rows_after(self.repo, c["rows_start"]) if r["commit"]
+                    and commit.startswith(r["commit"])]
+            failed = any(r["status"] == "crash" for r in rows)
+            if failed or len(rows) >= c["k"] + 1 or head(self.repo) != commit:
+                break
+            self.check_stop()
+            self.state["confirm"] = c
+            i = len(rows)
+            self.experiment("rerun", f"{c['desc']} (confirm {i}/{c['k']})", rerun=True)
+            self.idle(counted=False, base=c["base"])
+        values = [r["val_bpb"] for r in rows]
+        mean = None if failed or None in values or not values else statistics.fmean(values)
+        self.state.update(base=c["base"], candidate=commit)
+        if head(self.repo) == commit and mean is not None \
+                and beats(mean, c["prev_best"], self.opts.higher_is_better):
+            log(f"confirmed: mean {mean:.6f} over {len(values)} runs beats {c['prev_best']:.6f}")
+            self.last_verdict, self.last_value = "keep", mean
+            self.idle()
+            self.report()
+            return
+        self.phase("withdrawing", confirm=c, kind="candidate", rows_before=row_count(self.repo))
+        self.finish_withdraw(mean, len(values))
+
+    def finish_withdraw(self, mean: float | None, runs: int) -> None:
+        c = self.state["confirm"]
+        commit = c["commit"]
+        revert_candidate(self.repo, c["base"], commit, DISCARDED)
+        shown = "a crash" if mean is None else f"mean {mean:.6f}"
+        if row_count(self.repo) <= int(self.state.get("rows_before", 0)):
+            line = ledger.format_row(short(commit), mean, c.get("memory_gb"), "discard",
+                                     f"{c['desc']} (not confirmed: {shown} over {runs} runs "
+                                     f"vs best {c['prev_best']:.6f})",
+                                     ledger.read_header(self.ledger_path))
+            ledger.append_row(self.ledger_path, line)
+        log(f"not confirmed: {shown} over {runs} runs does not beat {c['prev_best']:.6f}; "
+            f"reverted {short(commit)}")
+        self.last_verdict, self.last_value = "discard", mean
+        self.idle()
+        self.report()
+
+    # -- the whole loop --------------------------------------------------------
+
+    def run(self) -> int:
+        o = self.opts
+        st = self.state
+        key = args_key(o)
+        resumed = st.get("status") == "running" and st.get("args") == key
+        self.recover()
+        problem = dirty_problem(self.repo)
+        if problem:
+            raise LoopError(UNSAFE, problem)
+        session.ensure_excludes(self.repo)
+        now = time.time()
+        if not resumed:
+            st.update(started=now, done=0, ledger_rows_at_start=row_count(self.repo),
+                      deadline=None if o.hours is None else now + o.hours * 3600)
+        st.update(status="running", args=key, pid=os.getpid(), token=uuid.uuid4().hex)
+        save_journal(self.repo, st)
+        if resumed:
+            log(f"resuming the loop: {st.get('done', 0)} experiment(s) done so far")
+        confirm = st.pop("resume_confirm", None)
+        if confirm and head(self.repo) == confirm.get("commit"):
+            self.confirm(confirm)
+        self.baseline()
+        ran = 0
+        while True:
+            self.check_stop()
+            reason = self.bound_reached()
+            if reason:
+                log(f"done: {reason}")
+                break
+            if not self.candidate_round():
+                if not ran and not int(st.get("done", 0)):
+                    raise LoopError(NOTHING, f"nothing to do: every patch in {o.queue} "
+                                             "was already judged")
+                log("done: the queue is empty")
+                break
+            ran += 1
+        return OK
+
+
+# ---------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        raise LoopError(USAGE, message)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = _Parser(prog=NAME, add_help=False)
+    p.add_argument("--propose")
+    p.add_argument("--queue")
+    p.add_argument("--max", type=int)
+    p.add_argument("--hours", type=float)
+    p.add_argument("--max-crashes", type=int, default=3)
+    p.add_argument("--desc", default="")
+    p.add_argument("--propose-timeout", type=float, default=1800.0)
+    p.add_argument("--plateau", type=int, default=5)
+    p.add_argument("--prompt")
+    p.add_argument("--baseline-repeats", type=int, default=1)
+    p.add_argument("--confirm", type=int, default=0)
+    p.add_argument("--repo", default=".")
+    p.add_argument("--cmd")
+    p.add_argument("--launcher")
+    p.add_argument("--timeout")
+    p.add_argument("--grace")
+    p.add_argument("--metric")
+    p.add_argument("--higher-is-better", action="store_true")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--gpus")
+    p.add_argument("--runner", default="local")
+    opts = p.parse_args(argv)
+    if opts.propose and opts.queue:
+        raise LoopError(USAGE, "give --propose CMD or --queue DIR, not both")
+    if not opts.propose and not opts.queue:
+        raise LoopError(USAGE, "no candidates: give --propose CMD (an agent CLI) or --queue DIR "
+                               "(patches); re-running the same code is not an experiment")
+    if opts.queue and not Path(opts.queue).is_dir():
+        raise LoopError(USAGE, f"--queue {opts.queue}: not a directory")
+    for name in ("max", "max_crashes", "plateau", "confirm"):
+        value = getattr(opts, name)
+        if value is not None and value < 0:
+            raise LoopError(USAGE, f"--{name.replace('_', '-')} must be >= 0")
+    if opts.baseline_repeats < 1:
+        raise LoopError(USAGE, "--baseline-repeats must be >= 1")
+    if opts.hours is not None and not opts.hours > 0:
+        raise LoopError(USAGE, "--hours must be > 0")
+    if not opts.propose_timeout > 0:
+        raise LoopError(USAGE, "--propose-timeout must be > 0")
+    if opts.workers != 1 or opts.runner != "local":
+        raise LoopError(USAGE, "parallel rounds are not available in this module "
+                               "(run-loop.sh hands --workers/--runner to arcore.parallel)")
+    if opts.queue:
+        opts.queue = str(Path(opts.queue).resolve())
+    return opts
+
+
+def main(argv: list[str]) -> int:
+    try:
+        opts = parse_args(argv)
+        repo = str(Path(opts.repo).resolve())
+        problem = branch_problem(repo)
+        if problem:
+            raise LoopError(UNSAFE, problem)
+        lock = acquire_lock(repo)
+        if lock is None:
+            raise LoopError(UNSAFE, f"another loop is running in {repo} (lock {LOCK} is held)")
+    except LoopError as exc:
+        log(str(exc))
+        return exc.code
+    loop = Loop(opts=opts, repo=repo, branch=current_branch(repo) or "",
+                state=load_journal(repo), started=time.time())
+    handlers = {}
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_IGN and sig == signal.SIGHUP:
+            continue  # nohup: leave it ignored
+        handlers[sig] = signal.signal(sig, loop.on_signal)
+    code = OK
+    try:
+        code = loop.run()
+        status = "finished"
+    except LoopError as exc:
+        log(str(exc))
+        code = exc.code
+        status = "interrupted" if code == INTERRUPTED else "failed"
+    except KeyboardInterrupt:
+        code, status = INTERRUPTED, "interrupted"
+    except Exception as exc:  # noqa: BLE001 (an internal error: say so, keep the journal)
+        import traceback  # noqa: PLC0415
+        traceback.print_exc(file=sys.stderr)
+        log(f"internal error: {exc}; restart the same command to resume")
+        code, status = FAILED, "failed"
+    finally:
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
+    if loop.state.get("phase", "idle") != "idle":
+        status = "running"  # an unsettled step: a restart must settle it
+    loop.state["status"] = status
+    with contextlib.suppress(OSError):
+        save_journal(repo, loop.state)
+    rows = track_rows(repo)
+    best = best_value(rows, opts.higher_is_better)
+    print(f"status: {status}")
+    print(f"experiments: {loop.state.get('done', 0)}")
+    print(f"best: {'' if best is None else f'{best:.6f}'}")
+    print(f"head: {short(head(repo))}")
+    return code

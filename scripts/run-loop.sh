@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Usage: run-loop.sh (--propose CMD | --queue DIR) [options]
+#
+# The bounded overnight loop: one candidate per iteration, judged by run-experiment.sh
+# (keep, discard or crash; one results.tsv row each). An empty track starts with a
+# baseline run of HEAD. Runs on a branch autoresearch/<tag> with a clean tracked tree.
+#
+# Candidates (exactly one):
+#   --propose CMD        run CMD (bash -c, in the repo) once per iteration: an agent CLI in
+#                        headless mode. It must leave exactly one new commit changing only
+#                        train.py; anything else is restored and logged as a crash row.
+#                        CMD gets AUTORESEARCH_CONTEXT (the rendered prompt file),
+#                        AUTORESEARCH_BEST, AUTORESEARCH_BASE, AUTORESEARCH_ITERATION,
+#                        AUTORESEARCH_PLATEAU (see references/proposer-recipes.md).
+#   --queue DIR          apply DIR's patch files in name order (git am, or git apply for a
+#                        plain diff), one experiment each; judged patches are skipped.
+# Bounds:
+#   --max N              stop after N experiments (the baseline is not counted)
+#   --hours H            start no experiment that would end after H hours
+#   --max-crashes K      stop after K crashes in a row (default 3; 0: never)
+#   --propose-timeout S  kill the proposer after S seconds: a crash row (default 1800)
+# Proposer context:
+#   --desc TEXT          prefix for every row's description
+#   --plateau M          after M experiments without a keep, tell the proposer to change
+#                        direction (default 5; 0: never)
+#   --prompt FILE        prompt template (default templates/proposer-prompt.md)
+# Noise-aware acceptance (default: strictly better wins):
+#   --baseline-repeats R run the baseline R times; record the std as the noise floor
+#   --confirm K          re-run a keep whose gain is within the noise floor K more times;
+#                        keep it only if the mean still beats the best
+# Passed to run-experiment.sh:
+#   --cmd CMD  --launcher PREFIX  --timeout SEC  --grace SEC  --metric NAME
+#   --higher-is-better  --repo DIR
+# Parallel rounds (handed to `arcore parallel` when asked for):
+#   --workers N  --gpus LIST  --runner local|slurm
+#   -h, --help           print this help
+#
+# Resume: restart the same command after a kill, reboot or lost session; the journal
+# .autoresearch/loop.json settles the step that was cut short. SIGINT/SIGTERM/SIGHUP stop
+# cleanly: the run's process group dies, an unjudged commit is reverted (kept as
+# refs/autoresearch/unjudged/<sha>), the tree is clean, no partial row.
+# stdout: status, experiments, best, head (key: value); the rest goes to stderr.
+#
+# Exit codes:
+#   0  finished (a bound reached or the queue done)
+#   1  stopped after K crashes in a row, or an internal error
+#   2  usage (no candidate source, bad option, parallel rounds not available)
+#   3  the harness changed since the freeze (start a new track)
+#   4  unsafe git state (not on autoresearch/<tag>, detached, dirty, another loop running)
+#   5  nothing to do (every queued patch was already judged)
+#   130 interrupted (SIGINT, SIGTERM or SIGHUP)
+set -euo pipefail
+
+AR_NAME="run-loop.sh"
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+readonly PARALLEL_MODULE="${AR_SCRIPTS_DIR}/arcore/parallel.py"
+
+# Prints "yes" when the arguments ask for parallel rounds (workers > 1 or a non-local runner).
+wants_parallel() {
+  local workers=1 runner=local
+  while (($#)); do
+    case "$1" in
+      --workers) workers="${2:-}"; shift ;;
+      --workers=*) workers="${1#*=}" ;;
+      --runner) runner="${2:-}"; shift ;;
+      --runner=*) runner="${1#*=}" ;;
+      --propose | --queue | --max | --hours | --max-crashes | --propose-timeout | --desc \
+        | --plateau | --prompt | --baseline-repeats | --confirm | --cmd | --launcher \
+        | --timeout | --grace | --metric | --repo | --gpus) shift ;;
+    esac
+    shift || true
+  done
+  [[ "${workers}" =~ ^[0-9]+$ ]] || ar_die 2 "--workers must be a number, not '${workers}'"
+  case "${runner}" in
+    local | slurm) ;;
+    *) ar_die 2 "--runner must be local or slurm, not '${runner}'" ;;
+  esac
+  if ((workers > 1)) || [[ "${runner}" != local ]]; then
+    echo yes
+  fi
+}
+
+# Drops --workers/--gpus/--runner (a single local worker); --gpus picks its first GPU.
+local_args() {
+  LOCAL_ARGS=()
+  while (($#)); do
+    case "$1" in
+      --workers | --runner) shift ;;
+      --workers=* | --runner=*) ;;
+      --gpus) export CUDA_VISIBLE_DEVICES="${2%%,*}"; shift ;;
+      --gpus=*) local list="${1#*=}"; export CUDA_VISIBLE_DEVICES="${list%%,*}" ;;
+      *) LOCAL_ARGS+=("$1") ;;
+    esac
+    shift || true
+  done
+}
+
+main() {
+  local arg
+  for arg in "$@"; do
+    if [[ "${arg}" == "-h" || "${arg}" == "--help" ]]; then
+      ar_usage "${BASH_SOURCE[0]}"
+      exit 0
+    fi
+  done
+  if [[ "$(wants_parallel "$@")" == yes ]]; then
+    [[ -f "${PARALLEL_MODULE}" ]] || ar_die 2 "parallel rounds are not available (no arcore.parallel)"
+    ar_core parallel "$@"
+    return
+  fi
+  local_args "$@"
+  ar_find_python
+  # exec: the loop itself receives SIGINT/SIGTERM and forwards them to its child.
+  PYTHONPATH="${AR_SCRIPTS_DIR}${PYTHONPATH:+:${PYTHONPATH}}" \
+    exec "${AR_PY[@]}" -m arcore loop ${LOCAL_ARGS[@]+"${LOCAL_ARGS[@]}"}
+}
+
+main "$@"
