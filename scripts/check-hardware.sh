@@ -8,7 +8,8 @@
 # Options:
 #   --repo DIR           the clone to check (default: the current directory when it holds
 #                        prepare.py and train.py; otherwise no clone is checked)
-#   --cache-dir DIR      upstream's data cache (default: ~/.cache/autoresearch)
+#   --cache-dir DIR      the data cache (default: prepare.py's CACHE_DIR, $AUTORESEARCH_CACHE_DIR
+#                        or ~/.cache/autoresearch)
 #   --no-gpu             the target runs on CPU (e.g. examples/cpu-target): no GPU, CUDA, torch
 #                        or data-cache blockers
 #   --no-data            report the data cache without counting it as a blocker
@@ -35,7 +36,7 @@
 #   tools        {python3, uv, git}: version strings, null when missing
 #   disk         {path, free_gb}: where the data cache lives
 #   repo         null or {path, files: {name: bool}, missing: [name],
-#                data: {cache_dir, tokenizer, train_shards, val_shard},
+#                data: {cache_dir, tokenizer, train_shards, val_shard, val_shard_name},
 #                torch: {checked, reason} or {checked, importable, error} or
 #                {checked, importable, version, cuda_build, cuda_available, device_count}}
 #

@@ -36,7 +36,8 @@ def fakebin(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("PATH", str(bindir))
     monkeypatch.setenv("AR_PROC_VERSION", str(tmp_path / "no-proc-version"))
-    for name in ("FAKE_NVIDIA_SMI", "FAKE_ROCM_SMI", "FAKE_UNAME_S", "FAKE_UNAME_M"):
+    for name in ("FAKE_NVIDIA_SMI", "FAKE_ROCM_SMI", "FAKE_UNAME_S", "FAKE_UNAME_M",
+                 "AUTORESEARCH_CACHE_DIR"):
         monkeypatch.delenv(name, raising=False)
 
     class Bin:
@@ -454,7 +455,8 @@ def test_a_synced_clone_with_data_on_an_h100_is_ready(fakebin, tmp_path):
     assert report["ready"] is True, report["blockers"]
     assert report["repo"]["data"] == {
         "cache_dir": str(tmp_path / "home" / ".cache" / "autoresearch"),
-        "tokenizer": True, "train_shards": 2, "val_shard": True}
+        "tokenizer": True, "train_shards": 2, "val_shard": True,
+        "val_shard_name": "shard_06542.parquet"}
     assert report["repo"]["torch"]["cuda_available"] is True
 
 

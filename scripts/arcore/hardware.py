@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import sys
 
-from arcore import presets
+from arcore import presets, session
 
 SCHEMA = 1
 UPSTREAM_FILES = ("prepare.py", "train.py", "program.md", "pyproject.toml", "uv.lock")
@@ -208,7 +208,8 @@ def probe_tools() -> dict:
 
 
 def default_cache_dir() -> str:
-    return os.path.join(os.path.expanduser("~"), ".cache", "autoresearch")
+    return os.environ.get("AUTORESEARCH_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "autoresearch")
 
 
 def probe_disk(path: str) -> dict:
@@ -222,17 +223,17 @@ def probe_disk(path: str) -> dict:
     return {"path": probe, "free_gb": round(free / 1024**3, 1)}
 
 
-def probe_data(cache_dir: str) -> dict:
+def probe_data(cache_dir: str, val_shard: str = VAL_SHARD) -> dict:
     data = os.path.join(cache_dir, "data")
     tok = os.path.join(cache_dir, "tokenizer")
     shards = glob.glob(os.path.join(data, "shard_*.parquet"))
-    val = os.path.join(data, VAL_SHARD)
     return {
         "cache_dir": cache_dir,
         "tokenizer": all(os.path.isfile(os.path.join(tok, f))
                          for f in ("tokenizer.pkl", "token_bytes.pt")),
-        "train_shards": len([s for s in shards if os.path.basename(s) != VAL_SHARD]),
-        "val_shard": os.path.isfile(val),
+        "train_shards": len([s for s in shards if os.path.basename(s) != val_shard]),
+        "val_shard": os.path.isfile(os.path.join(data, val_shard)),
+        "val_shard_name": val_shard,
     }
 
 
@@ -262,11 +263,12 @@ def probe_torch(repo: str, timeout: float) -> dict:
     return {"checked": True, "importable": True, **info}
 
 
-def probe_repo(repo: str, cache_dir: str, torch: bool, timeout: float) -> dict:
+def probe_repo(repo: str, cache_dir: str | None, torch: bool, timeout: float) -> dict:
     files = {name: os.path.isfile(os.path.join(repo, name)) for name in UPSTREAM_FILES}
+    cache, val_shard = session.cache_location(repo)  # prepare.py's CACHE_DIR and VAL_SHARD
     facts = {"path": os.path.abspath(repo), "files": files,
              "missing": [name for name, ok in files.items() if not ok],
-             "data": probe_data(cache_dir)}
+             "data": probe_data(cache_dir or cache, val_shard)}
     facts["torch"] = probe_torch(repo, timeout) if torch else {
         "checked": False, "reason": "not requested (--no-torch or --no-gpu)"}
     return facts
@@ -276,17 +278,18 @@ def is_clone(path: str) -> bool:
     return all(os.path.isfile(os.path.join(path, f)) for f in ("prepare.py", "train.py"))
 
 
-def gather(repo: str | None, cache_dir: str, torch: bool = True,
+def gather(repo: str | None, cache_dir: str | None, torch: bool = True,
            torch_timeout: float = DEFAULT_TORCH_TIMEOUT) -> dict:
-    facts = {
+    repo_facts = probe_repo(repo, cache_dir, torch, torch_timeout) if repo else None
+    disk_at = repo_facts["data"]["cache_dir"] if repo_facts else cache_dir or default_cache_dir()
+    return {
         "platform": probe_platform(),
         "nvidia": probe_nvidia(),
         "amd": probe_amd(),
         "tools": probe_tools(),
-        "disk": probe_disk(cache_dir),
-        "repo": probe_repo(repo, cache_dir, torch, torch_timeout) if repo else None,
+        "disk": probe_disk(disk_at),
+        "repo": repo_facts,
     }
-    return facts
 
 
 # ---------------------------------------------------------------------------
@@ -375,7 +378,7 @@ def _repo_checks(repo: dict, data_blocks: bool, gpu_needed: bool, blockers: list
     if not data["train_shards"]:
         missing.append("no training shards")
     if not data["val_shard"]:
-        missing.append(f"no pinned validation shard {VAL_SHARD}")
+        missing.append(f"no pinned validation shard {data.get('val_shard_name', VAL_SHARD)}")
     if missing and gpu_needed:
         text = (f"the data cache {data['cache_dir']} is incomplete ({', '.join(missing)}): "
                 f"run `uv run prepare.py` in {path}.")
@@ -563,8 +566,7 @@ def check(repo: str | None = None, cache_dir: str | None = None, gpu: bool = Tru
     """Gathers and assesses; the Python entry point setup uses."""
     if repo is None and is_clone(os.getcwd()):
         repo = os.getcwd()
-    facts = gather(repo, cache_dir or default_cache_dir(), torch=torch and gpu,
-                   torch_timeout=torch_timeout)
+    facts = gather(repo, cache_dir, torch=torch and gpu, torch_timeout=torch_timeout)
     return assess(facts, gpu_needed=gpu, data_blocks=data)
 
 

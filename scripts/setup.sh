@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Usage: setup.sh [--dir DIR] [--repo-url URL | --from DIR] [--tag TAG]
+#                 [--preset TIER | --seq-len N --eval-tokens N] [--new-track]
+#                 [--num-shards N] [--no-prepare] [--no-sync] [--no-gpu-check | --cpu]
+#                 [--no-baseline] [--cmd CMD] [--timeout SEC]
+#
+# One command from nothing to a frozen session with a baseline. Idempotent: a rerun does only
+# what is missing, and a second run in a row changes nothing.
+#   1. installs uv if missing (the official installer, else `python3 -m pip install --user uv`)
+#   2. clones karpathy/autoresearch into DIR (or uses the clone there); `uv sync`
+#   3. runs the hardware check (check-hardware.sh) and stops on blockers, with their fixes
+#   4. creates and switches to the branch autoresearch/TAG
+#   5. applies an optional preset to prepare.py and train.py: diff on stderr, originals backed
+#      up under .autoresearch/backup/, one commit; refused once a session is frozen
+#   6. `uv run prepare.py` unless the data cache is complete
+#   7. results.tsv with upstream's header (untracked, in .git/info/exclude); program.md from
+#      templates/program.md when the clone has none
+#   8. freezes the session (or verifies the existing freeze)
+#   9. runs the baseline through run-experiment.sh unless the track already has one
+#
+# Options:
+#   --dir DIR          the clone (default: the current directory when it is one, else
+#                      ./autoresearch); a directory with prepare.py and train.py but no git is
+#                      put under git in place
+#   --repo-url URL     clone from URL (default https://github.com/karpathy/autoresearch.git)
+#   --from DIR         clone from a local mirror (offline machines)
+#   --tag TAG          branch autoresearch/TAG (default: the frozen session's, else today's
+#                      date as upstream suggests, e.g. nov30)
+#   --preset TIER      a VRAM tier from check-hardware.sh's table (80gb 40gb 24gb 12gb 6gb)
+#   --seq-len N        set prepare.py's MAX_SEQ_LEN (instead of a tier)
+#   --eval-tokens N    set prepare.py's EVAL_TOKENS (instead of a tier)
+#   --new-track        allow a preset or branch change after a freeze: a new comparison track
+#   --num-shards N     training shards for prepare.py (default 10; -1 = all)
+#   --no-prepare       do not run prepare.py
+#   --no-sync          do not run uv sync
+#   --no-gpu-check     skip the hardware check (a CPU target); --cpu is the same
+#   --no-baseline      stop after the freeze
+#   --cmd CMD          the run command for the baseline (run-experiment.sh --cmd)
+#   --timeout SEC      the baseline's timeout (run-experiment.sh --timeout)
+#
+# stdout: key: value lines: repo, branch, preset, session, baseline_commit, status, val_bpb,
+# memory_gb, peak_vram_mb (crash_class, hint for a crashed baseline), next.
+#
+# Exit codes:
+#   0    done (baseline recorded, or skipped with --no-baseline)
+#   1    failure: blockers, a failed install/clone/sync/prepare, a crashed baseline
+#   2    usage
+#   3    refused: a session is frozen (preset or branch change without --new-track), or the
+#        harness changed since the freeze
+#   4    unsafe git state: uncommitted changes to tracked files
+#   130  interrupted
+set -euo pipefail
+
+AR_NAME="setup.sh"
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+readonly UV_INSTALLER="https://astral.sh/uv/install.sh"
+
+# Puts uv on PATH: already there, in ~/.local/bin, the official installer, then pip.
+ensure_uv() {
+  command -v uv >/dev/null 2>&1 && return 0
+  export PATH="${HOME}/.local/bin:${HOME}/.cargo/bin:${PATH}"
+  command -v uv >/dev/null 2>&1 && return 0
+  ar_log "uv not found: installing it with the official installer (${UV_INSTALLER})"
+  if command -v curl >/dev/null 2>&1 \
+    && curl -LsSf --max-time 120 "${UV_INSTALLER}" | sh >&2 \
+    && command -v uv >/dev/null 2>&1; then
+    return 0
+  fi
+  ar_log "the official installer failed: trying python3 -m pip install --user uv"
+  if command -v python3 >/dev/null 2>&1 \
+    && python3 -m pip install --quiet --user uv >&2 \
+    && command -v uv >/dev/null 2>&1; then
+    return 0
+  fi
+  ar_die 1 "could not install uv: install it by hand (https://docs.astral.sh/uv/) and rerun"
+}
+
+main() {
+  if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+    ar_usage "${BASH_SOURCE[0]}"
+    exit 0
+  fi
+  command -v git >/dev/null 2>&1 || ar_die 1 "git not found: install git and rerun"
+  ensure_uv
+  export AR_NAME
+  ar_core setup "$@"
+}
+
+main "$@"
