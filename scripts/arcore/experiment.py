@@ -74,7 +74,8 @@ class Interrupted(Exception):
 
 
 def log(message: str) -> None:
-    print(f"run-experiment.sh: {message}", file=sys.stderr, flush=True)
+    """One line on stderr, whatever the message holds."""
+    print(f"run-experiment.sh: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,354 @@
+"""One experiment end to end: run-experiment.sh on scratch repos with stand-in train.py scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from arcore import experiment, ledger
+from scratchrepo import STANDINS, commit_train, git, make_repo
+
+SCRIPT = Path(__file__).parent.parent / "scripts" / "run-experiment.sh"
+CMD = "python3 train.py"
+
+
+@pytest.fixture()
+def repo(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTORESEARCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", "/usr/local/bin:/usr/bin:/bin:" + os.path.dirname(
+        subprocess.run(["which", "python3"], capture_output=True, text=True).stdout.strip()))
+    return make_repo(tmp_path)
+
+
+def run(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), "--repo", str(repo), "--cmd", CMD, "--json",
+                           *args], capture_output=True, text=True, timeout=120)
+
+
+def result(done: subprocess.CompletedProcess) -> dict:
+    assert done.stdout.count("\n") == 1, done.stderr
+    return json.loads(done.stdout)
+
+
+def rows(repo: Path) -> list[dict]:
+    return ledger.read_ledger(str(repo / "results.tsv"))
+
+
+def head(repo: Path) -> str:
+    return git(repo, "rev-parse", "HEAD")
+
+
+def baseline(repo: Path) -> dict:
+    done = run(repo)
+    assert done.returncode == 0, done.stderr
+    return result(done)
+
+
+# ---------------------------------------------------------------------------
+# The judge (pure)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "best", "is_baseline", "higher", "too_long", "status"), [
+    (None, 1.0, False, False, False, "crash"),
+    (None, None, True, False, False, "crash"),
+    (1.5, None, True, False, False, "keep"),
+    (0.9, 1.0, False, False, False, "keep"),
+    (1.0, 1.0, False, False, False, "discard"),
+    (1.0000001, 1.0, False, False, False, "discard"),
+    (0.9999999, 1.0, False, False, False, "discard"),
+    (1.1, 1.0, False, False, False, "discard"),
+    (1.1, 1.0, False, True, False, "keep"),
+    (0.5, 1.0, False, False, True, "discard"),
+    (0.5, None, True, False, True, "discard"),
+])
+def test_the_judge_keeps_only_strictly_better_runs(value, best, is_baseline, higher, too_long,
+                                                    status):
+    assert experiment.judge(value, best, is_baseline, higher, too_long) == status
+
+
+def test_over_budget_means_training_seconds_past_the_budget_plus_tolerance():
+    assert experiment.over_budget({"training_seconds": 311.0}, 300, 10.0)
+    assert not experiment.over_budget({"training_seconds": 310.0}, 300, 10.0)
+    assert not experiment.over_budget({}, 300, 10.0)
+    assert not experiment.over_budget({"training_seconds": 999.0}, None, 10.0)
+
+
+# ---------------------------------------------------------------------------
+# Verdicts
+# ---------------------------------------------------------------------------
+
+
+def test_the_first_run_is_the_baseline_and_freezes_the_session(repo):
+    out = baseline(repo)
+    assert out["status"] == "keep" and out["value"] == 1.0 and out["memory_gb"] == 44.0
+    assert out["best"] is None and out["reverted"] is False
+    assert (repo / ".autoresearch" / "session.json").exists()
+    assert [r["status"] for r in rows(repo)] == ["keep"]
+    assert (repo / "run.log").read_text().endswith("depth:            8\n")
+    assert (repo / out["log"]).read_text() == (repo / "run.log").read_text()
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def test_a_better_run_is_kept_and_its_commit_stays(repo):
+    baseline(repo)
+    sha = commit_train(repo, "lower lr", VAL_BPB=0.95)
+    out = result(run(repo))
+    assert out["status"] == "keep" and out["delta"] == pytest.approx(-0.05)
+    assert head(repo) == sha
+    assert rows(repo)[-1]["description"] == "lower lr"
+
+
+def test_a_worse_run_is_discarded_and_exactly_its_commit_reverted(repo):
+    baseline(repo)
+    before = head(repo)
+    sha = commit_train(repo, "wider", VAL_BPB=1.2)
+    out = result(run(repo))
+    assert out["status"] == "discard" and out["reverted"] is True
+    assert head(repo) == before
+    assert git(repo, "rev-parse", f"refs/autoresearch/discarded/{sha}") == sha
+    assert rows(repo)[-1]["commit"] == sha[:7]
+
+
+def test_a_tie_is_discarded_and_reverted(repo):
+    baseline(repo)
+    commit_train(repo, "same", PEAK_VRAM_MB=1.0)
+    out = result(run(repo))
+    assert out["status"] == "discard" and out["delta"] == 0.0 and out["reverted"] is True
+
+
+def test_a_crash_is_logged_with_its_class_and_reverted(repo):
+    baseline(repo)
+    before = head(repo)
+    commit_train(repo, "double width", standin="oom.py")
+    done = run(repo)
+    out = result(done)
+    assert done.returncode == 0
+    assert out["status"] == "crash" and out["crash_class"] == "oom" and out["hint"]
+    assert rows(repo)[-1]["val_bpb"] == 0.0 and head(repo) == before
+    assert (repo / "results.tsv").read_text().splitlines()[-1].split("\t")[1:4] == [
+        "0.000000", "0.0", "crash"]
+
+
+def test_a_crashed_baseline_is_a_crash_and_is_not_reverted(repo):
+    commit_train(repo, "broken start", standin="crash.py")
+    sha = head(repo)
+    out = result(run(repo))
+    assert out["status"] == "crash" and out["reverted"] is False and head(repo) == sha
+    commit_train(repo, "fixed", standin="ok.py")
+    assert result(run(repo))["status"] == "keep"
+
+
+def test_a_run_over_the_time_budget_cannot_be_kept(repo):
+    baseline(repo)
+    commit_train(repo, "slow but good", VAL_BPB=0.5, TRAINING_SECONDS=400.0)
+    done = run(repo)
+    assert result(done)["status"] == "discard"
+    assert "TIME_BUDGET" in done.stderr
+
+
+def test_a_higher_is_better_metric_can_decide(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTORESEARCH_CACHE_DIR", str(tmp_path / "cache"))
+    repo = make_repo(tmp_path)
+    assert result(run(repo, "--metric", "mfu_percent", "--higher-is-better"))["value"] == 39.8
+    commit_train(repo, "same mfu", VAL_BPB=0.1)
+    out = result(run(repo, "--metric", "mfu_percent", "--higher-is-better"))
+    assert out["status"] == "discard"
+
+
+def test_a_hung_run_times_out_and_its_whole_group_dies(repo, tmp_path):
+    baseline(repo)
+    before = head(repo)
+    commit_train(repo, "hangs", standin="spawn.py")
+    pids = tmp_path / "pids"
+    env = dict(os.environ, STANDIN_PID_FILE=str(pids))
+    done = subprocess.run(["bash", str(SCRIPT), "--repo", str(repo), "--cmd", CMD, "--json",
+                           "--timeout", "1", "--grace", "0.5"], capture_output=True, text=True,
+                          env=env, timeout=60)
+    out = result(done)
+    assert out["status"] == "crash" and out["crash_class"] == "timeout"
+    assert head(repo) == before
+    for pid in map(int, pids.read_text().split()):
+        assert not _alive(pid), pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "zombie" in status.read_text())
+
+
+# ---------------------------------------------------------------------------
+# Refusals: harness, tamper, git state, already judged
+# ---------------------------------------------------------------------------
+
+
+def test_a_changed_prepare_py_refuses_the_run_with_exit_three(repo):
+    baseline(repo)
+    (repo / "prepare.py").write_text((repo / "prepare.py").read_text() + "# edited\n")
+    git(repo, "commit", "-qam", "edit evaluator")
+    done = run(repo)
+    assert done.returncode == 3 and done.stdout == ""
+    assert "prepare.py changed" in done.stderr and "start a new comparison track" in done.stderr
+    assert len(rows(repo)) == 1
+
+
+def test_a_tampering_candidate_is_refused_unrun_and_logged_as_crash(repo):
+    baseline(repo)
+    before = head(repo)
+    text = (repo / "train.py").read_text().replace("VAL_BPB = 1.000000", "VAL_BPB = 0.1")
+    (repo / "train.py").write_text(text + "import prepare\nprepare.EVAL_TOKENS = 1\n")
+    (repo / "notes.md").write_text("x\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "cheap eval")
+    out = result(run(repo))
+    assert out["status"] == "crash" and out["crash_class"] == "tamper"
+    assert "sets prepare.EVAL_TOKENS" in out["description"]
+    assert "touches notes.md" in out["description"]
+    assert head(repo) == before and not (repo / "notes.md").exists()
+    assert "nothing was run" in (repo / "run.log").read_text()
+
+
+def test_a_dirty_tracked_tree_refuses_with_exit_four_and_changes_nothing(repo):
+    baseline(repo)
+    commit_train(repo, "candidate", VAL_BPB=2.0)
+    (repo / "train.py").write_text((repo / "train.py").read_text() + "# wip\n")
+    done = run(repo)
+    assert done.returncode == 4 and "uncommitted changes" in done.stderr
+    assert (repo / "train.py").read_text().endswith("# wip\n")
+    assert len(rows(repo)) == 1
+
+
+def test_a_judged_head_is_not_run_again_without_rerun(repo):
+    baseline(repo)
+    done = run(repo)
+    assert done.returncode == 5 and "already judged" in done.stderr
+    again = run(repo, "--rerun")
+    assert again.returncode == 0
+    out = result(again)
+    assert out["status"] == "discard" and out["reverted"] is False
+    assert len(rows(repo)) == 2
+
+
+def test_a_users_own_commit_below_the_experiment_survives(repo):
+    baseline(repo)
+    mine = commit_train(repo, "user: my own tweak", VAL_BPB=0.99)
+    (repo / "scratch.txt").write_text("untracked notes\n")
+    commit_train(repo, "agent: worse", VAL_BPB=1.5)
+    out = result(run(repo))
+    assert out["status"] == "discard"
+    assert head(repo) == mine
+    assert (repo / "scratch.txt").read_text() == "untracked notes\n"
+
+
+def test_a_revert_never_overwrites_an_untracked_file(repo):
+    baseline(repo)
+    (repo / "extra.py").write_text("x = 1\n")
+    git(repo, "add", "extra.py")
+    git(repo, "commit", "-qm", "user adds extra.py")
+    git(repo, "rm", "-q", "extra.py")
+    commit_train(repo, "agent: drops extra.py and is worse", VAL_BPB=1.5)
+    (repo / "extra.py").write_text("my untracked content\n")
+    done = run(repo)
+    assert done.returncode == 4 and done.stderr.count("\n") == 1
+    assert "not reverted" in done.stderr and result(done)["reverted"] is False
+    assert (repo / "extra.py").read_text() == "my untracked content\n"
+    assert rows(repo)[-1]["status"] == "discard"
+
+
+def test_the_previous_results_before_the_freeze_are_another_track(repo):
+    (repo / "results.tsv").write_text("commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
+                                      "abcdef1\t0.100000\t1.0\tkeep\tanother track\n")
+    out = result(run(repo))
+    assert out["status"] == "keep" and out["best"] is None
+
+
+# ---------------------------------------------------------------------------
+# Descriptions, interruption, usage
+# ---------------------------------------------------------------------------
+
+
+def test_nasty_descriptions_are_stored_flat_and_never_evaluated(repo, tmp_path):
+    marker = tmp_path / "pwned"
+    desc = f"a\tb\nc $(touch {marker}) `touch {marker}` ; rm -rf /"
+    done = run(repo, "--desc", desc)
+    out = result(done)
+    assert not marker.exists()
+    assert out["description"] == f"a b c $(touch {marker}) `touch {marker}` ; rm -rf /"
+    assert rows(repo)[0]["description"] == out["description"]
+    assert ledger.validate(str(repo / "results.tsv")) == []
+
+
+def test_the_default_description_is_the_commit_subject(repo):
+    baseline(repo)
+    commit_train(repo, "try\tRMSNorm eps 1e-6", VAL_BPB=0.5)
+    assert result(run(repo))["description"] == "try RMSNorm eps 1e-6"
+
+
+def test_sigint_during_a_run_kills_the_group_and_writes_nothing(repo, tmp_path):
+    baseline(repo)
+    sha = commit_train(repo, "hangs", standin="spawn.py")
+    pids = tmp_path / "pids"
+    env = dict(os.environ, STANDIN_PID_FILE=str(pids))
+    proc = subprocess.Popen(["bash", str(SCRIPT), "--repo", str(repo), "--cmd", CMD,
+                             "--grace", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    for _ in range(400):
+        if pids.exists() and len(pids.read_text().split()) == 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and out == ""
+    assert "interrupted" in err
+    assert head(repo) == sha and git(repo, "status", "--porcelain") == ""
+    assert len(rows(repo)) == 1
+    for pid in map(int, pids.read_text().split()):
+        assert not _alive(pid), pid
+
+
+def test_bad_options_exit_two(repo):
+    assert run(repo, "--timeout", "soon").returncode == 2
+    assert run(repo, "--bogus").returncode == 2
+    done = subprocess.run(["bash", str(SCRIPT), "--repo", "/nonexistent"], capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and done.stderr.startswith("run-experiment.sh: ")
+
+
+def test_key_value_output_has_every_contract_key(repo):
+    done = subprocess.run(["bash", str(SCRIPT), "--repo", str(repo), "--cmd", CMD],
+                          capture_output=True, text=True)
+    keys = [line.split(":", 1)[0] for line in done.stdout.splitlines()]
+    assert keys == list(experiment.KEYS)
+
+
+def test_runs_jsonl_gets_one_object_per_judged_run(repo):
+    baseline(repo)
+    commit_train(repo, "worse", VAL_BPB=3.0)
+    run(repo)
+    records = [json.loads(line) for line in
+               (repo / ".autoresearch" / "runs.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["keep", "discard"]
+    assert records[1]["metrics"]["num_steps"] == 953.0 and records[1]["exit_code"] == 0
+
+
+def test_a_run_that_edits_a_tracked_file_is_judged_but_not_reverted(repo):
+    baseline(repo)
+    text = (repo / "train.py").read_text().replace("VAL_BPB = 1.000000", "VAL_BPB = 2.0")
+    (repo / "train.py").write_text(
+        "with open('train.py', 'a') as me:\n    me.write('# edited by the run\\n')\n" + text)
+    git(repo, "commit", "-qam", "self-editing")
+    sha = head(repo)
+    done = run(repo)
+    assert done.returncode == 4 and "tracked files changed during the run" in done.stderr
+    assert head(repo) == sha and (repo / "train.py").read_text().endswith("# edited by the run\n")
+    assert rows(repo)[-1]["status"] == "discard"
