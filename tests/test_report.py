@@ -458,3 +458,31 @@ def test_an_unwritable_chart_path_is_exit_1(session_ledger, tmp_path, capsys):
     code, _, err = run(["--ledger", str(session_ledger), "--plot",
                         str(tmp_path / "no" / "dir" / "p.svg")], capsys)
     assert code == 1 and "cannot write" in err
+
+
+def test_reruns_of_one_commit_give_a_noise_estimate_when_the_session_has_none(tmp_path, capsys):
+    ledger = write_ledger(tmp_path / "results.tsv", [
+        ("g000001", 1.000, "keep", "baseline"),
+        ("g000001", 1.006, "discard", "baseline repeat 2/3"),
+        ("g000001", 0.998, "keep", "baseline repeat 3/3"),
+        ("g000002", 0.990, "keep", "matrix LR 0.05"),
+    ])
+    code, out, _ = run(["--ledger", str(ledger), "--json"], capsys)
+    rep = json.loads(out)
+    assert rep["noise"]["source"] == "reruns"
+    assert rep["noise"]["floor"] == pytest.approx(0.0041633, abs=1e-6)
+    verdicts = [k["verdict"] for k in rep["timeline"]]
+    assert verdicts == ["baseline", "within noise", "gain"]  # 0.002 < 0.0042 < 0.008
+    assert "estimated from 3 runs of 1 rerun commit(s)" in rep["noise"]["note"]
+
+
+def test_runs_jsonl_adds_run_time_and_workers_to_the_summary(session_ledger, capsys):
+    session_dir = session_ledger.parent / ".autoresearch"
+    session_dir.mkdir()
+    records = [{"commit": f"a00000{i}", "seconds": 1800, "worker": f"gpu{i % 2}"}
+               for i in range(1, 5)]
+    (session_dir / "runs.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in records) + '{"seconds": 5}\n', encoding="utf-8")
+    code, out, _ = run(["--ledger", str(session_ledger)], capsys)
+    assert code == 0
+    assert "runs.jsonl: 4 judged runs, 2.0 h of run time, workers: gpu1 2, gpu0 2" in out

@@ -17,6 +17,7 @@ CLI::
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import os
@@ -79,9 +80,9 @@ def load_session(session_dir: str | None) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def load_runs(session_dir: str | None) -> dict[str, dict]:
-    """runs.jsonl as {short commit: the last object for it}; junk lines are skipped."""
-    runs: dict[str, dict] = {}
+def load_runs(session_dir: str | None) -> list[dict]:
+    """runs.jsonl's objects that carry a commit; junk lines are skipped."""
+    runs: list[dict] = []
     if not session_dir:
         return runs
     try:
@@ -95,8 +96,43 @@ def load_runs(session_dir: str | None) -> dict[str, dict]:
             except ValueError:
                 continue
             if isinstance(obj, dict) and isinstance(obj.get("commit"), str) and obj["commit"]:
-                runs[obj["commit"][:7]] = obj
+                runs.append(obj)
     return runs
+
+
+def index_runs(records: list[dict]) -> dict[str, dict]:
+    """{short commit: the last record for it}."""
+    return {str(r["commit"])[:7]: r for r in records}
+
+
+def runs_summary(records: list[dict]) -> dict | None:
+    """How many judged runs runs.jsonl holds, their total seconds and runs per worker."""
+    if not records:
+        return None
+    seconds = [r["seconds"] for r in records if isinstance(r.get("seconds"), (int, float))
+               and not isinstance(r.get("seconds"), bool) and math.isfinite(r["seconds"])]
+    workers = Counter(str(r["worker"]) for r in records
+                      if isinstance(r.get("worker"), (str, int)) and str(r["worker"]))
+    return {"records": len(records), "seconds": sum(seconds) if seconds else None,
+            "workers": dict(workers)}
+
+
+def rerun_noise(rows: list[dict]) -> dict | None:
+    """The pooled std of val_bpb over commits measured more than once (reruns), or None."""
+    commits = [row["commit"] for row in rows]
+    if len(set(commits)) == len(commits):
+        return None
+    values: dict[str, list[float]] = {}
+    for row in rows:
+        if row["val_bpb"] is not None and row["commit"]:
+            values.setdefault(row["commit"][:7], []).append(row["val_bpb"])
+    groups = [v for v in values.values() if len(v) >= 2]
+    n = sum(len(v) for v in groups)
+    if not groups or n - len(groups) < 1:
+        return None
+    squares = sum((x - sum(v) / len(v)) ** 2 for v in groups for x in v)
+    std = math.sqrt(squares / (n - len(groups)))
+    return {"std": std, "commits": len(groups), "runs": n} if std > 0 else None
 
 
 def noise_floor(session: dict) -> float | None:
@@ -227,6 +263,7 @@ def verdict(delta: float | None, floor: float | None) -> str:
 
 
 def failure_class(row: dict, runs: dict[str, dict]) -> tuple[str | None, str, str | None]:
+    """``runs`` is index_runs()'s {short commit: record}."""
     """(class, where it came from, hint) for a failed row."""
     run = runs.get(str(row.get("commit", ""))[:7])
     if run:
@@ -344,20 +381,28 @@ def next_family(stats: dict[str, dict], by_n: dict[int, dict], best_n: int | Non
     }
 
 
+def _bucket(row: dict) -> str:
+    if row["status"] == "keep":
+        return "kept"
+    if row["fail"]:
+        return "crashed"
+    return "discarded" if row["status"] == "discard" else "other"
+
+
+def tried_counts(rows: list[dict]) -> dict[str, int]:
+    """How many distinct ideas (descriptions) each outcome holds."""
+    seen: dict[str, set] = {"kept": set(), "discarded": set(), "crashed": set(), "other": set()}
+    for row in rows:
+        seen[_bucket(row)].add(row["description"])
+    return {k: len(v) for k, v in seen.items()}
+
+
 def tried_lists(rows: list[dict], runs: dict[str, dict] | None = None) -> dict[str, list[dict]]:
     """Ideas by outcome, identical descriptions merged (with a count)."""
     runs = runs or {}
     out: dict[str, dict[str, dict]] = {"kept": {}, "discarded": {}, "crashed": {}, "other": {}}
     for row in rows:
-        status = row["status"]
-        if status == "keep":
-            bucket = "kept"
-        elif row["fail"]:
-            bucket = "crashed"
-        elif status == "discard":
-            bucket = "discarded"
-        else:
-            bucket = "other"
+        status, bucket = row["status"], _bucket(row)
         desc = row["description"] or "(no description)"
         item = out[bucket].get(desc)
         if item is None:
@@ -374,16 +419,21 @@ def tried_lists(rows: list[dict], runs: dict[str, dict] | None = None) -> dict[s
     return {k: list(v.values()) for k, v in out.items()}
 
 
-def analyse(rows: list[dict], runs: dict[str, dict] | None = None,
+def analyse(rows: list[dict], runs: list[dict] | None = None,
             floor: float | None = None, top: int = DEFAULT_TOP, start: int = 0) -> dict:
     """The whole report as one JSON-ready dict. ``rows`` are read_ledger()'s dicts."""
     return analyse_track(number_rows(rows, start), len(rows), runs, floor, top)
 
 
-def analyse_track(track: list[dict], total: int, runs: dict[str, dict] | None = None,
-                  floor: float | None = None, top: int = DEFAULT_TOP) -> dict:
-    """analyse() on number_rows()'s records; ``total`` is the ledger's row count."""
-    runs = runs or {}
+def analyse_track(track: list[dict], total: int, records: list[dict] | None = None,
+                  floor: float | None = None, top: int = DEFAULT_TOP,
+                  with_tried: bool = True) -> dict:
+    """analyse() on number_rows()'s records; ``total`` is the ledger's row count, ``records``
+    runs.jsonl's objects, ``floor`` session.json's noise_floor (else reruns estimate one).
+    ``with_tried=False`` skips the per-idea lists (the text view needs only their counts)."""
+    runs = index_runs(records or [])
+    noise = noise_note(floor, rerun_noise(track) if floor is None else None)
+    floor = noise["floor"]
     start = track[0]["n"] - 1 if track else total
     counts = status_counts(track)
     decided = counts["keep"] + counts["discard"]
@@ -396,7 +446,8 @@ def analyse_track(track: list[dict], total: int, runs: dict[str, dict] | None = 
     if baseline and best_item:
         absolute = baseline["val_bpb"] - best_item["val_bpb"]
         improvement = {"absolute": absolute, "percent": 100.0 * absolute / baseline["val_bpb"]}
-    ranked = sorted((r for r in track if r["val_bpb"] is not None), key=lambda r: r["val_bpb"])
+    ranked = heapq.nsmallest(max(0, top), (r for r in track if r["val_bpb"] is not None),
+                             key=lambda r: r["val_bpb"])
     gains = sorted((k for k in kept if k["delta"] is not None and k["delta"] > 0),
                    key=lambda k: -k["delta"])
     patterns = crash_patterns(track, runs)
@@ -415,24 +466,31 @@ def analyse_track(track: list[dict], total: int, runs: dict[str, dict] | None = 
         "baseline": baseline,
         "best": best_item,
         "improvement": improvement,
-        "noise": noise_note(floor),
-        "top": [_entry(r) for r in ranked[: max(0, top)]],
+        "noise": noise,
+        "runs_jsonl": runs_summary(records or []),
+        "top": [_entry(r) for r in ranked],
         "timeline": kept,
         "best_gains": gains,
         "gains_total": sum(k["delta"] for k in gains),
         "crash_patterns": patterns,
         "repeated_failures": repeated_failures(patterns, stats)[:FAILURE_LINES + 2],
         "next_family": next_family(stats, by_n, best_item["n"] if best_item else None),
-        "tried": tried_lists(track, runs),
+        "tried_counts": tried_counts(track),
+        "tried": tried_lists(track, runs) if with_tried else None,
     }
 
 
-def noise_note(floor: float | None) -> dict:
-    if floor is None:
-        return {"floor": None, "note": "no noise floor measured: single runs cannot separate "
-                "gains below the typical run-to-run spread (rerun the baseline to measure it)"}
-    return {"floor": floor, "note": f"noise floor {floor:.6f} (std of baseline reruns); kept "
-            "gains below it are marked within noise"}
+def noise_note(floor: float | None, reruns: dict | None = None) -> dict:
+    """The floor kept gains are judged against, where it came from, and one sentence."""
+    if floor is not None:
+        return {"floor": floor, "source": "session.json", "note": f"noise floor {floor:.6f} "
+                "(session.json: std of baseline runs); kept gains below it are marked within noise"}
+    if reruns is not None:
+        return {"floor": reruns["std"], "source": "reruns",
+                "note": f"noise floor ~{reruns['std']:.6f} estimated from {reruns['runs']} runs of "
+                f"{reruns['commits']} rerun commit(s); kept gains below it are marked within noise"}
+    return {"floor": None, "source": None, "note": "no noise floor measured: single runs cannot "
+            "separate gains below the typical run-to-run spread (rerun the baseline to measure it)"}
 
 
 # ---------------------------------------------------------------------------
@@ -471,6 +529,17 @@ def render_text(rep: dict, ledger: str) -> list[str]:
     else:
         lines.append("val_bpb: no kept run with a measurement yet")
     lines.append(f"noise: {rep['noise']['note']}")
+    runs = rep["runs_jsonl"]
+    if runs:
+        line = f"runs.jsonl: {runs['records']} judged runs"
+        if runs["seconds"] is not None:
+            line += f", {runs['seconds'] / 3600:.1f} h of run time"
+        if runs["workers"]:
+            busiest = sorted(runs["workers"].items(), key=lambda kv: -kv[1])[:4]
+            line += ", workers: " + ", ".join(f"{clip(w, 16)} {n}" for w, n in busiest)
+            if len(runs["workers"]) > 4:
+                line += f" (+{len(runs['workers']) - 4} more)"
+        lines.append(line)
     if rep["top"]:
         lines.append(f"top {len(rep['top'])} by val_bpb:")
         for e in rep["top"]:
@@ -537,9 +606,9 @@ def _four_things(rep: dict) -> list[str]:
         lines.append("repeated failures: none")
     if rep["themes_from_last"] < rep["experiments"]:
         lines[-1] += f" (themes from the last {rep['themes_from_last']} runs)"
-    t = rep["tried"]
-    lines.append(f"what has been tried: {len(t['kept'])} kept, {len(t['discarded'])} discarded, "
-                 f"{len(t['crashed'])} crashed ideas; paste-ready block: show-results.sh --tried")
+    t = rep["tried_counts"]
+    lines.append(f"what has been tried: {t['kept']} kept, {t['discarded']} discarded, "
+                 f"{t['crashed']} crashed ideas; paste-ready block: show-results.sh --tried")
     fam = rep["next_family"]
     if fam:
         lines.append(f"next experiment family: '{fam['theme']}' ({fam['kept']}/{fam['tried']} kept,"
@@ -661,7 +730,7 @@ def main(argv: list[str]) -> int:
     start = 0 if opts["all"] else min(ledger_start(session), len(rows))
     track = number_rows(rows, start)
     rep = analyse_track(track, len(rows), load_runs(session_dir), noise_floor(session),
-                        opts["top"])
+                        opts["top"], with_tried=opts["tried"] or opts["json"])
     if opts["plot"]:
         try:
             svgplot.write(opts["plot"], svgplot.progress_svg(track))
