@@ -155,3 +155,13 @@ setup() {
   [ "${status}" -eq 1 ]
   [ -z "$(ls -A "${BATS_TEST_TMPDIR}/elsewhere")" ]
 }
+
+@test "the installed folder passes the Agent Skills validator" {
+  local validator="${BATS_TEST_DIRNAME}/../../.venv/bin/agentskills"
+  [ -x "${validator}" ] || validator="$(command -v agentskills || true)"
+  [ -n "${validator}" ] || skip "agentskills (PyPI skills-ref, Python >= 3.11) is not installed"
+  bash "${INSTALL}" --target codex --scope user >/dev/null 2>&1
+  run --separate-stderr "${validator}" validate "${HOME}/.agents/skills/autoresearch"
+  [ "${status}" -eq 0 ]
+  [[ "${output}" == *"Valid skill"* ]]
+}
