@@ -203,8 +203,9 @@ def ensure_clone(opts: dict) -> str:
 
 
 def check_clean(repo: str) -> None:
-    dirty = git(repo, "status", "--porcelain", "--untracked-files=no")
-    if dirty:
+    dirty = sh(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
+               capture=True).stdout
+    if dirty.strip():
         files = ", ".join(line[3:] for line in dirty.splitlines()[:5])
         raise Stop(4, f"uncommitted changes to tracked files in {repo} ({files}): commit or "
                       "stash them first")
