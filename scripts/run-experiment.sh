@@ -55,7 +55,9 @@ main() {
   command -v git >/dev/null 2>&1 || ar_die 1 "git is not installed"
   ar_find_python
   # exec: signals sent to this script reach the process that owns the run.
-  PYTHONPATH="${AR_SCRIPTS_DIR}${PYTHONPATH:+:${PYTHONPATH}}" \
+  # AR_CALLER_PATH: the training command gets the caller's PATH, not the one a
+  # Python launcher (pyenv shim, uv) sets up for arcore.
+  AR_CALLER_PATH="${PATH}" PYTHONPATH="${AR_SCRIPTS_DIR}${PYTHONPATH:+:${PYTHONPATH}}" \
     exec "${AR_PY[@]}" -m arcore experiment run "$@"
 }
 

@@ -474,6 +474,7 @@ def _run_locked(repo: str, opts: dict) -> tuple[int, dict]:
 
     log_path = new_log(repo, short)
     env = dict(os.environ, AUTORESEARCH_WORKER=str(opts["worker"]))
+    env["PATH"] = env.pop("AR_CALLER_PATH", None) or env.get("PATH", os.defpath)
     exit_code, timed_out, seconds = None, False, 0.0
     if refused:
         with open(log_path, "a", encoding="utf-8") as out:
