@@ -82,9 +82,13 @@ main() {
     ar_usage "${BASH_SOURCE[0]}"
     exit 0
   fi
+  export AR_NAME
+  if command -v python3 >/dev/null 2>&1 \
+    && python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    AR_SETUP_CHECK_ONLY=1 ar_core setup "$@" # usage errors before installing anything
+  fi
   command -v git >/dev/null 2>&1 || ar_die 1 "git not found: install git and rerun"
   ensure_uv
-  export AR_NAME
   ar_core setup "$@"
 }
 

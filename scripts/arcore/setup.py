@@ -27,6 +27,7 @@ import datetime
 import difflib
 import glob
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -112,8 +113,8 @@ def parse_args(argv: list[str]) -> dict:
             raise Stop(2, f"--timeout needs positive seconds, not {opts['timeout']!r}") from None
     if opts["tag"] is not None:
         tag = opts["tag"].removeprefix("autoresearch/")
-        if not tag or subprocess.run(["git", "check-ref-format", "--branch",
-                                      f"autoresearch/{tag}"], capture_output=True).returncode:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]*", tag) or ".." in tag \
+                or "//" in tag or tag.endswith((".", "/", ".lock")):
             raise Stop(2, f"--tag {opts['tag']!r} does not make a valid branch name")
         opts["tag"] = tag
     return opts
@@ -485,6 +486,8 @@ def run_setup(opts: dict) -> dict:
 def main(argv: list[str]) -> int:
     try:
         opts = parse_args(argv)
+        if os.environ.get("AR_SETUP_CHECK_ONLY"):
+            return 0
         result = run_setup(opts)
     except Stop as stop:
         log(str(stop))
