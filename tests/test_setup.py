@@ -281,10 +281,15 @@ def test_a_failing_uv_sync_stops_setup_with_exit_1(machine):
 
 def test_a_cpu_target_without_git_is_put_under_git_and_set_up(machine):
     target = machine.tmp / "cpu"
-    shutil.copytree(machine.upstream, target, ignore=shutil.ignore_patterns(".git"))
+    shutil.copytree(machine.upstream, target, ignore=shutil.ignore_patterns(".git*"))
+    (target / ".venv" / "bin").mkdir(parents=True)
+    (target / ".venv" / "bin" / "python").write_text("an old env\n")
+    (target / "results.tsv").write_text("commit\tval_bpb\tmemory_gb\tstatus\tdescription\n")
     done = machine.setup("--dir", str(target), "--cpu", "--no-sync", "--no-baseline")
     assert done.returncode == 0, done.stderr
     assert git(target, "log", "--format=%s") == "autoresearch: initial import"
+    assert git(target, "ls-files").split() == sorted(
+        ["prepare.py", "program.md", "pyproject.toml", "train.py", "uv.lock"])
     assert kv(done.stdout)["branch"].startswith("autoresearch/")
     assert (target / ".autoresearch" / "session.json").exists()
 

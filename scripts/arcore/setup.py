@@ -40,7 +40,8 @@ SCRIPTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.dirname(SCRIPTS)
 TEMPLATE = os.path.join(PACKAGE, "templates", "program.md")
 RUN_EXPERIMENT = os.path.join(SCRIPTS, "run-experiment.sh")
-DEFAULT_SHARDS = 10  # upstream prepare.py's default --num-shards
+DEFAULT_SHARDS = 10
+IMPORT_EXCLUDES = ("/.venv/", "__pycache__/", "*.py[oc]")  # never committed by the import  # upstream prepare.py's default --num-shards
 
 
 class Stop(Exception):
@@ -184,6 +185,10 @@ def ensure_clone(opts: dict) -> str:
         if not is_git_top(target):
             log(f"{target} is not a git repository: putting it under git (one initial commit)")
             git(target, "init", "-q")
+            with open(os.path.join(target, ".git", "info", "exclude"), "a",
+                      encoding="utf-8") as handle:
+                handle.write("".join(f"{p}\n" for p in IMPORT_EXCLUDES))
+            session.ensure_excludes(target)
             git(target, "add", "-A")
             git(target, *identity(target), "commit", "-q", "-m", "autoresearch: initial import")
         else:
