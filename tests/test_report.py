@@ -486,3 +486,17 @@ def test_runs_jsonl_adds_run_time_and_workers_to_the_summary(session_ledger, cap
     code, out, _ = run(["--ledger", str(session_ledger)], capsys)
     assert code == 0
     assert "runs.jsonl: 4 judged runs, 2.0 h of run time, workers: gpu1 2, gpu0 2" in out
+
+
+def test_crowded_labels_keep_the_baseline_and_the_largest_gains_and_say_so():
+    rows = [{"n": 1, "val_bpb": 1.0, "status": "keep", "description": "the baseline"}]
+    for i in range(2, 40):  # 38 small steps packed together, then one big gain
+        rows.append({"n": i, "val_bpb": 1.0 - i * 1e-4, "status": "keep", "description": f"s{i}"})
+    rows.append({"n": 40, "val_bpb": 0.9, "status": "keep", "description": "the big one"})
+    root = ET.fromstring(svgplot.progress_svg(rows))
+    labels = [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "label"]
+    assert labels[0] == "the baseline" and labels[-1] == "the big one"
+    assert 2 < len(labels) < 40
+    note = [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "note"]
+    assert note == [f"{len(labels)} of 40 kept runs labelled (overlaps left out, largest gains "
+                    "first)"]

@@ -55,7 +55,8 @@ STOPWORDS = frozenset(
     hypothesis evidence expected result results paper idea see note because after before about
     worse better slightly hurt hurts need needs extra fewer win wins won lost gain gains massive
     novel contribution optimal seems improved improves improvement regression best bottleneck
-    here there which while does did do up down
+    here there which while does did do up down doesn didn isn wasn don aren weren can couldn
+    wouldn shouldn hasn haven dropped
     """.split()
 )
 

@@ -165,20 +165,39 @@ def progress_svg(rows: list[dict]) -> str:
                          f'fill="{GREEN}" stroke="#000" stroke-width="0.6"/>')
     parts.append("</g>")
 
-    # kept labels, rotated 30 degrees upwards like the notebook's annotations
+    # kept labels, rotated 30 degrees upwards like the notebook's annotations; where they
+    # would overlap, the baseline and the largest gains win and the rest are left out
     cos30, sin30 = math.cos(math.radians(30)), math.sin(math.radians(30))
+    candidates = []
+    previous = None
     for n, v, r in kept:
-        if not y_lo <= v <= y_hi:
-            continue
-        text = label_text(r.get("description", ""))
-        x, y = px(n) + 6, py(v) - 6
+        gain = math.inf if previous is None else previous - v
+        previous = v
+        if y_lo <= v <= y_hi:
+            text = label_text(r.get("description", ""))
+            candidates.append((-gain, n, px(n) + 6, py(v) - 6, text))
+    placed: list[tuple[float, float, float]] = []  # (along, across, width) in label space
+    shown = []
+    for _, n, x, y, text in sorted(candidates):
         w = text_width(text, LABEL_SIZE)
+        along, across = x * cos30 - y * sin30, x * sin30 + y * cos30
+        if any(abs(across - c) < LABEL_SIZE * 1.15 and along < a + wa and a < along + w
+               for a, c, wa in placed):
+            continue
+        placed.append((along, across, w))
+        shown.append((n, x, y, text, w))
+    for n, x, y, text, w in sorted(shown):
         bbox[0] = min(bbox[0], x - 4)
         bbox[1] = min(bbox[1], y - w * sin30 - LABEL_SIZE)
         bbox[2] = max(bbox[2], x + w * cos30 + LABEL_SIZE)
         parts.append(f'<text class="label" x="{x:.1f}" y="{y:.1f}" '
-                     f'transform="rotate(-30 {x:.1f} {y:.1f})" font-size="{LABEL_SIZE}" fill="{LABEL}" fill-opacity="0.9">'
-                     f"{esc(text)}</text>")
+                     f'transform="rotate(-30 {x:.1f} {y:.1f})" font-size="{LABEL_SIZE}" '
+                     f'fill="{LABEL}" fill-opacity="0.9">{esc(text)}</text>')
+    if len(shown) < len(candidates):
+        parts.append(f'<text class="note" x="{LEFT + PLOT_W}" y="{TOP + PLOT_H + 44}" '
+                     f'text-anchor="end" font-size="11" fill="#666">{len(shown)} of '
+                     f"{len(candidates)} kept runs labelled (overlaps left out, largest gains "
+                     "first)</text>")
 
     # frame, axis titles, legend
     parts.append(f'<rect x="{LEFT}" y="{TOP}" width="{PLOT_W}" height="{PLOT_H}" fill="none" '
