@@ -260,6 +260,16 @@ def test_hardware_blockers_stop_setup_before_anything_changes(machine):
         pytest.skip("this host has a real nvidia-smi")
     assert done.returncode == 1
     assert "BLOCKER: no NVIDIA GPU found" in done.stderr and "--no-gpu-check" in done.stderr
+    assert not machine.clone.exists()  # stopped before cloning and uv sync
+    assert machine.uv_calls() == []
+
+
+def test_clone_blockers_found_after_uv_sync_stop_setup_before_the_branch(machine):
+    machine.gpu()
+    del machine.env["FAKE_UV_TORCH"]  # uv sync leaves no .venv: torch cannot be checked
+    done = machine.first()
+    assert done.returncode == 1
+    assert "BLOCKER: the clone's env is not synced" in done.stderr
     assert git(machine.clone, "symbolic-ref", "--short", "HEAD") == "master"
     assert not (machine.clone / "results.tsv").exists()
     assert machine.uv_calls() == ["sync --locked"]

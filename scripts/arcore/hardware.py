@@ -327,10 +327,10 @@ def _gpu_checks(gpus: list[dict], cuda_version: str | None, blockers: list, warn
         elif cap < (8, 0):
             blockers.append(
                 f"{label} has compute capability {gpu['compute_capability']}: upstream's FA3 "
-                "kernel and bf16 training need 8.0 or newer (Ampere+); use an Ampere-or-newer "
-                "GPU, or have the agent swap fa3.flash_attn_func for "
-                "torch.nn.functional.scaled_dot_product_attention in train.py (upstream issue "
-                "#87) as the first commit of the session.")
+                "kernel (built for 8.0 and 9.0a) and bf16 training need 8.0 or newer (Ampere+); "
+                "use an Ampere-or-newer GPU, or replace fa3.flash_attn_func with "
+                "torch.nn.functional.scaled_dot_product_attention in train.py before the "
+                "baseline (upstream issue #87).")
         elif cap[0] >= 10:
             warnings.append(
                 f"{label} has compute capability {gpu['compute_capability']}: the community FA3 "
@@ -562,9 +562,10 @@ def parse_args(argv: list[str]) -> dict:
 
 def check(repo: str | None = None, cache_dir: str | None = None, gpu: bool = True,
           data: bool = True, torch: bool = True,
-          torch_timeout: float = DEFAULT_TORCH_TIMEOUT) -> dict:
-    """Gathers and assesses; the Python entry point setup uses."""
-    if repo is None and is_clone(os.getcwd()):
+          torch_timeout: float = DEFAULT_TORCH_TIMEOUT, find_repo: bool = True) -> dict:
+    """Gathers and assesses; the Python entry point setup uses. Without a repo, the current
+    directory is checked when it is a clone (unless find_repo is false)."""
+    if repo is None and find_repo and is_clone(os.getcwd()):
         repo = os.getcwd()
     facts = gather(repo, cache_dir, torch=torch and gpu, torch_timeout=torch_timeout)
     return assess(facts, gpu_needed=gpu, data_blocks=data)

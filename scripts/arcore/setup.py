@@ -5,7 +5,8 @@ Steps, each done only when missing (a second run changes nothing):
  1. the clone: use --dir when it is one, else clone --from DIR (offline) or --repo-url into it
     (a directory holding prepare.py and train.py without git is put under git in place);
  2. ``uv sync`` (``--locked`` when uv.lock exists);
- 3. the hardware check (arcore.hardware; --no-gpu-check for CPU targets): stop on blockers;
+ 3. the hardware check (arcore.hardware; --no-gpu-check for CPU targets): stop on blockers
+    (the machine's own blockers are checked first, before the clone and ``uv sync``);
  4. the branch ``autoresearch/<tag>`` (default: the session's branch, else today, e.g. ``nov30``);
  5. the optional preset (--preset TIER, or --seq-len/--eval-tokens): prepare.py and train.py
     rewritten, the diff on stderr, the originals backed up under .autoresearch/backup/, one commit;
@@ -96,6 +97,8 @@ def parse_args(argv: list[str]) -> dict:
             raise Stop(2, f"unknown option {arg!r} (see --help)")
     if opts["repo_url"] and opts["source"]:
         raise Stop(2, "--repo-url and --from are alternatives; pass one")
+    if opts["source"] and not os.path.isdir(opts["source"]):
+        raise Stop(2, f"--from {opts['source']}: no such directory")
     if opts["preset"] and (opts["seq_len"] or opts["eval_tokens"]):
         raise Stop(2, "--preset and --seq-len/--eval-tokens are alternatives; pass one")
     if opts["preset"]:
@@ -198,8 +201,6 @@ def ensure_clone(opts: dict) -> str:
         raise Stop(1, f"{target} exists but holds no prepare.py and train.py: pass --dir to a "
                       "clone or to a new directory")
     source = opts["source"] or opts["repo_url"] or DEFAULT_URL
-    if opts["source"] and not os.path.isdir(opts["source"]):
-        raise Stop(2, f"--from {opts['source']}: no such directory")
     log(f"cloning {source} into {target}")
     if sh(["git", "clone", "--quiet", source, target]).returncode != 0:
         raise Stop(1, f"git clone {source} failed (offline? pass --from DIR with a local mirror)")
@@ -229,6 +230,20 @@ def sync(repo: str, opts: dict) -> None:
     if sh(argv, cwd=repo).returncode != 0:
         raise Stop(1, f"`{' '.join(argv)}` failed in {repo} (see above); a stale uv.lock needs "
                       "`uv lock` first")
+
+
+def machine_gate(opts: dict) -> None:
+    """The machine alone (platform, GPU, driver, tools, disk), before cloning and syncing:
+    a Mac or a broken driver is told so before uv downloads torch."""
+    if opts["no_gpu"]:
+        return
+    report = hardware.check(repo=None, find_repo=False)
+    if report["ready"]:
+        return
+    for line in hardware.summary(report):
+        log(f"hardware: {line}")
+    raise Stop(1, f"not ready: {len(report['blockers'])} blocker(s), listed above; fix them "
+                  "and rerun (--no-gpu-check for a CPU-only target)")
 
 
 def hardware_gate(repo: str, opts: dict) -> dict | None:
@@ -449,6 +464,7 @@ def baseline(repo: str, data: dict, opts: dict) -> dict:
 
 
 def run_setup(opts: dict) -> dict:
+    machine_gate(opts)
     repo = ensure_clone(opts)
     check_clean(repo)
     sync(repo, opts)
