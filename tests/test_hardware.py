@@ -351,6 +351,14 @@ def test_an_old_driver_is_a_blocker_that_names_the_update(fakebin):
     assert mentions(report["blockers"], "CUDA 11.4", "update the NVIDIA driver")
 
 
+def test_a_driver_without_compute_cap_is_queried_again_without_it(fakebin):
+    report = report_for("old-driver-no-cap", fakebin)
+    assert report["gpus"][0]["name"] == "Tesla V100-SXM2-16GB"
+    assert report["gpus"][0]["compute_capability"] is None
+    assert mentions(report["warnings"], "compute capability unknown")
+    assert mentions(report["blockers"], "CUDA 10.1", "update the NVIDIA driver")
+
+
 def test_a_gpu_held_by_other_processes_is_a_warning(fakebin):
     report = report_for("busy", fakebin)
     assert report["ready"] is True

@@ -170,15 +170,21 @@ def probe_platform() -> dict:
     return classify_platform(kernel["out"] or sys.platform, machine["out"], proc)
 
 
-def probe_nvidia() -> dict:
+WSL_NVIDIA_SMI = "/usr/lib/wsl/lib/nvidia-smi"  # where WSL2 puts it, not always on PATH
+
+
+def probe_nvidia(wsl: bool = False) -> dict:
     facts = {"found": False, "ok": False, "error": None, "cuda_version": None, "gpus": []}
-    query = run(["nvidia-smi", f"--query-gpu={GPU_FIELDS}", "--format=csv,noheader,nounits"])
+    smi = "nvidia-smi"
+    if wsl and shutil.which(smi) is None and os.path.isfile(WSL_NVIDIA_SMI):
+        smi = WSL_NVIDIA_SMI
+    query = run([smi, f"--query-gpu={GPU_FIELDS}", "--format=csv,noheader,nounits"])
     if not query["found"]:
         return facts
     facts["found"] = True
     if query["rc"] != 0 and re.search(r"not a valid field|compute_cap", query["out"] + query["err"]):
         fields = GPU_FIELDS.replace(",compute_cap", "")  # drivers older than compute_cap
-        query = run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits"])
+        query = run([smi, f"--query-gpu={fields}", "--format=csv,noheader,nounits"])
     if query["timed_out"] or query["rc"] != 0:
         text = (query["out"] + "\n" + query["err"]).strip()
         first = next((line.strip() for line in text.splitlines() if line.strip()), "")
@@ -186,7 +192,7 @@ def probe_nvidia() -> dict:
         return facts
     facts["ok"] = True
     facts["gpus"] = parse_gpu_csv(query["out"])
-    header = run(["nvidia-smi"])
+    header = run([smi])
     facts["cuda_version"] = parse_cuda_version(header["out"])
     return facts
 
@@ -282,9 +288,10 @@ def gather(repo: str | None, cache_dir: str | None, torch: bool = True,
            torch_timeout: float = DEFAULT_TORCH_TIMEOUT) -> dict:
     repo_facts = probe_repo(repo, cache_dir, torch, torch_timeout) if repo else None
     disk_at = repo_facts["data"]["cache_dir"] if repo_facts else cache_dir or default_cache_dir()
+    plat = probe_platform()
     return {
-        "platform": probe_platform(),
-        "nvidia": probe_nvidia(),
+        "platform": plat,
+        "nvidia": probe_nvidia(wsl=plat["os"] == "wsl"),
         "amd": probe_amd(),
         "tools": probe_tools(),
         "disk": probe_disk(disk_at),
