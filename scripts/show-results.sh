@@ -21,8 +21,10 @@
 #
 # Exit codes:
 #   0  report printed (an empty ledger is a report too)
-#   1  no ledger at that path, or it cannot be read or the chart cannot be written
+#   1  no ledger at that path, not a results.tsv, unreadable, or the chart
+#      cannot be written
 #   2  usage error
+#   130  interrupted
 set -euo pipefail
 
 AR_NAME=show-results.sh

@@ -500,3 +500,11 @@ def test_crowded_labels_keep_the_baseline_and_the_largest_gains_and_say_so():
     note = [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "note"]
     assert note == [f"{len(labels)} of 40 kept runs labelled (overlaps left out, largest gains "
                     "first)"]
+
+
+def test_a_file_that_is_not_a_ledger_is_refused_with_exit_1(tmp_path, capsys):
+    junk = tmp_path / "notes.txt"
+    junk.write_text("just some notes\nabout nothing\n", encoding="utf-8")
+    code, out, err = run(["--ledger", str(junk)], capsys)
+    assert code == 1 and out == ""
+    assert "does not look like a results.tsv" in err and len(err.splitlines()) == 1

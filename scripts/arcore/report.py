@@ -39,7 +39,7 @@ TIMELINE_LINES = 8
 FAILURE_LINES = 3
 THEME_WINDOW = 20000  # word themes (failures, next family) come from the latest runs only
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Words that say nothing about *what* was tried: English glue, directions, ledger boilerplate.
 STOPWORDS = frozenset(
@@ -672,7 +672,8 @@ def render_tried(rep: dict) -> list[str]:
 
 USAGE = """usage: python3 -m arcore report [--ledger FILE] [--session-dir DIR] [--top N] [--all]
                                 [--tried] [--json] [--plot FILE.svg]
-exit: 0 ok, 1 no ledger or unreadable, 2 usage"""
+exit: 0 ok, 1 no ledger, not a ledger, unreadable or chart not written, 2 usage,
+      130 interrupted"""
 
 
 def _prog() -> str:
@@ -720,6 +721,17 @@ def parse_args(argv: list[str]) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # a reader such as `head` stopped early: not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(USAGE)
         return EXIT_OK
@@ -739,6 +751,10 @@ def main(argv: list[str]) -> int:
                                                       ".autoresearch")
     session = load_session(session_dir)
     rows = read_ledger(ledger)
+    if rows and not any(r["status"] in ("keep", "discard", "crash") or measured(r) for r in rows):
+        _err(f"{ledger} does not look like a results.tsv: no row is keep, discard or crash, "
+             "and none has a val_bpb")
+        return EXIT_FAIL
     start = 0 if opts["all"] else min(ledger_start(session), len(rows))
     track = number_rows(rows, start)
     rep = analyse_track(track, len(rows), load_runs(session_dir), noise_floor(session),
