@@ -1,0 +1,349 @@
+"""arcore.parallel: parallel rounds on one box, driven end to end through run-loop.sh.
+
+Each end-to-end test builds a scratch target (tests/scratchrepo.py) whose train.py is a
+stand-in that prints upstream's summary block with its VAL_BPB constant, the GPU it was given
+(CUDA_VISIBLE_DEVICES) and, when STANDIN_GATE is set, blocks until that file exists (so a test
+can interrupt a round while every run is in flight, without timing). Candidates come from a
+queue of format-patch files. After each scenario: HEAD at the expected kept commit, a clean
+tree, a well-formed ledger, worktrees removed, no process of the test left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from arcore import ledger, parallel
+from scratchrepo import git, make_repo
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_LOOP = ROOT / "scripts" / "run-loop.sh"
+WAIT = 60.0  # a cap for waiting on a file, never a synchronisation by itself
+
+STANDIN = '''"""Stand-in train.py for parallel rounds."""
+import os
+import sys
+import time
+
+VAL_BPB = 1.000000
+# Knobs: each queue patch sets one; they are far apart so patches apply on any base.
+A = 0.0
+#
+#
+#
+B = 0.0
+#
+#
+#
+C = 0.0
+#
+#
+#
+D = 0.0
+#
+#
+#
+E = 0.0
+
+print(f"gpu={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
+marks = os.environ.get("STANDIN_MARKS")
+if marks:
+    with open(os.path.join(marks, str(os.getpid())), "w") as handle:
+        handle.write(os.getcwd())
+gate = os.environ.get("STANDIN_GATE")
+while gate and not os.path.exists(gate):
+    time.sleep(0.02)
+print("---")
+print(f"val_bpb:          {VAL_BPB + A + B + C + D + E:.6f}")
+print("training_seconds: 300.0")
+print("peak_vram_mb:     2048.0")
+sys.exit(0)
+'''
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+
+def set_knob(repo: Path, knob: str, delta: str, message: str) -> str:
+    text = (repo / "train.py").read_text()
+    lines = [f"{knob} = {delta}" if line.startswith(f"{knob} = ") else line
+             for line in text.splitlines()]
+    (repo / "train.py").write_text("\n".join(lines) + "\n")
+    git(repo, "commit", "-q", "-am", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> Path:
+    repo = make_repo(tmp_path)
+    (repo / "train.py").write_text(STANDIN)
+    git(repo, "commit", "-q", "-am", "stand-in train.py")
+    return repo
+
+
+def make_queue(repo: Path, tmp_path: Path, knobs: list[tuple[str, str, str]]) -> Path:
+    """One format-patch per (name, knob, delta): the knob (A..E) adds delta to val_bpb."""
+    queue = tmp_path / "queue"
+    queue.mkdir(exist_ok=True)
+    base = git(repo, "rev-parse", "HEAD")
+    for name, knob, delta in knobs:
+        set_knob(repo, knob, delta, f"try {name}")
+        patch = git(repo, "format-patch", "-1", "--stdout", "HEAD")
+        (queue / f"{name}.patch").write_text(patch + "\n")
+        git(repo, "reset", "-q", "--hard", base)
+    return queue
+
+
+def run_loop(repo: Path, *args: str, env: dict | None = None, timeout: float = 120):
+    return subprocess.run(["bash", str(RUN_LOOP), "--repo", str(repo), "--cmd",
+                           f"{sys.executable} train.py", *args],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def rows(repo: Path) -> list[dict]:
+    return ledger.read_ledger(str(repo / "results.tsv"))
+
+
+def runs(repo: Path) -> list[dict]:
+    path = repo / ".autoresearch" / "runs.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def assert_clean(repo: Path) -> None:
+    assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""
+    assert ledger.validate(str(repo / "results.tsv")) == []
+    assert not (repo / parallel.WORKTREES).exists()
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert "autoresearch-workers" not in git(repo, "branch", "--list", "-a")
+
+
+def wait_for(predicate, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.02)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------
+# The round's verdicts (pure)
+# ---------------------------------------------------------------------------
+
+
+def r(status: str, value: float | None) -> dict:
+    return {"status": status, "value": value}
+
+
+def test_only_the_best_improving_run_of_a_round_is_kept():
+    verdicts = parallel.round_verdicts([r("keep", 0.99), r("keep", 0.97), r("discard", 1.2),
+                                        r("crash", None)])
+    assert verdicts == ["discard", "keep", "discard", "crash"]
+
+
+def test_a_tie_between_improving_runs_keeps_the_first_worker():
+    assert parallel.round_verdicts([r("keep", 0.98), r("keep", 0.98)]) == ["keep", "discard"]
+
+
+def test_higher_is_better_keeps_the_highest_improving_run():
+    verdicts = parallel.round_verdicts([r("keep", 0.5), r("keep", 0.7)], higher_is_better=True)
+    assert verdicts == ["discard", "keep"]
+
+
+def test_an_unfinished_run_has_no_verdict_and_a_round_without_keeps_keeps_nothing():
+    assert parallel.round_verdicts([None, r("discard", 1.1)]) == [None, "discard"]
+
+
+def test_the_worker_is_named_in_the_description_on_one_line():
+    assert parallel.tagged("w2", "lower lr\tand\nwarmup") == "[w2] lower lr and warmup"
+
+
+# ---------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--queue", ".", "--runner", "slurm", "--launcher", "srun"], "give one"),
+    (["--queue", ".", "--gpus", "0,0"], "twice"),
+    (["--queue", ".", "--gpus", "0,1", "--workers", "3"], "--gpus lists 2"),
+    (["--queue", ".", "--workers", "2", "--confirm", "2"], "not available"),
+    (["--queue", ".", "--runner", "k8s"], "--runner must be"),
+    (["--workers", "2"], "exactly one of"),
+])
+def test_bad_parallel_options_are_refused_with_one_line(argv, message):
+    with pytest.raises(parallel.ParallelError) as err:
+        parallel.parse_args(argv)
+    assert err.value.code == parallel.USAGE
+    assert message in str(err.value)
+
+
+def test_local_workers_get_one_gpu_each_in_order():
+    opts = parallel.parse_args(["--queue", ".", "--workers", "3"])
+    assert opts.gpu_list == ["0", "1", "2"]
+    opts = parallel.parse_args(["--queue", ".", "--gpus", "4,6"])
+    assert (opts.workers, opts.gpu_list) == (2, ["4", "6"])
+
+
+# ---------------------------------------------------------------------------
+# Local parallel rounds, end to end
+# ---------------------------------------------------------------------------
+
+
+def test_two_workers_run_rounds_and_keep_only_the_best_of_each(target, tmp_path):
+    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.03"),
+                                          ("c", "C", "0.13"), ("d", "D", "-0.01")])
+    done = run_loop(target, "--queue", str(queue), "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    got = rows(target)
+    assert [row["status"] for row in got] == ["keep", "discard", "keep", "discard", "keep"]
+    assert [row["val_bpb"] for row in got] == [1.0, 0.99, 0.97, 1.1, 0.96]
+    assert got[0]["description"].startswith("[w1] baseline")
+    assert [row["description"].split()[0] for row in got[1:]] == ["[w1]", "[w2]", "[w1]", "[w2]"]
+    assert git(target, "log", "-1", "--format=%s") == "try d"
+    assert git(target, "log", "-2", "--format=%s").splitlines()[1] == "try b"
+    for row in got[1:]:
+        if row["status"] == "discard":
+            full = git(target, "rev-parse", row["commit"])
+            assert git(target, "rev-parse", f"refs/autoresearch/discarded/{full}") == full
+    assert "best: 0.960000" in done.stdout
+    assert_clean(target)
+
+
+def test_each_worker_runs_with_its_own_gpu_and_its_log_is_archived(target, tmp_path):
+    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.02")])
+    done = run_loop(target, "--queue", str(queue), "--gpus", "3,5")
+    assert done.returncode == 0, done.stderr
+    objects = runs(target)
+    by_worker = {o["worker"]: o for o in objects if "baseline" not in o["description"]}
+    for worker, gpu in (("w1", "3"), ("w2", "5")):
+        log = (target / by_worker[worker]["log"]).read_text()
+        assert f"gpu={gpu}" in log
+    assert len(objects) == len(rows(target)) == 3
+    assert_clean(target)
+
+
+def test_a_candidate_identical_to_one_already_tried_is_not_run_again(target, tmp_path):
+    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "A", "-0.01"),
+                                          ("c", "C", "-0.02")])
+    done = run_loop(target, "--queue", str(queue), "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    got = rows(target)
+    descs = [row["description"] for row in got]
+    assert sum("try a" in d for d in descs) == 1
+    assert not any("try b" in d for d in descs)
+    assert any("try c" in d for d in descs)
+    assert "same train.py" in done.stderr
+    assert_clean(target)
+
+
+def test_a_second_loop_over_the_same_queue_has_nothing_to_do(target, tmp_path):
+    queue = make_queue(target, tmp_path, [("a", "A", "-0.01")])
+    assert run_loop(target, "--queue", str(queue), "--workers", "2").returncode == 0
+    again = run_loop(target, "--queue", str(queue), "--workers", "2")
+    assert again.returncode == 5, again.stderr
+    assert len(rows(target)) == 2
+
+
+def test_a_dirty_main_worktree_is_refused(target, tmp_path):
+    queue = make_queue(target, tmp_path, [("a", "A", "-0.01")])
+    (target / "train.py").write_text(STANDIN + "# local edit\n")
+    done = run_loop(target, "--queue", str(queue), "--workers", "2")
+    assert done.returncode == 4
+    assert "uncommitted" in done.stderr
+    assert "# local edit" in (target / "train.py").read_text()
+
+
+# ---------------------------------------------------------------------------
+# Interruptions
+# ---------------------------------------------------------------------------
+
+
+def start_loop(repo: Path, queue: Path, gate: Path, marks: Path) -> subprocess.Popen:
+    """The loop in its own process group, its output in files (runs may outlive it)."""
+    env = {**os.environ, "STANDIN_GATE": str(gate), "STANDIN_MARKS": str(marks)}
+    with open(marks.parent / "out.txt", "w") as out, open(marks.parent / "err.txt", "w") as err:
+        return subprocess.Popen(
+            ["bash", str(RUN_LOOP), "--repo", str(repo), "--cmd", f"{sys.executable} train.py",
+             "--queue", str(queue), "--workers", "2"],
+            stdout=out, stderr=err, text=True, env=env, start_new_session=True)
+
+
+def test_ctrl_c_during_a_round_stops_every_run_and_loses_nothing(target, tmp_path):
+    base_queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.02")])
+    gate, marks = tmp_path / "gate", tmp_path / "marks"
+    marks.mkdir()
+    # the baseline first, with the gate open
+    gate.write_text("")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_loop(target, "--queue", str(empty), "--workers", "2").returncode == 5
+    gate.unlink()
+    base = git(target, "rev-parse", "HEAD")
+    before = rows(target)
+    proc = start_loop(target, base_queue, gate, marks)
+    wait_for(lambda: len(list(marks.iterdir())) == 2, "both runs to start")
+    pids = [int(p.name) for p in marks.iterdir()]
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's process group
+    proc.wait(timeout=WAIT)
+    out, err = (tmp_path / "out.txt").read_text(), (tmp_path / "err.txt").read_text()
+    assert proc.returncode == 130, err
+    assert not any(alive(pid) for pid in pids)
+    assert rows(target) == before
+    assert git(target, "rev-parse", "HEAD") == base
+    unjudged = git(target, "for-each-ref", "--format=%(refname)", "refs/autoresearch/unjudged/")
+    assert len(unjudged.split()) == 2
+    assert "status: interrupted" in out
+    assert_clean(target)
+    # the same command again runs the queue to its end
+    gate.write_text("")
+    again = run_loop(target, "--queue", str(base_queue), "--workers", "2")
+    assert again.returncode == 0, again.stderr
+    assert [row["status"] for row in rows(target)] == ["keep", "discard", "keep"]
+    assert_clean(target)
+
+
+def test_a_sigkilled_loop_resumes_its_round_without_losing_or_duplicating_a_row(target, tmp_path):
+    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.02")])
+    gate, marks = tmp_path / "gate", tmp_path / "marks"
+    marks.mkdir()
+    gate.write_text("")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_loop(target, "--queue", str(empty), "--workers", "2").returncode == 5
+    gate.unlink()
+    proc = start_loop(target, queue, gate, marks)
+    wait_for(lambda: len(list(marks.iterdir())) == 2, "both runs to start")
+    pids = [int(p.name) for p in marks.iterdir()]
+    os.killpg(proc.pid, signal.SIGKILL)  # the loop and everything in its process group
+    proc.wait(timeout=WAIT)
+    gate.write_text("")
+    again = run_loop(target, "--queue", str(queue), "--workers", "2")
+    assert again.returncode == 0, again.stderr
+    assert not any(alive(pid) for pid in pids)
+    got = rows(target)
+    assert [row["status"] for row in got] == ["keep", "discard", "keep"]
+    assert sorted(row["val_bpb"] for row in got[1:]) == [0.98, 0.99]
+    assert git(target, "log", "-1", "--format=%s") == "try b"
+    assert_clean(target)
