@@ -31,8 +31,12 @@
 # Passed to run-experiment.sh:
 #   --cmd CMD  --launcher PREFIX  --timeout SEC  --grace SEC  --metric NAME
 #   --higher-is-better  --repo DIR
-# Parallel rounds (handed to `arcore parallel` when asked for):
-#   --workers N  --gpus LIST  --runner local|slurm
+# Parallel rounds (handed to `arcore parallel`; see references/scaling.md):
+#   --workers N          N experiments at once, each in its own git worktree; one row each,
+#                        at most one keep per round (local GPUs 0..N-1 unless --gpus)
+#   --gpus LIST          one worker per GPU, e.g. 0,1,2,3 (a single GPU stays one loop)
+#   --runner local|slurm run each experiment here or as a Slurm job step (srun --gres=gpu:1)
+#   --slurm-arg=ARG      an extra srun option (repeatable), e.g. --slurm-arg=--partition=gpu
 #   -h, --help           print this help
 #
 # Resume: restart the same command after a kill, reboot or lost session; the journal
@@ -59,16 +63,18 @@ readonly PARALLEL_MODULE="${AR_SCRIPTS_DIR}/arcore/parallel.py"
 
 # Prints "yes" when the arguments ask for parallel rounds (workers > 1 or a non-local runner).
 wants_parallel() {
-  local workers=1 runner=local
+  local workers=1 runner=local gpus=''
   while (($#)); do
     case "$1" in
       --workers) workers="${2:-}"; shift ;;
       --workers=*) workers="${1#*=}" ;;
       --runner) runner="${2:-}"; shift ;;
       --runner=*) runner="${1#*=}" ;;
+      --gpus) gpus="${2:-}"; shift ;;
+      --gpus=*) gpus="${1#*=}" ;;
       --propose | --queue | --max | --hours | --max-crashes | --propose-timeout | --desc \
         | --plateau | --prompt | --baseline-repeats | --confirm | --cmd | --launcher \
-        | --timeout | --grace | --metric | --repo | --gpus) shift ;;
+        | --timeout | --grace | --metric | --repo | --slurm-arg) shift ;;
     esac
     shift || true
   done
@@ -77,7 +83,7 @@ wants_parallel() {
     local | slurm) ;;
     *) ar_die 2 "--runner must be local or slurm, not '${runner}'" ;;
   esac
-  if ((workers > 1)) || [[ "${runner}" != local ]]; then
+  if ((workers > 1)) || [[ "${runner}" != local || "${gpus}" == *,* ]]; then
     echo yes
   fi
 }
@@ -107,8 +113,10 @@ main() {
   done
   if [[ "$(wants_parallel "$@")" == yes ]]; then
     [[ -f "${PARALLEL_MODULE}" ]] || ar_die 2 "parallel rounds are not available (no arcore.parallel)"
-    ar_core parallel "$@"
-    return
+    ar_find_python
+    # exec: arcore.parallel itself receives SIGINT/SIGTERM and stops every worker.
+    PYTHONPATH="${AR_SCRIPTS_DIR}${PYTHONPATH:+:${PYTHONPATH}}" \
+      exec "${AR_PY[@]}" -m arcore parallel "$@"
   fi
   local_args "$@"
   ar_find_python
