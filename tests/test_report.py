@@ -485,7 +485,7 @@ def test_runs_jsonl_adds_run_time_and_workers_to_the_summary(session_ledger, cap
         "".join(json.dumps(r) + "\n" for r in records) + '{"seconds": 5}\n', encoding="utf-8")
     code, out, _ = run(["--ledger", str(session_ledger)], capsys)
     assert code == 0
-    assert "runs.jsonl: 4 judged runs, 2.0 h of run time, workers: gpu1 2, gpu0 2" in out
+    assert "runs.jsonl: 4 records, run time 2.0 h, workers: gpu1 2, gpu0 2" in out
 
 
 def test_crowded_labels_keep_the_baseline_and_the_largest_gains_and_say_so():

@@ -514,6 +514,14 @@ def _bpb(value: float | None) -> str:
     return "-" if value is None else f"{value:.6f}"
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _signed(value: float | None) -> str:
     return "" if value is None else f"{value:+.6f}"
 
@@ -543,9 +551,9 @@ def render_text(rep: dict, ledger: str) -> list[str]:
     lines.append(f"noise: {rep['noise']['note']}")
     runs = rep["runs_jsonl"]
     if runs:
-        line = f"runs.jsonl: {runs['records']} judged runs"
+        line = f"runs.jsonl: {runs['records']} record{'s' if runs['records'] != 1 else ''}"
         if runs["seconds"] is not None:
-            line += f", {runs['seconds'] / 3600:.1f} h of run time"
+            line += f", run time {_duration(runs['seconds'])}"
         if runs["workers"]:
             busiest = sorted(runs["workers"].items(), key=lambda kv: -kv[1])[:4]
             line += ", workers: " + ", ".join(f"{clip(w, 16)} {n}" for w, n in busiest)

@@ -117,8 +117,8 @@ assert rep["tried"]["crashed"][0]["description"] == "double width (oom)"
 
 @test "a reader that stops early is not an error" {
   # 20000 ideas: far more than a pipe buffer holds, so the writer sees the pipe close
-  awk 'BEGIN { for (i = 6; i < 20006; i++) printf "b%06d\t0.990000\t44.0\tdiscard\tidea %d\n", i, i }' \
-    >>"${WORK}/results.tsv"
+  awk 'BEGIN { for (i = 6; i < 20006; i++)
+    printf "b%06d\t0.990000\t44.0\tdiscard\tidea %d\n", i, i }' >>"${WORK}/results.tsv"
   run --separate-stderr bash -c 'set -o pipefail; bash "$1" --ledger "$2" --tried | head -n 1' \
     _ "${SHOW}" "${WORK}/results.tsv"
   [ "${status}" -eq 0 ]
