@@ -53,6 +53,7 @@ D = 0.0
 E = 0.0
 
 print(f"gpu={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
+print(f"job={os.environ.get('SLURM_JOB_NAME', '')}", flush=True)
 marks = os.environ.get("STANDIN_MARKS")
 if marks:
     with open(os.path.join(marks, str(os.getpid())), "w") as handle:

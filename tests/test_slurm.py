@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from arcore import runner
+from arcore import ledger, runner
+from scratchrepo import git, make_repo
+from test_parallel import STANDIN, assert_clean, make_queue, rows, run_loop, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SLURM_DIR = ROOT / "tests" / "slurm"
@@ -171,3 +173,27 @@ def test_a_cancelled_step_is_classified_killed(slurm, tmp_path):
         code = proc.wait(timeout=60)
     assert code != 0
     assert runner.slurm_outcome(log.read_text(), code) == "killed"
+
+
+def test_a_parallel_round_runs_as_two_slurm_job_steps_on_two_gpus(slurm, tmp_path):
+    repo = make_repo(tmp_path)
+    (repo / "train.py").write_text(STANDIN)
+    git(repo, "commit", "-q", "-am", "stand-in train.py")
+    queue = make_queue(repo, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.02")])
+    done = run_loop(repo, "--queue", str(queue), "--workers", "2", "--runner", "slurm",
+                    "--timeout", "120")
+    assert done.returncode == 0, done.stderr
+    got = rows(repo)
+    assert [row["status"] for row in got] == ["keep", "discard", "keep"]
+    assert ledger.validate(str(repo / "results.tsv")) == []
+    round_runs = [o for o in runs(repo) if o.get("round") == 1]
+    assert sorted(o["worker"] for o in round_runs) == ["w1", "w2"]
+    gpus = set()
+    for o in round_runs:
+        log = (repo / o["log"]).read_text()
+        assert f"job=autoresearch-test-{o['short']}" in log
+        gpus.add(next(line for line in log.splitlines() if line.startswith("gpu=")))
+    assert gpus <= {"gpu=0", "gpu=1"}
+    assert "--gres=gpu:1" in round_runs[0]["cmd"]
+    assert git(repo, "log", "-1", "--format=%s") == "try b"
+    assert_clean(repo)

@@ -689,7 +689,8 @@ class Rounds:
                                         "under .autoresearch/logs/ and fix the target first")
 
     def new_round(self, base: str, kind: str = "round") -> dict:
-        rnd = {"n": int(self.state.get("rounds", 0)) + 1, "kind": kind, "base": base,
+        number = int(self.state.get("rounds", 0)) + 1 if kind == "round" else 0
+        rnd = {"n": number, "kind": kind, "base": base,
                "phase": "running", "rows_before": len(ledger.read_ledger(self.ledger_path)),
                "candidates": []}
         self.state["round"] = rnd
