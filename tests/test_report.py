@@ -508,3 +508,19 @@ def test_a_file_that_is_not_a_ledger_is_refused_with_exit_1(tmp_path, capsys):
     code, out, err = run(["--ledger", str(junk)], capsys)
     assert code == 1 and out == ""
     assert "does not look like a results.tsv" in err and len(err.splitlines()) == 1
+
+
+def test_gains_within_noise_do_not_make_a_next_family(tmp_path, capsys):
+    write_ledger(tmp_path / "results.tsv", [
+        ("h000001", 1.000, "keep", "baseline"),
+        ("h000002", 0.9995, "keep", "softcap 20"),
+        ("h000003", 0.9990, "keep", "softcap 25"),
+    ])
+    (tmp_path / ".autoresearch").mkdir()
+    (tmp_path / ".autoresearch" / "session.json").write_text('{"noise_floor": 0.001}')
+    code, out, _ = run(["--ledger", str(tmp_path / "results.tsv"), "--json"], capsys)
+    rep = json.loads(out)
+    assert [k["verdict"] for k in rep["timeline"]] == ["baseline", "within noise", "within noise"]
+    assert rep["next_family"] is None
+    code, out, _ = run(["--ledger", str(tmp_path / "results.tsv")], capsys)
+    assert "next experiment family: every kept gain is within noise" in out

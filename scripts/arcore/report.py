@@ -60,6 +60,8 @@ STOPWORDS = frozenset(
     """.split()
 )
 
+# Parenthesised words that are not crash classes ("(tried)", "(baseline)").
+_NOT_CLASSES = STOPWORDS - {"oom", "crash", "error", "hung"}
 _WORD = re.compile(r"[^\W\d_][\w-]*[^\W_]")  # two characters or more, no trailing - or _
 _CLASS = re.compile(r"(?:^|\s)\(\s*([A-Za-z][\w-]{0,23})\s*\)\W*$")
 
@@ -205,7 +207,7 @@ def crash_class_in(description: str) -> str | None:
     if not found:
         return None
     word = found.group(1).lower()
-    return None if word in STOPWORDS - {"oom", "crash", "error", "hung"} else word
+    return None if word in _NOT_CLASSES else word
 
 
 def _entry(row: dict) -> dict:
@@ -274,8 +276,8 @@ def verdict(delta: float | None, floor: float | None) -> str:
 
 
 def failure_class(row: dict, runs: dict[str, dict]) -> tuple[str | None, str, str | None]:
-    """``runs`` is load_runs()'s ``crashes``: {short commit: {crash_class, hint}}."""
-    """(class, where it came from, hint) for a failed row."""
+    """(class, where it came from, hint) for a failed row; ``runs`` is load_runs()'s
+    ``crashes``: {short commit: {crash_class, hint}}."""
     run = runs.get(str(row.get("commit", ""))[:7])
     if run:
         cls = run.get("crash_class")
@@ -365,8 +367,9 @@ def repeated_failures(patterns: list[dict], stats: dict[str, dict]) -> list[dict
 
 
 def next_family(stats: dict[str, dict], by_n: dict[int, dict], best_n: int | None) -> dict | None:
-    """A heuristic suggestion: the theme whose kept runs carried the most gain, weighted by
-    its keep rate (add-one smoothed), and the latest kept description in it as the anchor."""
+    """A heuristic suggestion: the theme whose kept runs carried the most gain beyond noise,
+    weighted by its keep rate (add-one smoothed), with its latest kept description as the
+    anchor to vary."""
     best = None
     for word, s in stats.items():
         if s["keep"] == 0 or s["gain"] <= 0:
@@ -462,7 +465,7 @@ def analyse_track(track: list[dict], total: int, runs_info: dict | None = None,
     gains = sorted((k for k in kept if k["delta"] is not None and k["delta"] > 0),
                    key=lambda k: -k["delta"])
     patterns = crash_patterns(track, runs)
-    kept_gain = {k["n"]: k["delta"] for k in kept if k["delta"] is not None}
+    kept_gain = {k["n"]: k["delta"] for k in kept if k["verdict"] == "gain"}  # beyond noise
     stats = word_stats([r for r in track[-THEME_WINDOW:] if r is not base_row], kept_gain)
     by_n = {r["n"]: r for r in track}
     return {
@@ -635,6 +638,9 @@ def _four_things(rep: dict) -> list[str]:
                      f" gains {fam['gain']:.6f}); anchor #{fam['anchor_n']}: "
                      f"{clip(fam['anchor'], 50)}")
         lines.append(f"  heuristic: {fam['advice']}")
+    elif rep["best_gains"]:
+        lines.append("next experiment family: every kept gain is within noise; rerun the best "
+                     "commit a few times to confirm it before building on it")
     else:
         lines.append("next experiment family: no kept gain yet to build on; try single-knob "
                      "changes and measure the noise floor first")
