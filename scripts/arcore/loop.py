@@ -225,7 +225,18 @@ def restore(repo: str, branch: str, base: str, before: set[str] | list[str] | No
         for commit in commits_between(repo, base, tip):
             keep_reachable(repo, prefix, commit)
         save_worktree(repo)
+        # a file that was untracked before and got committed would vanish with the reset
+        kept = {}
+        for rel in before or ():
+            path = Path(repo) / rel
+            if path.is_file() and git_ok(repo, "cat-file", "-e", f"{tip}:{rel}"):
+                kept[rel] = path.read_bytes()
         git(repo, "reset", "-q", "--hard", base)
+        for rel, data in kept.items():
+            path = Path(repo) / rel
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
     elif tracked_changes(repo):
         save_worktree(repo)
         git(repo, "reset", "-q", "--hard", "HEAD")
@@ -1068,7 +1079,7 @@ class Loop:
         ledger_touched = self._restore_ledger()
         reason, commit = validate_candidate(repo, self.branch, base, before, code, timed_out,
                                             o.propose_timeout)
-        if reason is None and ledger_touched:
+        if ledger_touched:  # the worst offence is named first
             reason = "proposer modified results.tsv (restored)"
         if reason:
             self.reject(reason, commit)
