@@ -524,3 +524,17 @@ def test_gains_within_noise_do_not_make_a_next_family(tmp_path, capsys):
     assert rep["next_family"] is None
     code, out, _ = run(["--ledger", str(tmp_path / "results.tsv")], capsys)
     assert "next experiment family: every kept gain is within noise" in out
+
+
+def test_a_long_timeline_keeps_the_first_the_best_and_the_latest_kept_runs(tmp_path, capsys):
+    rows = [("i000000", 1.0, "keep", "baseline")]
+    value = 1.0
+    for i in range(1, 15):
+        value -= 0.01 if i < 10 else 0.0001  # big steps first, tiny ones at the end
+        rows.append((f"i{i:06d}", value, "keep", f"step {i}"))
+    write_ledger(tmp_path / "results.tsv", rows)
+    code, out, _ = run(["--ledger", str(tmp_path / "results.tsv")], capsys)
+    timeline = out.split("improvement timeline")[1].split("best gains:")[0].splitlines()[1:]
+    assert len(timeline) == 8
+    assert "baseline" in timeline[0] and "step 14" in timeline[-1]
+    assert "7 smaller steps not shown" in out

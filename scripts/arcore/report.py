@@ -578,9 +578,13 @@ def _timeline_lines(kept: list[dict]) -> list[str]:
     if len(kept) < 2:
         return []
     shown = kept
-    if len(kept) > TIMELINE_LINES:
-        biggest = sorted(kept[1:], key=lambda k: -(k["delta"] or 0))[: TIMELINE_LINES - 1]
-        keep_ns = {k["n"] for k in biggest} | {kept[0]["n"]}
+    if len(kept) > TIMELINE_LINES:  # the first, the best, the latest, then the largest steps
+        best = min(kept, key=lambda k: k["val_bpb"])
+        keep_ns = {kept[0]["n"], best["n"], kept[-1]["n"]}
+        for k in sorted(kept[1:], key=lambda k: -(k["delta"] or 0)):
+            if len(keep_ns) >= TIMELINE_LINES:
+                break
+            keep_ns.add(k["n"])
         shown = [k for k in kept if k["n"] in keep_ns]
     title = "improvement timeline (kept runs, delta vs previous kept)"
     if len(shown) < len(kept):
