@@ -14,7 +14,8 @@
 #   --session-dir DIR   the session files (default: .autoresearch beside the ledger)
 #   --top N             how many runs to list by val_bpb (default: 5)
 #   --all               every row, ignoring session.json's ledger_start (the track)
-#   --tried             print a "What Has Been Tried" block to paste into program.md
+#   --tried             print the body of program.md's "What has been tried":
+#                       Kept:, Discarded:, Crashed:, one line per idea
 #   --json              print one JSON object (everything, for agents)
 #   --plot FILE.svg     also write the progress chart (upstream's progress.png) as SVG
 #   -h, --help          print this help

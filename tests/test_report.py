@@ -150,7 +150,7 @@ def test_an_empty_ledger_reports_zero_experiments(tmp_path, capsys, content):
     rep = json.loads(out)
     assert rep["experiments"] == 0 and rep["best"] is None and rep["keep_rate"] is None
     code, out, _ = run(["--ledger", str(ledger), "--tried"], capsys)
-    assert out.startswith("## What Has Been Tried")
+    assert out.startswith("0 experiments.") and "Kept:\n- none" in out
 
 
 def test_a_ledger_of_only_crashes_groups_them_by_the_class_in_parentheses(tmp_path, capsys):
@@ -304,18 +304,16 @@ def test_without_any_gain_there_is_no_next_family(tmp_path):
     assert report.analyse(read_ledger(str(ledger)))["next_family"] is None
 
 
-def test_the_tried_block_lists_each_idea_once_under_its_outcome(tmp_path, capsys):
+def test_the_tried_block_fits_the_program_md_template_one_line_per_idea(tmp_path, capsys):
     rows = SESSION + [("a000009", 0.999, "discard", "weight decay 0.2")]
     ledger = write_ledger(tmp_path / "results.tsv", rows)
     code, out, _ = run(["--ledger", str(ledger), "--tried"], capsys)
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == "## What Has Been Tried"
-    kept = lines.index("### Kept (improved val_bpb; build on these)")
-    discarded = lines.index("### Discarded (no improvement; do not repeat as is)")
-    crashed = lines.index("### Crashed or no result (fix the cause before retrying)")
+    assert lines[0] == "9 experiments; val_bpb 1.000000 (baseline) -> 0.970000 (best)."
+    kept, discarded, crashed = (lines.index(f"{s}:") for s in ("Kept", "Discarded", "Crashed"))
     assert kept < discarded < crashed
-    assert "- warmdown ratio 0.5 (0.970000)" in lines[kept:discarded]
+    assert "- warmdown ratio 0.5 (0.970000, gain 0.019500)" in lines[kept:discarded]
     assert "- weight decay 0.2 (0.999000, x2)" in lines[discarded:crashed]
     assert "- double width (oom)" in lines[crashed:]
     assert sum(1 for line in lines if "weight decay 0.2" in line) == 1
@@ -324,7 +322,7 @@ def test_the_tried_block_lists_each_idea_once_under_its_outcome(tmp_path, capsys
 def test_other_statuses_are_counted_and_listed_apart(capsys):
     code, out, _ = run(["--ledger", str(CORPUS / "moe-13col-hypotheses.tsv"), "--tried"], capsys)
     assert code == 0
-    assert "### Other statuses" in out
+    assert "\nOther:\n" in out
     assert "(tentative, 0.954935)" in out
 
 
@@ -538,3 +536,14 @@ def test_a_long_timeline_keeps_the_first_the_best_and_the_latest_kept_runs(tmp_p
     assert len(timeline) == 8
     assert "baseline" in timeline[0] and "step 14" in timeline[-1]
     assert "7 smaller steps not shown" in out
+
+
+def test_the_tried_block_uses_the_sections_of_the_program_md_template():
+    template = (ROOT / "templates" / "program.md").read_text(encoding="utf-8")
+    if "## What has been tried" not in template:
+        pytest.skip("templates/program.md has no 'What has been tried' section")
+    section = template.split("## What has been tried", 1)[1].split("\n## ", 1)[0]
+    rep = report.analyse(read_ledger(str(CORPUS / "mlx-upstream-5col.tsv")))
+    body = report.render_tried(rep)
+    for title in ("Kept:", "Discarded:", "Crashed:"):
+        assert title in section and title in body

@@ -652,36 +652,43 @@ def _four_things(rep: dict) -> list[str]:
 
 
 def render_tried(rep: dict) -> list[str]:
-    """A "What Has Been Tried" block to paste into program.md."""
+    """The body of program.md's "What has been tried" section (templates/program.md): one line
+    per idea under Kept:, Discarded:, Crashed: (and Other: for unknown statuses)."""
     t = rep["tried"]
-    lines = ["## What Has Been Tried", ""]
+    gains = {k["n"]: k for k in rep["timeline"]}
     base, best = rep["baseline"], rep["best"]
     summary = f"{rep['experiments']} experiments"
     if base and best:
         summary += f"; val_bpb {_bpb(base['val_bpb'])} (baseline) -> {_bpb(best['val_bpb'])} (best)"
-    lines += [summary + ".", ""]
-    sections = (("Kept (improved val_bpb; build on these)", "kept"),
-                ("Discarded (no improvement; do not repeat as is)", "discarded"),
-                ("Crashed or no result (fix the cause before retrying)", "crashed"),
-                ("Other statuses", "other"))
-    for title, key in sections:
+    lines = [summary + ".", ""]
+    for title, key in (("Kept", "kept"), ("Discarded", "discarded"), ("Crashed", "crashed"),
+                       ("Other", "other")):
         if not t[key] and key == "other":
             continue
-        lines.append(f"### {title}")
+        lines.append(f"{title}:")
         if not t[key]:
             lines.append("- none")
         for item in t[key]:
-            extra = [] if item["val_bpb"] is None else [_bpb(item["val_bpb"])]
-            if key == "other":
-                extra.insert(0, item["status"] or "no status")
-            if item.get("class"):
-                extra.insert(0, item["class"])
-            if item["count"] > 1:
-                extra.append(f"x{item['count']}")
-            tail = f" ({', '.join(extra)})" if extra else ""
-            lines.append(f"- {clip(item['description'], TRIED_WIDTH)}{tail}")
+            lines.append(f"- {clip(item['description'], TRIED_WIDTH)}{_tried_tail(item, gains)}")
         lines.append("")
-    return lines[:-1] if lines[-1] == "" else lines
+    return lines[:-1]
+
+
+def _tried_tail(item: dict, gains: dict[int, dict]) -> str:
+    extra = []
+    if item.get("class"):
+        extra.append(item["class"])
+    if item["status"] not in ("keep", "discard", "crash"):
+        extra.append(item["status"] or "no status")
+    if item["val_bpb"] is not None:
+        extra.append(_bpb(item["val_bpb"]))
+    kept = gains.get(item["n"])
+    if kept and kept["delta"] is not None:
+        extra.append(f"gain {kept['delta']:.6f}" + (" within noise"
+                                                     if kept["verdict"] == "within noise" else ""))
+    if item["count"] > 1:
+        extra.append(f"x{item['count']}")
+    return f" ({', '.join(extra)})" if extra else ""
 
 
 # ---------------------------------------------------------------------------

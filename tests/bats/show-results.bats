@@ -91,8 +91,8 @@ assert rep["tried"]["crashed"][0]["description"] == "double width (oom)"
 @test "the tried block is ready to paste into program.md" {
   run --separate-stderr bash "${SHOW}" --ledger "${WORK}/results.tsv" --tried
   [ "${status}" -eq 0 ]
-  [ "${lines[0]}" = "## What Has Been Tried" ]
-  [[ "${output}" == *"- raise matrix LR to 0.05 (0.990000)"* ]]
+  [ "${lines[0]}" = "5 experiments; val_bpb 1.000000 (baseline) -> 0.989500 (best)." ]
+  [[ "${output}" == *$'Kept:\n- baseline (1.000000)\n- raise matrix LR to 0.05 (0.990000, gain 0.010000)'* ]]
   [[ "${output}" == *"- weight decay <0.1> & “more” (0.995000)"* ]]
   [[ "${output}" == *"- double width (oom)"* ]]
 }
@@ -122,6 +122,6 @@ assert rep["tried"]["crashed"][0]["description"] == "double width (oom)"
   run --separate-stderr bash -c 'set -o pipefail; bash "$1" --ledger "$2" --tried | head -n 1' \
     _ "${SHOW}" "${WORK}/results.tsv"
   [ "${status}" -eq 0 ]
-  [ "${output}" = "## What Has Been Tried" ]
+  [ "${output}" = "20005 experiments; val_bpb 1.000000 (baseline) -> 0.989500 (best)." ]
   [ -z "${stderr}" ]
 }
