@@ -547,3 +547,11 @@ def test_the_tried_block_uses_the_sections_of_the_program_md_template():
     body = report.render_tried(rep)
     for title in ("Kept:", "Discarded:", "Crashed:"):
         assert title in section and title in body
+
+
+def test_a_crash_class_from_a_description_gets_runlogs_hint(tmp_path):
+    runlog = pytest.importorskip("arcore.runlog")
+    ledger = write_ledger(tmp_path / "results.tsv", [
+        ("j000001", 1.0, "keep", "baseline"), ("j000002", 0.0, "crash", "double width (oom)")])
+    patterns = report.analyse(read_ledger(str(ledger)))["crash_patterns"]
+    assert patterns[0]["pattern"] == "oom" and patterns[0]["hint"] == runlog.HINTS["oom"]

@@ -286,8 +286,17 @@ def failure_class(row: dict, runs: dict[str, dict]) -> tuple[str | None, str, st
             return cls.strip(), "session", hint if isinstance(hint, str) and hint else None
     cls = crash_class_in(row.get("description", ""))
     if cls:
-        return cls, "description", None
+        return cls, "description", known_hint(cls)
     return None, "", None
+
+
+def known_hint(crash_class: str) -> str | None:
+    """arcore.runlog's hint for one of its crash classes, else None."""
+    try:
+        from arcore import runlog  # imported here: only failures need it
+    except ImportError:
+        return None
+    return runlog.HINTS.get(crash_class) if hasattr(runlog, "HINTS") else None
 
 
 def crash_patterns(rows: list[dict], runs: dict[str, dict]) -> list[dict]:
@@ -604,8 +613,8 @@ def _pattern_lines(patterns: list[dict]) -> list[str]:
     lines = ["crash patterns (crashes and runs without a val_bpb):"]
     for p in patterns[:FAILURE_LINES]:
         label = p["pattern"] if p["source"] != "words" else f"'{p['pattern']}' (repeated word)"
-        example = clip(p["examples"][0], 48) if p["examples"] else ""
-        hint = f"; hint: {clip(p['hint'], 40)}" if p["hint"] else ""
+        example = clip(p["examples"][0], 40) if p["examples"] else ""
+        hint = f"; hint: {clip(p['hint'], 64)}" if p["hint"] else ""
         lines.append(f"  {label} x{p['count']}: e.g. {example}{hint}")
     if len(patterns) > FAILURE_LINES:
         lines[-1] += f" (+{len(patterns) - FAILURE_LINES} more in --json)"
