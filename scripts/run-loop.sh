@@ -61,9 +61,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 readonly PARALLEL_MODULE="${AR_SCRIPTS_DIR}/arcore/parallel.py"
 
-# Prints "yes" when the arguments ask for parallel rounds (workers > 1 or a non-local runner).
+# Prints "yes" when the arguments ask for parallel rounds: --workers N > 1, --runner other
+# than local, --slurm-arg, or --gpus listing more than one GPU.
 wants_parallel() {
-  local workers=1 runner=local gpus=''
+  local workers=1 runner=local gpus="" slurm=""
   while (($#)); do
     case "$1" in
       --workers) workers="${2:-}"; shift ;;
@@ -72,9 +73,10 @@ wants_parallel() {
       --runner=*) runner="${1#*=}" ;;
       --gpus) gpus="${2:-}"; shift ;;
       --gpus=*) gpus="${1#*=}" ;;
+      --slurm-arg | --slurm-arg=*) slurm=yes; [[ "$1" == *=* ]] || shift ;;
       --propose | --queue | --max | --hours | --max-crashes | --propose-timeout | --desc \
         | --plateau | --prompt | --baseline-repeats | --confirm | --cmd | --launcher \
-        | --timeout | --grace | --metric | --repo | --slurm-arg) shift ;;
+        | --timeout | --grace | --metric | --repo) shift ;;
     esac
     shift || true
   done
@@ -83,7 +85,7 @@ wants_parallel() {
     local | slurm) ;;
     *) ar_die 2 "--runner must be local or slurm, not '${runner}'" ;;
   esac
-  if ((workers > 1)) || [[ "${runner}" != local || "${gpus}" == *,* ]]; then
+  if ((workers > 1)) || [[ "${runner}" != local || -n "${slurm}" || "${gpus}" == *,* ]]; then
     echo yes
   fi
 }
