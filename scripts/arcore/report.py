@@ -6,8 +6,20 @@ and ``.autoresearch/runs.jsonl`` (``crash_class``, ``hint`` per commit). Both ma
 junk; the ledger is the truth.
 
 The numbers follow upstream's analysis notebook: keep rate = keep / (keep + discard), baseline =
-the track's first measured row, best = the lowest kept val_bpb, each kept run's delta = previous
-kept val_bpb - its val_bpb (positive = better).
+the track's first kept measured row, best = the lowest kept val_bpb, each kept run's delta =
+previous kept val_bpb - its val_bpb (positive = better). Rows after session.json's
+``ledger_start`` form the track (``--all`` lifts it).
+
+Views: the default text (at most 40 lines: summary, top N, timeline, crash patterns, then the
+four things a human needs: best gains, repeated failures, what has been tried, the next narrow
+experiment family), ``--tried`` (the body of templates/program.md's "What has been tried"),
+``--json`` (everything), ``--plot FILE.svg`` (arcore.svgplot's progress chart).
+
+Noise: a kept gain smaller than the noise floor (session.json's ``noise_floor``, else the
+pooled std of commits the ledger measured more than once) is "within noise"; with neither, the
+report says single runs cannot separate small gains. Word themes (repeated failures, the next
+family, unclassed crash groups) are a heuristic over description words, from the latest
+THEME_WINDOW rows.
 
 CLI::
 
@@ -784,7 +796,11 @@ def _main(argv: list[str]) -> int:
     session_dir = opts["session_dir"] or os.path.join(os.path.dirname(ledger) or ".",
                                                       ".autoresearch")
     session = load_session(session_dir)
-    rows = read_ledger(ledger)
+    try:
+        rows = read_ledger(ledger)
+    except OSError as exc:
+        _err(f"cannot read the ledger {ledger}: {exc.strerror or exc}")
+        return EXIT_FAIL
     if rows and not any(r["status"] in ("keep", "discard", "crash") or measured(r) for r in rows):
         _err(f"{ledger} does not look like a results.tsv: no row is keep, discard or crash, "
              "and none has a val_bpb")
