@@ -54,6 +54,7 @@ E = 0.0
 
 print(f"gpu={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
 print(f"job={os.environ.get('SLURM_JOB_NAME', '')}", flush=True)
+print(f"cluster={os.environ.get('CLUSTER', '')}", flush=True)
 marks = os.environ.get("STANDIN_MARKS")
 if marks:
     with open(os.path.join(marks, str(os.getpid())), "w") as handle:
@@ -242,6 +243,16 @@ def test_each_worker_runs_with_its_own_gpu_and_its_log_is_archived(target, tmp_p
         log = (target / by_worker[worker]["log"]).read_text()
         assert f"gpu={gpu}" in log
     assert len(objects) == len(rows(target)) == 3
+    assert_clean(target)
+
+
+def test_a_launcher_line_can_name_each_worker_for_per_worker_clusters(target, tmp_path):
+    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.02")])
+    done = run_loop(target, "--queue", str(queue), "--workers", "2",
+                    "--launcher", "env CLUSTER=ar-$AUTORESEARCH_WORKER")
+    assert done.returncode == 0, done.stderr
+    for o in runs(target):
+        assert f"cluster=ar-{o['worker']}" in (target / o["log"]).read_text()
     assert_clean(target)
 
 

@@ -9,7 +9,8 @@
 #   apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge
 #
 # Idempotent: when this state directory's daemons are already up and the node is idle, it does
-# nothing. stdout: `SLURM_CONF=PATH` (export it for srun, sinfo, scancel).
+# nothing. AR_SLURM_PORT (default 6817) is slurmctld's port; slurmd gets the next one.
+# stdout: `SLURM_CONF=PATH` (export it for srun, sinfo, scancel).
 #
 # Exit codes:
 #   0  the node is idle (started now or already)
