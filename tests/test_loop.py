@@ -239,6 +239,21 @@ def test_a_bad_proposal_is_restored_and_logged_as_a_crash(target, env, mode, rea
         assert crash["commit"] == base[:7]
 
 
+def test_a_proposer_that_leaves_a_background_process_has_it_killed(target, env):
+    env["FAKE_AGENT_MODE"] = "background"
+    done = run_loop(target, env, "--propose", "fake-agent", "--max", "1")
+    assert done.returncode == 0, done.stderr
+    assert statuses(target) == ["keep", "keep"]
+    assert_settled(target, env, git(target, "rev-parse", rows(target)[1]["commit"]), 2)
+
+
+def test_hours_is_a_deadline_for_starting_experiments(target, env):
+    done = run_loop(target, env, "--propose", "fake-agent", "--hours", "0.00001")
+    assert done.returncode == 0, done.stderr
+    assert "reached --hours" in done.stderr
+    assert statuses(target) == ["keep"]
+
+
 def test_the_loop_stops_after_k_crashes_in_a_row(target, env):
     env["FAKE_AGENT_MODE"] = "crash"
     done = run_loop(target, env, "--propose", "fake-agent", "--max", "10", "--max-crashes", "2")
@@ -410,6 +425,20 @@ def test_a_signal_at_any_phase_stops_cleanly(target, env, tmp_path, sig, phase):
         assert statuses(target) == ["keep"]
         assert_settled(target, env, base, 1)
     assert "status: interrupted" in out
+
+
+def test_sigterm_stops_a_proposer_that_ignores_sigterm(target, env, tmp_path):
+    base = baseline_only(target, env)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env.update(FAKE_AGENT_MODE="hang", FAKE_AGENT_DIR=str(gate))
+    proc = start_loop(target, env, "--propose", "fake-agent", "--max", "1")
+    wait_started(gate, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = collect(proc)
+    assert proc.returncode == 130, err
+    assert "stopped while proposing" in err
+    assert_settled(target, env, base, 1)
 
 
 def test_sigterm_while_a_hung_train_py_ignores_sigterm_kills_it_and_reverts(target, env,

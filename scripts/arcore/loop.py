@@ -685,7 +685,7 @@ class Loop:
             if patch not in done:
                 done.append(patch)
         for key in ("candidate", "child", "patch", "reject", "untracked_before", "kind",
-                    "confirm", "desc"):
+                    "confirm", "desc", "ledger_sha"):
             self.state.pop(key, None)
         self.state.update(facts)
         self.state["phase"] = "idle"
@@ -743,25 +743,37 @@ class Loop:
         return proc
 
     def wait(self, proc: subprocess.Popen, timeout: float | None) -> tuple[int, bool]:
-        """Wait for a child; on timeout kill its group (SIGTERM, SIGKILL after 5 s)."""
+        """Wait for the proposer; past ``timeout`` (or once a stop signal came) its group gets
+        SIGTERM, then SIGKILL 5 s later. Then every process it left behind is killed."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        timed_out = False
+        timed_out, killing = False, None
         while True:
             try:
                 code = proc.wait(timeout=0.1)
                 break
             except subprocess.TimeoutExpired:
-                if deadline is not None and time.monotonic() > deadline and not timed_out:
-                    timed_out = True
+                now = time.monotonic()
+                if killing is None and (self.stop or (deadline is not None and now > deadline)):
+                    timed_out = not self.stop
                     signal_group(proc.pid, signal.SIGTERM)
-                    deadline = time.monotonic() + 5
-                elif timed_out and time.monotonic() > deadline:
+                    killing = now + 5
+                elif killing is not None and now > killing:
                     signal_group(proc.pid, signal.SIGKILL)
-                    deadline = time.monotonic() + 3600
-        signal_group(proc.pid, signal.SIGKILL)  # leftovers of the proposer's own group
+                    killing = now + 3600
         self.child = None
         self.state.pop("child", None)
+        self.kill_leftovers(proc.pid)
         return code, timed_out
+
+    def kill_leftovers(self, pgid: int) -> None:
+        """Nothing of ours runs between steps: SIGKILL the child's group and anything else
+        carrying our token (an agent's background job, even one that left the group)."""
+        signal_group(pgid, signal.SIGKILL)
+        left = tagged_pids(self.state.get("token", ""))
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        wait_gone(left, 5)
 
     # -- run-experiment.sh -----------------------------------------------------
 
@@ -782,16 +794,23 @@ class Loop:
             argv.append("--rerun")
         proc = self.spawn(argv, "experiment", dict(os.environ), subprocess.PIPE, None)
         out_chunks: list[str] = []
-        code = None
+        code, give_up = None, None
+        patience = float(o.grace or 10) + 20  # run-experiment.sh's own grace, and then some
         while code is None:
             try:
                 out, _ = proc.communicate(timeout=0.2)
                 out_chunks.append(out or "")
                 code = proc.returncode
             except subprocess.TimeoutExpired:
-                continue
+                if self.stop and give_up is None:
+                    give_up = time.monotonic() + patience
+                elif give_up is not None and time.monotonic() > give_up:
+                    log("run-experiment.sh did not stop; killing it")
+                    self.kill_leftovers(proc.pid)
+                    give_up = time.monotonic() + 3600
         self.child = None
         self.state.pop("child", None)
+        self.kill_leftovers(proc.pid)
         text = "".join(out_chunks).strip()
         result: dict = {}
         with contextlib.suppress(ValueError):
@@ -839,6 +858,7 @@ class Loop:
         log(f"resuming: the previous loop stopped while {phase}")
         if phase in ("proposing", "applying"):
             restore(self.repo, self.branch, base, st.get("untracked_before"))
+            self._restore_ledger()
             self.idle(counted=False)
         elif phase == "rejecting":
             self.finish_reject()
@@ -876,7 +896,6 @@ class Loop:
         st = self.state
         reject = st.get("reject") or {}
         restore(self.repo, self.branch, st["base"], st.get("untracked_before"))
-        self._restore_ledger()
         self._hook("appending")
         if row_count(self.repo) <= int(st.get("rows_before", 0)):
             desc = self.describe(reject.get("reason", "proposal rejected"))
@@ -1077,6 +1096,7 @@ class Loop:
             self.idle(counted=False)
             raise LoopError(INTERRUPTED, "stopped while proposing; the proposal was dropped")
         ledger_touched = self._restore_ledger()
+        self.state.pop("ledger_sha", None)  # from here on, rows are the judge's to add
         reason, commit = validate_candidate(repo, self.branch, base, before, code, timed_out,
                                             o.propose_timeout)
         if ledger_touched:  # the worst offence is named first
