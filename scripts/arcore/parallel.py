@@ -274,6 +274,7 @@ class Rounds:
     lock: threading.RLock = field(default_factory=threading.RLock)
     verdict: str = "-"
     value: float | None = None
+    threads: list = field(default_factory=list)
 
     # -- journal ---------------------------------------------------------------
 
@@ -515,7 +516,7 @@ class Rounds:
         argv, env = self.experiment_argv(w, cand)
         proc = self.spawn(w, argv, "experiment", env, subprocess.PIPE, None)
         thread = threading.Thread(target=self.finish_run, args=(w, cand, proc), daemon=True)
-        rnd.setdefault("_threads", []).append(thread)
+        self.threads.append(thread)
         thread.start()
 
     def finish_run(self, w: Worker, cand: dict, proc: subprocess.Popen) -> None:
@@ -535,11 +536,11 @@ class Rounds:
                            capture_output=True, check=False)
         self.save()
 
-    def wait_runs(self, rnd: dict) -> None:
-        for thread in rnd.get("_threads", []):
+    def wait_runs(self, _rnd: dict) -> None:
+        for thread in self.threads:
             while thread.is_alive():
                 thread.join(timeout=0.2)
-        rnd.pop("_threads", None)
+        self.threads = []
 
     # -- judging and logging ---------------------------------------------------
 
@@ -552,7 +553,7 @@ class Rounds:
         results = [c["result"] for c in cands]
         verdicts = round_verdicts(results, self.opts.higher_is_better)
         winner = next((c["commit"] for c, v in zip(cands, verdicts) if v == "keep"), None)
-        if head(self.repo) != base:
+        if head(self.repo) not in (base, winner):
             raise ParallelError(UNSAFE, f"the session branch moved during the round (HEAD "
                                         f"{short(head(self.repo))}, expected {short(base)}); "
                                         "the round's results stay in " + JOURNAL)
@@ -757,7 +758,8 @@ class Rounds:
         if not rnd:
             return
         base = rnd.get("base")
-        if head(self.repo) != base:
+        commits = {c.get("commit") for c in rnd.get("candidates", []) if c.get("result")}
+        if head(self.repo) != base and head(self.repo) not in commits:
             for c in rnd.get("candidates", []):
                 keep_reachable(self.repo, UNJUDGED, c.get("commit"), base)
             log(f"resuming: dropped the unfinished round {rnd.get('n')} "
@@ -786,6 +788,9 @@ class Rounds:
             keep_reachable(self.repo, UNJUDGED, c.get("commit"), rnd.get("base"))
             if c.get("result") is not None or not c.get("commit"):
                 continue
+            if self.opts.runner == "slurm":  # a step the dead loop left on the cluster
+                subprocess.run(runner.cancel_command(session_tag(self.branch), c["commit"]),
+                               capture_output=True, check=False)
             path = Path(self.repo) / WORKTREES / c["worker"]
             record = last_record(str(path), c["commit"])
             if record and record.get("status"):
