@@ -1,0 +1,60 @@
+#!/usr/bin/env bats
+# run-loop.sh's parallel rounds from the command line: the hand-off to arcore.parallel, its
+# refusals (exit 2, one line), and a 2-worker queue round with the default `uv run train.py`
+# command (a fake uv). Rounds in depth (keeps, dedupe, Ctrl-C, SIGKILL, Slurm) are in
+# tests/test_parallel.py and tests/test_slurm.py.
+
+bats_require_minimum_version 1.5.0
+
+setup() {
+  load helpers
+  ar_setup_env
+  ar_fake_uv
+  ar_make_repo
+  LOOP="${AR_SCRIPTS}/run-loop.sh"
+  QUEUE="${BATS_TEST_TMPDIR}/queue"
+  mkdir -p "${QUEUE}"
+  cd "${REPO}"
+}
+
+# queue_patch NAME VAL_BPB: a format-patch setting train.py's VAL_BPB, HEAD left as it was.
+queue_patch() {
+  local base
+  base="$(ar_head)"
+  ar_set_constant VAL_BPB "$2" "try $1"
+  git format-patch -1 --stdout HEAD >"${QUEUE}/$1.patch"
+  git reset -q --hard "${base}"
+}
+
+@test "a list of two GPUs hands the loop to parallel rounds, one row per run" {
+  queue_patch a 0.990000
+  queue_patch b 0.980000
+  run --separate-stderr bash "${LOOP}" --queue "${QUEUE}" --gpus 0,1
+  [ "${status}" -eq 0 ]
+  [ "$(ar_rows)" -eq 3 ]
+  grep -q $'\tkeep\t\\[w1\\] baseline' results.tsv
+  [ "$(grep -c $'\tkeep\t' results.tsv)" -eq 2 ]
+  grep -q '^best: 0.980000$' <<<"${output}"
+  [ ! -d .autoresearch/worktrees ]
+}
+
+@test "noise options are refused with parallel rounds, with one line and exit 2" {
+  run --separate-stderr bash "${LOOP}" --queue "${QUEUE}" --workers 2 --confirm 2
+  [ "${status}" -eq 2 ]
+  [ "$(wc -l <<<"${stderr}")" -eq 1 ]
+  [[ "${stderr}" == *"not available with parallel rounds"* ]]
+  [ ! -f results.tsv ]
+}
+
+@test "a launcher and the slurm runner together are refused" {
+  run --separate-stderr bash "${LOOP}" --queue "${QUEUE}" --runner slurm --launcher "srun"
+  [ "${status}" -eq 2 ]
+  [[ "${stderr}" == *"give one"* ]]
+}
+
+@test "parallel rounds refuse the default branch like the single loop" {
+  git checkout -q -b main
+  run --separate-stderr bash "${LOOP}" --queue "${QUEUE}" --workers 2
+  [ "${status}" -eq 4 ]
+  [[ "${stderr}" == *"default branch"* ]]
+}
