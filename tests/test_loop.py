@@ -297,6 +297,22 @@ def test_a_user_commit_made_on_the_branch_before_the_loop_survives(target, env):
     assert_settled(target, env, mine, 4)
 
 
+def test_a_user_commit_on_top_of_the_last_keep_is_built_on_and_never_reverted(target, env):
+    env["FAKE_AGENT_VALUES"] = "0.99"
+    assert run_loop(target, env, "--propose", "fake-agent", "--max", "1").returncode == 0
+    with open(target / "train.py", "a") as handle:
+        handle.write("# a note of mine\n")
+    git(target, "commit", "-q", "-am", "my note")
+    mine = git(target, "rev-parse", "HEAD")
+    fresh = Path(env["FAKE_AGENT_DIR"]).parent / "agent2"
+    env.update(FAKE_AGENT_MODE="prepare,good", FAKE_AGENT_VALUES="1.5",
+               FAKE_AGENT_DIR=str(fresh))
+    done = run_loop(target, env, "--propose", "fake-agent", "--max", "2")
+    assert done.returncode == 0, done.stderr
+    assert statuses(target) == ["keep", "keep", "crash", "discard"], [r["description"] for r in rows(target)]
+    assert_settled(target, env, mine, 4)
+
+
 def test_the_proposer_gets_its_context_and_a_plateau_note_after_m_failures(target, env):
     env["FAKE_AGENT_VALUES"] = "1.1,1.2,1.3"
     done = run_loop(target, env, "--propose", "fake-agent", "--max", "3", "--plateau", "2",

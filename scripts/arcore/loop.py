@@ -484,8 +484,9 @@ def best_value(rows: list[dict], higher_is_better: bool = False) -> float | None
     return None if best is None else best["val_bpb"]
 
 
-def noise_floor(std: list[float]) -> float | None:
-    return statistics.stdev(std) if len(std) >= 2 else None
+def noise_floor(values: list[float]) -> float | None:
+    """The sample standard deviation of repeated runs (None below two runs)."""
+    return statistics.stdev(values) if len(values) >= 2 else None
 
 
 def beats(value: float | None, best: float | None, higher_is_better: bool) -> bool:
@@ -662,7 +663,6 @@ class Loop:
     state: dict = field(default_factory=dict)
     child: subprocess.Popen | None = None
     stop: int = 0                      # the signal that asked us to stop (0: none)
-    started: float = 0.0
     last_verdict: str = "-"
     last_value: float | None = None
 
@@ -1340,7 +1340,7 @@ def main(argv: list[str]) -> int:
         log(str(exc))
         return exc.code
     loop = Loop(opts=opts, repo=repo, branch=current_branch(repo) or "",
-                state=load_journal(repo), started=time.time())
+                state=load_journal(repo))
     handlers = {}
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) is signal.SIG_IGN and sig == signal.SIGHUP:
