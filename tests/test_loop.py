@@ -394,6 +394,40 @@ def test_baseline_repeats_record_the_noise_floor_and_confirm_rejects_a_lucky_gai
     assert_settled(target, env, git(target, "rev-parse", rows(target)[7]["commit"]), 8)
 
 
+def test_confirm_keeps_a_within_noise_gain_whose_mean_still_beats_the_best(target, env,
+                                                                          tmp_path):
+    values = tmp_path / "values"
+    values.write_text("1.00 1.02 1.04 0.99 0.98 0.99")  # floor 0.02; mean 0.9867 < 1.0
+    env.update(STANDIN_VALUES=str(values), FAKE_AGENT_VALUES="0.99")
+    done = run_loop(target, env, "--propose", "fake-agent", "--max", "1",
+                    "--baseline-repeats", "3", "--confirm", "2")
+    assert done.returncode == 0, done.stderr
+    assert "confirmed: mean 0.986667 over 3 runs beats 1.000000" in done.stderr
+    candidate = rows(target)[3]["commit"]
+    assert [r["commit"] for r in rows(target)[3:]] == [candidate] * 3
+    assert_settled(target, env, git(target, "rev-parse", candidate), 6)
+
+
+def test_a_queue_killed_mid_judging_resumes_without_judging_a_patch_twice(target, env,
+                                                                         tmp_path):
+    queue = tmp_path / "queue"
+    make_patches(target, queue, ["0.98", "0.97"])
+    assert run_loop(target, env, "--queue", str(queue), "--max", "0").returncode == 0
+    hook = Path(env["AUTORESEARCH_LOOP_HOOK_DIR"])
+    proc = start_loop(target, dict(env, AUTORESEARCH_LOOP_PAUSE="judging"), "--queue",
+                      str(queue))
+    wait_file(hook / "paused-judging", proc)
+    proc.kill()
+    proc.wait(timeout=30)
+    again = run_loop(target, env, "--queue", str(queue))
+    assert again.returncode == 0, again.stderr
+    assert statuses(target) == ["keep", "keep", "keep"]
+    assert [r["description"] for r in rows(target)][1:] == ["set VAL_BPB to 0.98",
+                                                            "set VAL_BPB to 0.97"]
+    assert_settled(target, env, git(target, "rev-parse", rows(target)[2]["commit"]), 3)
+    assert run_loop(target, env, "--queue", str(queue)).returncode == 5
+
+
 # ---------------------------------------------------------------------------
 # Signals: SIGINT / SIGTERM stop cleanly at every phase
 # ---------------------------------------------------------------------------
@@ -510,6 +544,7 @@ def test_a_restart_after_sigkill_at_any_phase_continues_without_duplicates(
     again = run_loop(target, env, *args)
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stderr
+    assert "experiments: 2" in again.stdout   # --max 2 counts across the restart
     got = statuses(target)
     if phase == "proposing":    # the cut-short proposal is dropped (no row), two new ones
         assert got == ["keep", "keep", "keep"]
