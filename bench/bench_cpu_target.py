@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Usage: python3 bench/bench_cpu_target.py [--runs N] [--demo]
+
+Prints figures for the CPU target (examples/cpu-target); asserts nothing.
+
+1. Run-to-run noise: the unchanged baseline `uv run train.py` N times (default 3) in a scratch
+   copy: val_bpb, num_steps and total_seconds of each run, then the spread (max - min) and the
+   standard deviation of val_bpb. The budget is wall-clock time, so a busy machine does fewer
+   steps: the load average is printed beside each run.
+2. With --demo: the wall time of `bash scripts/demo.sh DIR` from nothing (goal: < 3 minutes
+   on 2 cores) and the judged statuses.
+
+The data cache is a temporary directory (AUTORESEARCH_CACHE_DIR). Exit codes: 0 figures
+printed, 1 a run failed, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = ROOT / "examples" / "cpu-target"
+
+
+def summary(text: str) -> dict:
+    out = {}
+    for line in text.split("\n---\n")[-1].splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            try:
+                out[key.strip()] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
+def noise(runs: int, env: dict, work: Path) -> int:
+    repo = work / "target"
+    shutil.copytree(TARGET, repo, ignore=shutil.ignore_patterns("demo-queue", ".venv"))
+    values = []
+    for i in range(runs):
+        load = os.getloadavg()[0]
+        done = subprocess.run(["uv", "run", "--quiet", "train.py"], cwd=repo, env=env,
+                              capture_output=True, text=True)
+        facts = summary(done.stdout)
+        if done.returncode != 0 or "val_bpb" not in facts:
+            print(f"run {i + 1}: failed (exit {done.returncode})\n{done.stderr[-2000:]}")
+            return 1
+        values.append(facts["val_bpb"])
+        print(f"run {i + 1}: val_bpb {facts['val_bpb']:.6f}  steps {facts['num_steps']:.0f}  "
+              f"total_seconds {facts['total_seconds']:.1f}  load {load:.2f}")
+    print(f"val_bpb spread: {max(values) - min(values):.6f}")
+    if len(values) > 1:
+        print(f"val_bpb std: {statistics.stdev(values):.6f}")
+    return 0
+
+
+def demo(env: dict, work: Path) -> int:
+    start = time.monotonic()
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh"), str(work / "demo")],
+                          env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    seconds = time.monotonic() - start
+    if done.returncode != 0:
+        print(f"demo: failed (exit {done.returncode})\n{done.stderr[-2000:]}")
+        return 1
+    ledger = (work / "demo" / "results.tsv").read_text().splitlines()[1:]
+    statuses = " ".join(line.split("\t")[3] for line in ledger)
+    print(f"demo: {seconds:.1f} s wall, statuses: {statuses}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(add_help=True)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--demo", action="store_true")
+    opts = parser.parse_args(argv)
+    if opts.runs < 0:
+        parser.error("--runs must be >= 0")
+    if shutil.which("uv") is None:
+        print("bench_cpu_target: uv not found", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        env = dict(os.environ, AUTORESEARCH_CACHE_DIR=str(work / "cache"))
+        code = noise(opts.runs, env, work) if opts.runs else 0
+        if code == 0 and opts.demo:
+            code = demo(env, work)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
