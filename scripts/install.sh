@@ -2,8 +2,9 @@
 # Usage: install.sh --target claude|codex [--scope user|project] [--project DIR]
 #                   [--skills-dir DIR] [--force] [--dry-run]
 #
-# Copies this skill's runtime parts (SKILL.md, scripts/ with arcore/, references/, templates/) into
-# an agent's skill folder as <skills folder>/autoresearch, where the agent finds it:
+# Copies this skill's runtime parts (SKILL.md, scripts/ with arcore/, references/, templates/, and
+# examples/ for demo.sh) into an agent's skill folder as <skills folder>/autoresearch, where the
+# agent finds it:
 #
 #   --target claude --scope user      ~/.claude/skills/autoresearch
 #   --target claude --scope project   DIR/.claude/skills/autoresearch

@@ -1,7 +1,7 @@
 """install: copy the skill's runtime parts into an agent's skill folder, never over local edits.
 
-The runtime parts are SKILL.md, scripts/ (with arcore/, without __pycache__), references/ and
-templates/. The destination keeps a manifest of the sha256 of every file the last install wrote
+The runtime parts are SKILL.md, scripts/ (with arcore/, without __pycache__), references/,
+templates/ and examples/ (the CPU target scripts/demo.sh runs; 150 kB). The destination keeps a manifest of the sha256 of every file the last install wrote
 (MANIFEST); a file there that differs both from that record and from the new package is a local edit,
 and the install refuses (exit 4, nothing written) unless --force. Files the user added that the package
 does not ship are always kept. The new tree is built beside the destination and swapped in by rename,
@@ -37,8 +37,8 @@ from pathlib import Path
 
 SKILL_NAME = "autoresearch"
 MANIFEST = ".autoresearch-install.sha256"
-RUNTIME_PARTS = ("SKILL.md", "scripts", "references", "templates")
-SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache"}
+RUNTIME_PARTS = ("SKILL.md", "scripts", "references", "templates", "examples")
+SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".venv"}
 SKIP_SUFFIXES = (".pyc", ".pyo")
 
 # (target, scope) -> the skills folder, relative to HOME ("user") or to the project ("project").
@@ -73,6 +73,8 @@ def package_files(source: Path) -> dict[str, str]:
     files: dict[str, str] = {}
     for part in RUNTIME_PARTS:
         top = source / part
+        if not top.exists():
+            continue
         if top.is_file():
             files[part] = sha256(top)
             continue

@@ -8,7 +8,7 @@ bats_require_minimum_version 1.5.0
 setup() {
   ROOT="${BATS_TEST_TMPDIR}/pkg"
   mkdir -p "${ROOT}"
-  cp -R "${BATS_TEST_DIRNAME}/../../"{SKILL.md,scripts,references,templates} "${ROOT}/"
+  cp -R "${BATS_TEST_DIRNAME}/../../"{SKILL.md,scripts,references,templates,examples} "${ROOT}/"
   INSTALL="${ROOT}/scripts/install.sh"
   export HOME="${BATS_TEST_TMPDIR}/home"
   mkdir -p "${HOME}"
@@ -33,6 +33,7 @@ setup() {
   [ -f "${CLAUDE_USER}/templates/results.tsv" ]
   [ -f "${CLAUDE_USER}/scripts/common.sh" ]
   [ -f "${CLAUDE_USER}/scripts/arcore/__main__.py" ]
+  [ -f "${CLAUDE_USER}/examples/cpu-target/train.py" ]
   [ -x "${CLAUDE_USER}/scripts/install.sh" ]
   [ -f "${CLAUDE_USER}/.autoresearch-install.sha256" ]
   cmp "${ROOT}/SKILL.md" "${CLAUDE_USER}/SKILL.md"
@@ -41,7 +42,8 @@ setup() {
 @test "nothing outside the runtime parts is copied, and no __pycache__" {
   local pkg="${ROOT}"
   echo "not runtime" >"${pkg}/README.md"
-  mkdir -p "${pkg}/tests" "${pkg}/scripts/arcore/__pycache__"
+  mkdir -p "${pkg}/tests" "${pkg}/scripts/arcore/__pycache__" "${pkg}/examples/cpu-target/.venv"
+  echo "x" >"${pkg}/examples/cpu-target/.venv/pyvenv.cfg"
   echo "x" >"${pkg}/scripts/arcore/__pycache__/ledger.cpython-311.pyc"
   echo "x" >"${pkg}/scripts/stray.pyc"
   run --separate-stderr bash "${pkg}/scripts/install.sh" --target claude
@@ -49,7 +51,7 @@ setup() {
   [ -f "${CLAUDE_USER}/SKILL.md" ]
   [ ! -e "${CLAUDE_USER}/README.md" ]
   [ ! -e "${CLAUDE_USER}/tests" ]
-  [ -z "$(find "${CLAUDE_USER}" -name __pycache__ -o -name '*.pyc')" ]
+  [ -z "$(find "${CLAUDE_USER}" -name __pycache__ -o -name '*.pyc' -o -name .venv)" ]
 }
 
 @test "the installed copy is a working skill: its own install.sh prints its help" {
