@@ -561,6 +561,22 @@ def test_a_restart_after_sigkill_at_any_phase_continues_without_duplicates(
     assert base != git(target, "rev-parse", "HEAD")
 
 
+def test_a_baseline_cut_short_by_sigkill_runs_again_once(target, env, tmp_path):
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    proc = start_loop(target, dict(env, STANDIN_GATE_DIR=str(gate)), "--propose", "fake-agent",
+                      "--max", "1")
+    wait_started(gate, proc)
+    proc.kill()
+    proc.wait(timeout=30)
+    env["FAKE_AGENT_VALUES"] = "0.5"
+    again = run_loop(target, env, "--propose", "fake-agent", "--max", "1")
+    assert again.returncode == 0, again.stderr
+    assert statuses(target) == ["keep", "keep"]
+    assert rows(target)[0]["description"] == "baseline"
+    assert_settled(target, env, git(target, "rev-parse", rows(target)[1]["commit"]), 2)
+
+
 def test_a_stale_run_that_finished_after_the_loop_died_is_not_run_again(target, env,
                                                                        tmp_path):
     baseline_only(target, env)

@@ -878,6 +878,8 @@ class Loop:
             if row is not None:
                 self.last_verdict, self.last_value = row["status"], row["val_bpb"]
                 self.idle()
+            elif st.get("kind") == "baseline":
+                self.idle(counted=False)  # the baseline step runs it again
             elif head(self.repo) == st.get("candidate"):
                 pending = {k: st.get(k) for k in ("candidate", "kind", "desc", "patch", "base")}
                 self.idle(counted=False, pending=pending)
