@@ -709,8 +709,13 @@ class Loop:
     def on_signal(self, signum: int, _frame) -> None:
         first = not self.stop
         self.stop = self.stop or signum
-        child = self.child
-        if child is None or child.poll() is not None:
+        if self.child is not None:
+            self.forward(self.child, signum, first)
+
+    def forward(self, child: subprocess.Popen, signum: int, first: bool) -> None:
+        """Pass a stop on: the judge gets the signal itself (it kills its run's group and
+        writes no row), the proposer's group gets SIGTERM; a second signal: SIGKILL."""
+        if child.poll() is not None:
             return
         if getattr(child, "kind", "") == "proposer":
             signal_group(child.pid, signal.SIGTERM if first else signal.SIGKILL)
@@ -739,7 +744,7 @@ class Loop:
         self.state["child"] = {"pid": proc.pid, "pgid": proc.pid, "kind": kind}
         save_journal(self.repo, self.state)
         if self.stop:  # a signal that arrived between the phase write and the spawn
-            self.on_signal(self.stop, None)
+            self.forward(proc, self.stop, True)
         return proc
 
     def wait(self, proc: subprocess.Popen, timeout: float | None) -> tuple[int, bool]:
