@@ -28,6 +28,15 @@ Git is only ever reset when HEAD is exactly the commit the journal expects, so a
 commit on top is never lost; every commit the loop moves away from stays reachable under
 ``refs/autoresearch/``.
 
+Noise-aware acceptance (options): ``--baseline-repeats R`` re-runs the baseline with
+``run-experiment.sh --rerun`` (each re-run is a row, judged against the best like any run, never
+reverted) and stores the sample std of the R values as ``noise_floor`` in session.json.
+``--confirm K``: a keep whose gain over the previous best is within the floor is re-run K times
+(rows too); its mean must still beat the previous best, else the loop reverts it and appends a
+``discard`` row (value: the mean, "not confirmed") for it. Known limit: the judge's best is the
+lowest ``keep`` value of the track, so a withdrawn keep (and the luckiest baseline repeat) still
+counts as the best to beat: conservative, never a false keep.
+
 CLI (run-loop.sh calls it)::
 
     python3 -m arcore loop (--propose CMD | --queue DIR) [options]   # see run-loop.sh --help
