@@ -423,52 +423,69 @@ class Rounds:
         return loop.validate_candidate(w.path, w.branch, base, before, who=f"patch {patch.name}")
 
     def gather(self, rnd: dict, base: str, count: int) -> None:
-        """Fill the round with ``count`` candidates (journaled one by one); starts each run."""
-        queue_taken = set(self.queue_done()) | {c.get("patch") for c in rnd["candidates"]}
-        others: list[str] = []
+        """Fill the round with up to ``count`` candidates (journaled one by one) and start
+        each run as soon as its candidate is taken. Queue patches are applied in all
+        worktrees at once; proposers are called one after another, each told what the
+        workers before it are trying."""
         tried = set(self.state.get("tried", [])) | tried_blobs(self.repo, self.track())
+        others: list[str] = []
+        if self.opts.queue:
+            taken = set(self.queue_done()) | {c.get("patch") for c in rnd["candidates"]}
+            plan = []
+            for w in self.workers[:count]:
+                patch = next((p for p in loop.list_patches(self.opts.queue)
+                              if p.name not in taken), None)
+                if patch is None:
+                    break
+                taken.add(patch.name)
+                plan.append((w, patch))
+            outcomes = _in_threads([(self.prepare_patch, (w, base, patch)) for w, patch in plan])
+            for (w, patch), (reason, commit) in zip(plan, outcomes):
+                self.take(rnd, w, base, reason, commit, tried, others, patch.name)
+            return
         for w in self.workers[:count]:
             self.check_stop()
             reset_worktree(w.path, w.branch, base)
-            cand = {"worker": w.id, "commit": None, "desc": "", "patch": None, "reject": None,
-                    "dup": False, "result": None}
-            if self.opts.queue:
-                patch = next((p for p in loop.list_patches(self.opts.queue)
-                              if p.name not in queue_taken), None)
-                if patch is None:
-                    break
-                queue_taken.add(patch.name)
-                cand["patch"] = patch.name
-                reason, commit = self.apply(w, base, patch)
-            else:
-                reason, commit = self.propose(w, base, others, int(self.state.get("done", 0))
-                                              + len(rnd["candidates"]) + 1)
-                if reason == "stopped":
-                    loop.restore(w.path, w.branch, base, [], REJECTED)
-                    self.check_stop()
-            if reason:
-                keep_reachable(self.repo, REJECTED, commit, base)
+            number = int(self.state.get("done", 0)) + len(rnd["candidates"]) + 1
+            reason, commit = self.propose(w, base, others, number)
+            if reason == "stopped":
                 loop.restore(w.path, w.branch, base, [], REJECTED)
-                cand.update(commit=commit, reject=reason, desc=self.describe(reason))
-                log(f"{w.id}: crash: {reason}")
+                self.check_stop()
+            self.take(rnd, w, base, reason, commit, tried, others, None)
+
+    def prepare_patch(self, w: Worker, base: str, patch: Path) -> tuple[str | None, str]:
+        reset_worktree(w.path, w.branch, base)
+        return self.apply(w, base, patch)
+
+    def take(self, rnd: dict, w: Worker, base: str, reason: str | None, commit: str,
+             tried: set, others: list[str], patch: str | None) -> None:
+        """Record one candidate: a rejection (crash row later), a duplicate (never run), or
+        a run, started now."""
+        cand = {"worker": w.id, "commit": commit, "desc": "", "patch": patch, "reject": None,
+                "dup": False, "result": None}
+        if reason:
+            keep_reachable(self.repo, REJECTED, commit, base)
+            loop.restore(w.path, w.branch, base, [], REJECTED)
+            cand.update(reject=reason, desc=self.describe(reason))
+            log(f"{w.id}: crash: {reason}")
+        else:
+            cand["desc"] = self.describe(loop.subject(w.path, commit))
+            blob = blob_of(w.path, commit)
+            if blob in tried:
+                cand["dup"] = True
+                keep_reachable(self.repo, REJECTED, commit, base)
+                log(f"{w.id}: {short(commit)} has the same train.py as an experiment "
+                    "already tried; not run again")
             else:
-                cand.update(commit=commit, desc=self.describe(loop.subject(w.path, commit)))
-                blob = blob_of(w.path, commit)
-                if blob in tried:
-                    cand["dup"] = True
-                    keep_reachable(self.repo, REJECTED, commit, base)
-                    log(f"{w.id}: {short(commit)} has the same train.py as an experiment "
-                        "already tried; not run again")
-                else:
-                    tried.add(blob)
-                    cand["blob"] = blob
-                    others.append(f"{w.id}: {ledger.flatten(cand['desc'])}")
-            with self.lock:
-                rnd["candidates"].append(cand)
-                self.state["tried"] = sorted(tried)
-            self.save()
-            if cand["commit"] and not cand["reject"] and not cand["dup"]:
-                self.start_run(w, cand, rnd)
+                tried.add(blob)
+                cand["blob"] = blob
+                others.append(f"{w.id}: {ledger.flatten(cand['desc'])}")
+        with self.lock:
+            rnd["candidates"].append(cand)
+            self.state["tried"] = sorted(tried)
+        self.save()
+        if not cand["reject"] and not cand["dup"] and not self.stop:
+            self.start_run(w, cand, rnd)
 
     def queue_done(self) -> list[str]:
         queues = self.state.setdefault("queues", {})
@@ -845,8 +862,31 @@ class Rounds:
 
 
 # ---------------------------------------------------------------------------
-# Files
+# Files and threads
 # ---------------------------------------------------------------------------
+
+
+def _in_threads(calls: list[tuple]) -> list:
+    """Run (function, args) pairs at once; their results in order; the first error raised."""
+    results: list = [None] * len(calls)
+    errors: list = []
+
+    def one(i: int, fn, args) -> None:
+        try:
+            results[i] = fn(*args)
+        except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i, fn, args), daemon=True)
+               for i, (fn, args) in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(timeout=0.2)
+    if errors:
+        raise errors[0]
+    return results
 
 
 def _write_json(path: Path, data: dict) -> None:
