@@ -359,3 +359,44 @@ def test_a_sigkilled_loop_resumes_its_round_without_losing_or_duplicating_a_row(
     assert sorted(row["val_bpb"] for row in got[1:]) == [0.98, 0.99]
     assert git(target, "log", "-1", "--format=%s") == "try b"
     assert_clean(target)
+
+
+# ---------------------------------------------------------------------------
+# Proposers, one per worker
+# ---------------------------------------------------------------------------
+
+PROPOSER = '''import os, pathlib, subprocess
+worker, n = os.environ["AUTORESEARCH_WORKER"], int(os.environ["AUTORESEARCH_ITERATION"])
+others = os.environ.get("AUTORESEARCH_ROUND_OTHERS", "")
+context = pathlib.Path(os.environ["AUTORESEARCH_CONTEXT"]).read_text()
+with open(os.environ["PROPOSALS"], "a") as out:
+    out.write(f"{worker}|{n}|{os.getcwd()}|{others.replace(chr(10), ';')}|"
+              f"{'other workers of this round' in context}\\n")
+if n == 3:
+    raise SystemExit(0)  # no commit: a rejected proposal
+knob = "ABCDE"[n - 1]
+text = pathlib.Path("train.py").read_text().replace(f"{knob} = 0.0", f"{knob} = -0.00{n}")
+pathlib.Path("train.py").write_text(text)
+subprocess.run(["git", "commit", "-q", "-am", f"proposal {n} by {worker}"], check=True)
+'''
+
+
+def test_each_worker_proposes_in_its_own_worktree_told_what_the_others_try(target, tmp_path):
+    script = tmp_path / "proposer.py"
+    script.write_text(PROPOSER)
+    record = tmp_path / "proposals.txt"
+    done = run_loop(target, "--propose", f"{sys.executable} {script}", "--workers", "2",
+                    "--max", "4", env={"PROPOSALS": str(record)})
+    assert done.returncode == 0, done.stderr
+    lines = [line.split("|") for line in record.read_text().splitlines()]
+    assert [(w, n) for w, n, *_ in lines] == [("w1", "1"), ("w2", "2"), ("w1", "3"), ("w2", "4")]
+    for worker, _, cwd, _, told in lines:
+        assert cwd.endswith(f"{parallel.WORKTREES}/{worker}")
+        assert told == "True"
+    assert lines[0][3] == ""
+    assert lines[1][3] == "w1: proposal 1 by w1"
+    got = rows(target)
+    assert [row["status"] for row in got] == ["keep", "discard", "keep", "crash", "keep"]
+    assert got[3]["description"].startswith("[w1] proposer (w1) made no commit")
+    assert git(target, "log", "-1", "--format=%s") == "proposal 4 by w2"
+    assert_clean(target)
