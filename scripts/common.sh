@@ -36,7 +36,7 @@ ar_usage() {
 ar_find_python() {
   [[ -n "${AR_PY_FOUND:-}" ]] && return 0
   if command -v python3 >/dev/null 2>&1 \
-    && python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    && python3 -S -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
     AR_PY=(python3)
   elif command -v uv >/dev/null 2>&1; then
     AR_PY=(uv run --quiet --no-project --python '>=3.10' python)

@@ -56,9 +56,10 @@ main() {
   ar_find_python
   # exec: signals sent to this script reach the process that owns the run.
   # AR_CALLER_PATH: the training command gets the caller's PATH, not the one a
-  # Python launcher (pyenv shim, uv) sets up for arcore.
+  # Python launcher (pyenv shim, uv) sets up for arcore. -S: arcore is stdlib
+  # only, so site-packages (and their .pth start-up cost) are skipped.
   AR_CALLER_PATH="${PATH}" PYTHONPATH="${AR_SCRIPTS_DIR}${PYTHONPATH:+:${PYTHONPATH}}" \
-    exec "${AR_PY[@]}" -m arcore experiment run "$@"
+    exec "${AR_PY[@]}" -S -m arcore experiment run "$@"
 }
 
 main "$@"

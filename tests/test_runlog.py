@@ -187,3 +187,15 @@ def test_the_cli_parse_exits_one_without_a_metric_and_two_on_bad_usage():
     assert _cli("parse", str(CORPUS / "gpu-truncated-no-summary.log")).returncode == 1
     assert _cli("classify").returncode == 2
     assert _cli("classify", "x.log", "--exit-code", "abc").returncode == 2
+
+
+@pytest.mark.parametrize("chunk", [64, 1000, 1 << 20])
+def test_the_fast_tail_matches_a_line_by_line_reading(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(runlog, "CHUNK", chunk)
+    lines = [f"step {i:05d} | loss: {i / 7:.6f}" for i in range(3000)]
+    lines += ["", "Traceback (most recent call last):", "  File x", "RuntimeError: boom"]
+    log = tmp_path / "run.log"
+    log.write_bytes(("\r".join(lines[:3000]) + "\n" + "\n".join(lines[3000:]) + "\n").encode())
+    found = runlog.scan(str(log))
+    assert found.tail == [line for line in lines if line.strip()][-runlog.TAIL_LINES:]
+    assert found.steps == 3000 and found.summary == {}

@@ -129,12 +129,16 @@ def tracked_changes(repo: str) -> list[str]:
     return git(repo, "status", "--porcelain", "--untracked-files=no").splitlines()
 
 
+_IN_PROGRESS = (("MERGE_HEAD", "a merge"), ("rebase-merge", "a rebase"),
+                ("rebase-apply", "a rebase or am"), ("CHERRY_PICK_HEAD", "a cherry-pick"),
+                ("REVERT_HEAD", "a revert"), ("BISECT_LOG", "a bisect"))
+
+
 def in_progress(repo: str) -> str | None:
     """A merge, rebase, cherry-pick, revert or bisect under way, by name."""
-    for marker, what in (("MERGE_HEAD", "a merge"), ("rebase-merge", "a rebase"),
-                         ("rebase-apply", "a rebase or am"), ("CHERRY_PICK_HEAD", "a cherry-pick"),
-                         ("REVERT_HEAD", "a revert"), ("BISECT_LOG", "a bisect")):
-        path = git(repo, "rev-parse", "--git-path", marker)
+    args = [arg for marker, _ in _IN_PROGRESS for arg in ("--git-path", marker)]
+    paths = git(repo, "rev-parse", *args).splitlines()
+    for path, (_, what) in zip(paths, _IN_PROGRESS):
         if os.path.exists(path if os.path.isabs(path) else os.path.join(repo, path)):
             return what
     return None
@@ -384,19 +388,22 @@ def parse_args(argv: list[str]) -> dict:
 # ---------------------------------------------------------------------------
 
 
-def open_repo(path: str) -> str:
+def open_repo(path: str) -> tuple[str, str]:
+    """(the repository's top directory, HEAD's sha)."""
     path = os.path.abspath(path or ".")
     if not os.path.isdir(path):
         raise Stop(EXIT_USAGE, f"no such directory: {path}")
-    top = subprocess.run(["git", "-C", path, "rev-parse", "--show-toplevel"],
-                         capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if top.returncode != 0:
+    done = subprocess.run(["git", "-C", path, "rev-parse", "--show-toplevel", "--verify",
+                           "--quiet", "HEAD^{commit}"], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    lines = done.stdout.split("\n")
+    if not lines[0]:
         raise Stop(EXIT_USAGE, f"not a git repository: {path}")
-    if os.path.realpath(top.stdout.strip()) != os.path.realpath(path):
-        raise Stop(EXIT_USAGE, f"--repo must be the top of the work tree ({top.stdout.strip()})")
-    if resolve(path, "HEAD") is None:
+    if os.path.realpath(lines[0]) != os.path.realpath(path):
+        raise Stop(EXIT_USAGE, f"--repo must be the top of the work tree ({lines[0]})")
+    if done.returncode != 0 or len(lines) < 2 or not lines[1]:
         raise Stop(EXIT_USAGE, f"the repository has no commit yet: {path}")
-    return path
+    return path, lines[1]
 
 
 def check_git_state(repo: str) -> None:
@@ -441,21 +448,20 @@ def command_argv(opts: dict) -> list[str]:
 
 
 def run(opts: dict) -> tuple[int, dict]:
-    repo = open_repo(opts["repo"])
+    repo, head = open_repo(opts["repo"])
     lock = take_lock(repo)
     try:
-        return _run_locked(repo, opts)
+        return _run_locked(repo, head, opts)
     finally:
         os.close(lock)
 
 
-def _run_locked(repo: str, opts: dict) -> tuple[int, dict]:
+def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     check_git_state(repo)
     frozen = load_session(repo, opts)
     higher = bool(frozen.get("higher_is_better"))
     ledger_path = os.path.join(repo, LEDGER)
     track = ledger.track_rows(ledger.read_ledger(ledger_path), frozen.get("ledger_start", 0))
-    head = git(repo, "rev-parse", "HEAD")
     short = head[:ledger.SHORT]
     previous = judged_row(track, head)
     if previous is not None and not opts["rerun"]:

@@ -41,7 +41,6 @@ TAIL_LINES = 200         # lines kept for classification
 DEFAULT_METRIC = "val_bpb"
 
 _KV = re.compile(r"^([A-Za-z_][\w.\-/]*)\s*:\s*(.*?)\s*$")
-_STEP = re.compile(r"^\s*step\s+\d+")
 
 
 @dataclass
@@ -62,26 +61,56 @@ def _value(text: str) -> float | str:
         return text
 
 
-def iter_lines(handle, chunk: int = CHUNK):
-    """Lines of a binary file, ``\\r`` and ``\\n`` both breaking, each cut to MAX_LINE."""
+def iter_bodies(handle, chunk: int = CHUNK):
+    """Runs of whole lines (bytes, ``\\r`` turned into ``\\n``), one per chunk read."""
     carry = b""
     while True:
         block = handle.read(chunk)
         if not block:
             break
-        block = carry + block.replace(b"\r", b"\n")
-        parts = block.split(b"\n")
-        carry = parts.pop()
-        if len(carry) > MAX_LINE * 4:
-            carry = carry[: MAX_LINE * 4]   # an endless line: keep its head only
-        for part in parts:
-            yield part[: MAX_LINE * 4].decode("utf-8", "replace")[:MAX_LINE]
+        data = carry + block.replace(b"\r", b"\n")
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            carry = data[: MAX_LINE * 4]   # an endless line: keep its head only
+            continue
+        yield data[:cut]
+        carry = data[cut + 1:]
     if carry:
-        yield carry.decode("utf-8", "replace")[:MAX_LINE]
+        yield carry
+
+
+def _text(raw: bytes) -> str:
+    return raw[: MAX_LINE * 4].decode("utf-8", "replace")[:MAX_LINE]
+
+
+def iter_lines(handle, chunk: int = CHUNK):
+    """Lines of a binary file, ``\\r`` and ``\\n`` both breaking, each cut to MAX_LINE."""
+    for body in iter_bodies(handle, chunk):
+        for raw in body.split(b"\n"):
+            yield _text(raw)
+
+
+def _extend_tail(tail: collections.deque, body: bytes) -> None:
+    """Appends the last non-empty lines of ``body`` without splitting all of it."""
+    window = 1 << 16
+    while True:
+        part = body[-window:]
+        lines = [raw for raw in part.split(b"\n") if raw.strip()]
+        if window < len(body) and len(lines) <= TAIL_LINES:
+            window *= 4
+            continue
+        if window < len(body) and lines:
+            lines = lines[1:]   # the window's first line may be cut
+        tail.extend(_text(raw) for raw in lines[-TAIL_LINES:])
+        return
 
 
 def scan(path: str) -> LogScan:
-    """One streaming pass: the last ``---`` block of ``key: value`` lines, the tail, steps."""
+    """One streaming pass: the last ``---`` block of ``key: value`` lines, the tail, steps.
+
+    Chunks with no ``---`` outside a summary block (nearly all of a long log) are only
+    counted for progress lines and trimmed to their tail, at C speed.
+    """
     result = LogScan()
     tail: collections.deque = collections.deque(maxlen=TAIL_LINES)
     block: dict | None = None
@@ -91,24 +120,28 @@ def scan(path: str) -> LogScan:
         result.missing = True
         return result
     with handle:
-        for line in iter_lines(handle):
-            stripped = line.strip()
-            if not stripped:
+        for body in iter_bodies(handle, CHUNK):
+            result.steps += body.count(b"\nstep ") + body.startswith(b"step ")
+            if block is None and b"---" not in body:
+                _extend_tail(tail, body)
                 continue
-            tail.append(line)
-            if stripped == "---":
-                block = {}
-                continue
-            if _STEP.match(line):
-                result.steps += 1
-            if block is not None:
-                match = _KV.match(stripped)
-                if match:
-                    block[match.group(1)] = _value(match.group(2))
-                    if len(block) == 1:
-                        result.summary = block
+            for raw in body.split(b"\n"):
+                if not raw.strip():
                     continue
-                block = None
+                line = _text(raw)
+                stripped = line.strip()
+                tail.append(line)
+                if stripped == "---":
+                    block = {}
+                    continue
+                if block is not None:
+                    match = _KV.match(stripped)
+                    if match:
+                        block[match.group(1)] = _value(match.group(2))
+                        if len(block) == 1:
+                            result.summary = block
+                        continue
+                    block = None
         result.size = handle.tell()
     result.tail = list(tail)
     return result
