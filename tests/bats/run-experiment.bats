@@ -137,7 +137,7 @@ teardown() {
     >"${BATS_TEST_TMPDIR}/out" 2>"${BATS_TEST_TMPDIR}/err" &
   BG_PID=$!
   local i
-  for i in $(seq 200); do
+  for i in $(seq 400); do
     [[ -f "${BATS_TEST_TMPDIR}/pids" && "$(wc -l <"${BATS_TEST_TMPDIR}/pids")" -eq 2 ]] && break
     sleep 0.05
   done
@@ -161,12 +161,13 @@ teardown() {
 
 @test "a second run in the same repository while one runs exits 4" {
   bash "${RUN}" --repo "${REPO}" >/dev/null 2>&1
-  ar_use_standin hang.py "hangs"
-  bash "${RUN}" --repo "${REPO}" --grace 0.2 >/dev/null 2>&1 &
+  ar_use_standin spawn.py "hangs"
+  STANDIN_PID_FILE="${BATS_TEST_TMPDIR}/pids" bash "${RUN}" --repo "${REPO}" --grace 0.2 \
+    >/dev/null 2>&1 &
   BG_PID=$!
   local i
-  for i in $(seq 200); do
-    grep -q "step" "${REPO}/run.log" 2>/dev/null && break
+  for i in $(seq 400); do
+    [[ -f "${BATS_TEST_TMPDIR}/pids" && "$(wc -l <"${BATS_TEST_TMPDIR}/pids")" -eq 2 ]] && break
     sleep 0.05
   done
   run --separate-stderr bash "${RUN}" --repo "${REPO}" --rerun
