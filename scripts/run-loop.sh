@@ -123,8 +123,9 @@ main() {
   local_args "$@"
   ar_find_python
   # exec: the loop itself receives SIGINT/SIGTERM and forwards them to its child.
+  # -S: arcore is stdlib only; skip site-packages start-up.
   PYTHONPATH="${AR_SCRIPTS_DIR}${PYTHONPATH:+:${PYTHONPATH}}" \
-    exec "${AR_PY[@]}" -m arcore loop ${LOCAL_ARGS[@]+"${LOCAL_ARGS[@]}"}
+    exec "${AR_PY[@]}" -S -m arcore loop ${LOCAL_ARGS[@]+"${LOCAL_ARGS[@]}"}
 }
 
 main "$@"
