@@ -12,7 +12,8 @@
 #   1  at least one part failed
 set -euo pipefail
 
-readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly ROOT
 
 log() { printf 'tests/run.sh: %s\n' "$*" >&2; }
 
