@@ -216,3 +216,38 @@ def test_readme_set_up_section_has_exactly_the_demo_and_the_test_suite_commands(
     commands += re.findall(r"^```(?:bash|sh)?\n(.*?)```", section.group(1), re.S | re.M)
     commands = [c.strip() for block in commands for c in block.splitlines() if c.strip()]
     assert commands == ["bash scripts/demo.sh", "bash tests/run.sh"]
+
+
+# ---------------------------------------------------------------------------
+# The docs stay true to the scripts
+# ---------------------------------------------------------------------------
+
+OWN_DOCS = ("SKILL.md", "README.md", "references/architecture.md", "references/hardware-config.md",
+            "references/operating-modes-and-route-outs.md", "references/program-md-guide.md",
+            "references/troubleshooting.md")
+
+
+def script_mentions(md: Path) -> list[tuple[str, str]]:
+    """(script name, the text after it) for each code span or indented line naming scripts/X.sh."""
+    text = md.read_text(encoding="utf-8")
+    found = []
+    for span in re.findall(r"`([^`\n]+)`", text) + re.findall(r"^ {4}(\S.*)$", text, re.M):
+        match = re.search(r"\b([a-z][a-z-]*\.sh)\b(.*)", span)
+        if match and (ROOT / "scripts" / match.group(1)).is_file():
+            found.append((match.group(1), match.group(2)))
+    return found
+
+
+def test_every_option_the_docs_give_a_script_is_in_that_scripts_help():
+    helps: dict[str, str] = {}
+    unknown = []
+    for doc in OWN_DOCS:
+        for script, rest in script_mentions(ROOT / doc):
+            if script not in helps:
+                helps[script] = subprocess.run(["bash", str(ROOT / "scripts" / script), "--help"],
+                                               capture_output=True, text=True, timeout=60).stdout
+            for option in re.findall(r"(?<![\w-])--[a-z][a-z-]*", rest):
+                if option not in helps[script]:
+                    unknown.append(f"{doc}: {script} {option}")
+    assert helps, "no script mentioned in the docs"
+    assert not unknown, "options missing from --help: " + ", ".join(unknown)
