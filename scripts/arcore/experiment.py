@@ -263,13 +263,27 @@ def append_jsonl(path: str, record: dict) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group is left, zombies aside (where /proc tells)."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    if not os.path.isdir("/proc"):
+        return True
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+            return True
+    return False  # only zombies left, waiting for init to reap them
 
 
 def kill_group(proc: subprocess.Popen, grace: float) -> None:
