@@ -439,7 +439,7 @@ def baseline_only(target: Path, env: dict) -> str:
     return git(target, "rev-parse", "HEAD")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 @pytest.mark.parametrize("phase", ["proposing", "running", "judging", "appending"])
 def test_a_signal_at_any_phase_stops_cleanly(target, env, tmp_path, sig, phase):
     base = baseline_only(target, env)
