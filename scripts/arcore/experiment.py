@@ -485,7 +485,7 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     kept = ledger.best_keep(track, higher)
     last_kept = next((r for r in reversed(track) if r["status"] == "keep"), None)
     baseline = kept is None
-    already_kept = any(r["status"] == "keep" and head.startswith(r["commit"]) for r in track)
+    already_kept = any(r["status"] == "keep" and judged_row([r], head) for r in track)
     desc = opts["desc"] if opts["desc"] is not None else git(repo, "log", "-1", "--format=%s")
     desc = ledger.flatten(desc) or "(no description)"
 
