@@ -172,3 +172,13 @@ def test_the_cli_show_prints_the_manifest_and_refuses_a_non_repo(repo, tmp_path)
     _cli("freeze", "--repo", str(repo))
     assert json.loads(_cli("show", "--repo", str(repo)).stdout)["version"] == 1
     assert _cli("show", "--repo", str(tmp_path)).returncode == 2
+
+
+def test_a_cache_with_another_layout_is_fingerprinted_by_all_its_files(tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "corpus-v1").mkdir(parents=True)
+    (cache / "corpus-v1" / "val.bin").write_bytes(b"v")
+    first = session.cache_fingerprint(str(cache), "shard_06542.parquet")
+    assert first["layout"] == "all files" and first["entries"] == 1
+    (cache / "corpus-v1" / "val.bin").write_bytes(b"changed")
+    assert session.cache_fingerprint(str(cache), "x")["fingerprint"] != first["fingerprint"]

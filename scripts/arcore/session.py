@@ -24,7 +24,8 @@ verified.
 The data-cache fingerprint is cheap on purpose: the name, size and mtime (ns) of every
 file under ``<cache>/tokenizer/`` and of the pinned validation shard ``<cache>/data/<shard>``,
 hashed together. Re-downloading the same shard therefore counts as a change (start a new
-track). The cache directory is, first found: ``$AUTORESEARCH_CACHE_DIR``; a string-literal
+track). A cache holding neither (a fork with its own layout, like examples/cpu-target) is
+fingerprinted by every file under it instead (``"layout": "all files"``). The cache directory is, first found: ``$AUTORESEARCH_CACHE_DIR``; a string-literal
 ``CACHE_DIR = "..."`` in prepare.py; ``~/.cache/autoresearch`` (upstream's). The pinned shard
 is ``shard_{VAL_SHARD:05d}.parquet`` from prepare.py's VAL_SHARD (or MAX_SHARD) when those
 are plain numbers, else upstream's ``shard_06542.parquet``.
@@ -168,15 +169,28 @@ def cache_location(repo: str) -> tuple[str, str]:
     return os.path.abspath(os.path.expanduser(cache)), name
 
 
-def cache_fingerprint(cache: str, val_shard: str) -> dict:
-    """name + size + mtime of tokenizer/* and data/<val_shard>, hashed (see module doc)."""
-    entries = []
-    tokenizer = os.path.join(cache, "tokenizer")
-    for root, dirs, files in os.walk(tokenizer):
+MAX_CACHE_FILES = 10000
+
+
+def _walk(top: str) -> list[str]:
+    found = []
+    for root, dirs, files in os.walk(top):
         dirs.sort()
-        for name in sorted(files):
-            entries.append(os.path.join(root, name))
-    entries.append(os.path.join(cache, "data", val_shard))
+        found.extend(os.path.join(root, name) for name in sorted(files))
+        if len(found) >= MAX_CACHE_FILES:
+            break
+    return found[:MAX_CACHE_FILES]
+
+
+def cache_fingerprint(cache: str, val_shard: str) -> dict:
+    """name + size + mtime of tokenizer/* and data/<val_shard>, hashed (see module doc).
+
+    A cache with neither (a fork with its own layout) is fingerprinted by every file in it
+    (at most MAX_CACHE_FILES), stat only."""
+    entries = _walk(os.path.join(cache, "tokenizer")) + [os.path.join(cache, "data", val_shard)]
+    layout = "upstream"
+    if not any(os.path.exists(path) for path in entries) and os.path.isdir(cache):
+        entries, layout = _walk(cache), "all files"
     digest = hashlib.sha256()
     present = 0
     for path in entries:
@@ -189,7 +203,7 @@ def cache_fingerprint(cache: str, val_shard: str) -> dict:
         digest.update(f"{os.path.relpath(path, cache)}\t{stat.st_size}\t{stat.st_mtime_ns}\n"
                       .encode())
     return {"dir": cache, "val_shard": val_shard, "fingerprint": digest.hexdigest(),
-            "entries": present}
+            "entries": present, "layout": layout}
 
 
 def gpu_name() -> str:
