@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from arcore import ledger, runner
+from arcore import ledger, runlog, runner
 from scratchrepo import git, make_repo
 from test_parallel import STANDIN, assert_clean, make_queue, rows, run_loop, runs
 
@@ -197,3 +197,11 @@ def test_a_parallel_round_runs_as_two_slurm_job_steps_on_two_gpus(slurm, tmp_pat
     assert "--gres=gpu:1" in round_runs[0]["cmd"]
     assert git(repo, "log", "-1", "--format=%s") == "try b"
     assert_clean(repo)
+
+
+@pytest.mark.parametrize("name, crash_class", [("srun-time-limit.log", "timeout"),
+                                               ("srun-cancelled.log", "killed")])
+def test_the_run_log_classifier_maps_slurm_cancellations_to_crash_classes(name, crash_class):
+    facts = runlog.summarize(str(SLURM_DIR / "logs" / name), "val_bpb", 143, False)
+    assert facts["value"] is None
+    assert facts["crash_class"] == crash_class

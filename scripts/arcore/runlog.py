@@ -214,6 +214,9 @@ _PATTERNS = (
 _COMPILED = tuple((name, re.compile(rx, re.IGNORECASE | re.MULTILINE)) for name, rx in _PATTERNS)
 _ERROR = re.compile(r"traceback \(most recent call last\)|\b\w*(error|exception)\b:",
                     re.IGNORECASE)
+# Slurm (srun) cancelling a step: "*** STEP 12.0 ON node CANCELLED AT <time> DUE TO TIME LIMIT ***"
+_SLURM_TIME_LIMIT = re.compile(r"\*\*\* (?:STEP|JOB) \S+ ON \S+ CANCELLED AT \S+ DUE TO TIME LIMIT")
+_SLURM_CANCELLED = re.compile(r"\*\*\* (?:STEP|JOB) \S+ ON \S+ CANCELLED AT ")
 
 
 def _failed(tail: list[str]) -> bool:
@@ -227,6 +230,10 @@ def classify(found: LogScan, exit_code: int | None = None, timed_out: bool = Fal
     if timed_out:
         return "timeout"
     text = "\n".join(found.tail)
+    if _SLURM_TIME_LIMIT.search(text):
+        return "timeout"
+    if _SLURM_CANCELLED.search(text):
+        return "killed"
     value = found.summary.get(metric)
     if isinstance(value, float) and not math.isfinite(value) or _failed(found.tail):
         return "nan"
