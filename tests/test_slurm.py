@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -15,7 +17,8 @@ import pytest
 
 from arcore import ledger, runlog, runner
 from scratchrepo import git, make_repo
-from test_parallel import STANDIN, assert_clean, make_queue, rows, run_loop, runs
+from test_parallel import (STANDIN, alive, assert_clean, make_queue, rows, run_loop, runs,
+                           wait_for)
 
 ROOT = Path(__file__).resolve().parents[1]
 SLURM_DIR = ROOT / "tests" / "slurm"
@@ -205,3 +208,35 @@ def test_the_run_log_classifier_maps_slurm_cancellations_to_crash_classes(name, 
     facts = runlog.summarize(str(SLURM_DIR / "logs" / name), "val_bpb", 143, False)
     assert facts["value"] is None
     assert facts["crash_class"] == crash_class
+
+
+def test_ctrl_c_during_a_slurm_round_cancels_both_steps_and_writes_no_row(slurm, tmp_path):
+    repo = make_repo(tmp_path)
+    (repo / "train.py").write_text(STANDIN)
+    git(repo, "commit", "-q", "-am", "stand-in train.py")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_loop(repo, "--queue", str(empty), "--runner", "slurm", "--workers", "2"
+                    ).returncode == 5  # the baseline
+    queue = make_queue(repo, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.02")])
+    gate, marks = tmp_path / "gate", tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "STANDIN_GATE": str(gate), "STANDIN_MARKS": str(marks)}
+    proc = subprocess.Popen(
+        ["bash", str(ROOT / "scripts" / "run-loop.sh"), "--repo", str(repo), "--cmd",
+         f"{sys.executable} train.py", "--queue", str(queue), "--workers", "2",
+         "--runner", "slurm"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        start_new_session=True)
+    wait_for(lambda: len(list(marks.iterdir())) == 2, "both job steps to start")
+    pids = [int(p.name) for p in marks.iterdir()]
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    wait_for(lambda: not squeue("autoresearch-test-"), "Slurm to forget the cancelled steps")
+    assert not any(alive(pid) for pid in pids)
+    assert len(rows(repo)) == 1
+    assert_clean(repo)
+
+
+def squeue(prefix: str) -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True).stdout
+    return [name for name in out.split() if name.startswith(prefix)]
