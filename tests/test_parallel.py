@@ -400,3 +400,39 @@ def test_each_worker_proposes_in_its_own_worktree_told_what_the_others_try(targe
     assert got[3]["description"].startswith("[w1] proposer (w1) made no commit")
     assert git(target, "log", "-1", "--format=%s") == "proposal 4 by w2"
     assert_clean(target)
+
+
+def test_a_round_of_crashes_stops_the_loop_at_the_crash_bound(target, tmp_path):
+    queue = tmp_path / "queue"
+    queue.mkdir()
+    for name in ("a", "b", "c"):
+        (queue / f"{name}.patch").write_text("--- a/nope.py\n+++ b/nope.py\n@@ -1 +1 @@\n-x\n+y\n")
+    done = run_loop(target, "--queue", str(queue), "--workers", "2", "--max-crashes", "2")
+    assert done.returncode == 1
+    assert "2 crashes in a row" in done.stderr
+    assert [row["status"] for row in rows(target)] == ["keep", "crash", "crash"]
+    assert_clean(target)
+
+
+def test_ctrl_c_while_proposing_drops_the_proposals_and_leaves_everything_as_it_was(
+        target, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_loop(target, "--queue", str(empty), "--workers", "2").returncode == 5
+    base, before = git(target, "rev-parse", "HEAD"), rows(target)
+    waiting = tmp_path / "waiting"
+    script = tmp_path / "slow.sh"
+    script.write_text(f"echo edit >> train.py\ngit commit -q -am half\ntouch {waiting}\n"
+                      "sleep 600\n")
+    proc = subprocess.Popen(
+        ["bash", str(RUN_LOOP), "--repo", str(target), "--cmd", f"{sys.executable} train.py",
+         "--propose", f"bash {script}", "--workers", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for(waiting.exists, "the first proposer to commit and wait")
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=WAIT) == 130
+    assert git(target, "rev-parse", "HEAD") == base
+    assert rows(target) == before
+    rejected = git(target, "for-each-ref", "--format=%(subject)", "refs/autoresearch/rejected/")
+    assert rejected == "half"
+    assert_clean(target)

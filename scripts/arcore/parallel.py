@@ -763,6 +763,7 @@ class Rounds:
         if not rnd["candidates"]:
             self.state["round"] = None
             self.save()
+            self.check_stop()
             return False
         rnd["phase"] = "running"
         self.finish_round(rnd)
