@@ -436,3 +436,29 @@ def test_ctrl_c_while_proposing_drops_the_proposals_and_leaves_everything_as_it_
     rejected = git(target, "for-each-ref", "--format=%(subject)", "refs/autoresearch/rejected/")
     assert rejected == "half"
     assert_clean(target)
+
+
+def test_a_user_commit_during_a_round_survives_and_the_round_is_logged_not_applied(
+        target, tmp_path):
+    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.02")])
+    gate, marks = tmp_path / "gate", tmp_path / "marks"
+    marks.mkdir()
+    gate.write_text("")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_loop(target, "--queue", str(empty), "--workers", "2").returncode == 5
+    gate.unlink()
+    proc = start_loop(target, queue, gate, marks)
+    wait_for(lambda: len(list(marks.iterdir())) == 2, "both runs to start")
+    (target / "notes.md").write_text("mine\n")
+    git(target, "add", "notes.md")
+    git(target, "commit", "-q", "-m", "user's own commit")
+    mine = git(target, "rev-parse", "HEAD")
+    gate.write_text("")
+    assert proc.wait(timeout=WAIT) == 4
+    assert git(target, "rev-parse", "HEAD") == mine
+    got = rows(target)
+    assert [row["status"] for row in got] == ["keep", "discard", "discard"]
+    assert "not applied" in got[2]["description"]
+    assert "moved" in (tmp_path / "err.txt").read_text()
+    assert_clean(target)

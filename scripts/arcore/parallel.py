@@ -166,13 +166,12 @@ def round_verdicts(results: list[dict | None], higher_is_better: bool = False) -
     round. Of those it called ``keep`` the best value wins (the first on a tie); the other keeps
     become ``discard``. Discards and crashes stand.
     """
-    keeps = [(i, r["value"]) for i, r in enumerate(results)
-             if r and r.get("status") == "keep" and r.get("value") is not None]
-    winner = None
-    for i, value in keeps:
-        if winner is None or (value > keeps_value(keeps, winner) if higher_is_better
-                              else value < keeps_value(keeps, winner)):
-            winner = i
+    winner, best = None, None
+    for i, r in enumerate(results):
+        if r and r.get("status") == "keep" and r.get("value") is not None:
+            value = r["value"]
+            if best is None or (value > best if higher_is_better else value < best):
+                winner, best = i, value
     out: list[str | None] = []
     for i, r in enumerate(results):
         if not r:
@@ -182,10 +181,6 @@ def round_verdicts(results: list[dict | None], higher_is_better: bool = False) -
         else:
             out.append(r.get("status") or "crash")
     return out
-
-
-def keeps_value(keeps: list[tuple[int, float]], index: int) -> float:
-    return next(v for i, v in keeps if i == index)
 
 
 def tagged(worker: str, desc: str) -> str:
@@ -570,10 +565,10 @@ class Rounds:
         results = [c["result"] for c in cands]
         verdicts = round_verdicts(results, self.opts.higher_is_better)
         winner = next((c["commit"] for c, v in zip(cands, verdicts) if v == "keep"), None)
-        if head(self.repo) not in (base, winner):
-            raise ParallelError(UNSAFE, f"the session branch moved during the round (HEAD "
-                                        f"{short(head(self.repo))}, expected {short(base)}); "
-                                        "the round's results stay in " + JOURNAL)
+        moved = head(self.repo) not in (base, winner)
+        if moved:  # someone committed on the session branch: log the runs, apply nothing
+            verdicts = ["discard" if v == "keep" else v for v in verdicts]
+            winner = None
         rnd["phase"] = "appending"
         self.save()
         header = ledger.read_header(self.ledger_path)
@@ -594,17 +589,19 @@ class Rounds:
                 continue
             else:
                 res = cand["result"]
+                desc = res.get("description") or tagged(cand["worker"], cand["desc"])
+                if moved and res.get("status") == "keep":
+                    desc += " (not applied: the session branch moved during the round)"
                 line = ledger.format_row(cand["commit"], res.get("value"), res.get("memory_gb"),
-                                         verdict, res.get("description")
-                                         or tagged(cand["worker"], cand["desc"]), header)
+                                         verdict, desc, header)
                 record = dict(res.get("record") or {}, status=verdict)
                 if verdict != "keep":
                     keep_reachable(self.repo, DISCARDED, cand["commit"], base)
             fields = line.split("\t")
             named = dict(zip(header, fields))
             if (named.get("commit", ""), named.get("description", "")) not in present:
-                self.log_run(cand, record, rnd)
                 ledger.append_row(self.ledger_path, line)
+                self.log_run(cand, record, rnd)
                 present.add((named.get("commit", ""), named.get("description", "")))
                 if rnd["kind"] == "round":  # the baseline is not counted (as in the loop)
                     self.state["done"] = int(self.state.get("done", 0)) + 1
@@ -618,6 +615,7 @@ class Rounds:
         for cand in cands:  # duplicates are done too (never run)
             if cand["dup"] and cand.get("patch") and cand["patch"] not in self.queue_done():
                 self.queue_done().append(cand["patch"])
+        rnd["moved"] = moved
         self.save()
         if winner and winner != base and head(self.repo) == base:
             proc = subprocess.run(["git", "-C", self.repo, "merge", "--ff-only", "-q", winner],
@@ -725,6 +723,11 @@ class Rounds:
         self.state["rounds"] = int(self.state.get("rounds", 0)) + (rnd["kind"] == "round")
         self.state["base"] = head(self.repo)
         self.save()
+        if rnd.get("moved"):
+            raise ParallelError(UNSAFE, f"the session branch moved during the round (HEAD "
+                                        f"{short(head(self.repo))}, expected "
+                                        f"{short(rnd['base'])}): its runs are logged, none "
+                                        "applied; check the branch, then start again")
         harness = [c for c in failed if c.get("exit") == HARNESS]
         if harness:
             raise ParallelError(HARNESS, "run-experiment.sh: the harness changed since the "
@@ -776,22 +779,20 @@ class Rounds:
         if not rnd:
             return
         base = rnd.get("base")
+        for c in rnd["candidates"]:
+            if c["result"] is None and c.get("found") is not None:
+                c["result"] = c.pop("found")
         commits = {c.get("commit") for c in rnd.get("candidates", []) if c.get("result")}
         if head(self.repo) != base and head(self.repo) not in commits:
-            for c in rnd.get("candidates", []):
-                keep_reachable(self.repo, UNJUDGED, c.get("commit"), base)
-            log(f"resuming: dropped the unfinished round {rnd.get('n')} "
-                f"(its commits are kept under {UNJUDGED})")
-            st["round"] = None
-            self.save()
+            log(f"resuming round {rnd.get('n')}: the session branch moved; finished runs are "
+                f"logged, unfinished ones dropped (kept under {UNJUDGED})")
+            self.finish_round(rnd)
             return
         log(f"resuming round {rnd.get('n')}: finished runs are judged, unfinished ones re-run")
         pending = []
         for c in rnd["candidates"]:
-            w = next(x for x in self.workers if x.id == c["worker"])
-            if c["result"] is None and c.get("found") is not None:
-                c["result"] = c.pop("found")
-            if c["commit"] and c["result"] is None and not c["reject"] and not c["dup"]:
+            w = next((x for x in self.workers if x.id == c["worker"]), None)
+            if w is not None and c["commit"] and c["result"] is None and not c["reject"] and not c["dup"]:
                 pending.append((w, c))
         for w, c in pending:
             self.start_run(w, c, rnd)
