@@ -34,6 +34,8 @@ same base, then the round is judged. SIGINT/SIGTERM/SIGHUP: every run's process 
 stopped (run-experiment.sh writes no row for an unfinished run), the runs that had finished are
 judged and logged, unfinished candidates are dropped (kept as unjudged refs; a queue patch is
 applied again next time), worktrees are removed, exit 130. A second signal kills at once.
+If the session branch moved during a round (a user's commit), the round's runs are logged with
+nothing kept ("not applied") and the loop stops with exit 4; the user's commit stays.
 
 CLI (run-loop.sh calls it)::
 
