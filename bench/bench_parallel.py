@@ -110,7 +110,7 @@ def slurm_available() -> bool:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seconds", type=float, default=5.0, help="length of one stand-in run")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of one stand-in run")
     p.add_argument("--experiments", type=int, default=8, help="experiments per configuration")
     p.add_argument("--workers", default="1,2,4")
     p.add_argument("--slurm", choices=("auto", "yes", "no"), default="auto")

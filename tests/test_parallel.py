@@ -193,6 +193,7 @@ def test_the_worker_is_named_in_the_description_on_one_line():
     (["--queue", ".", "--workers", "2", "--confirm", "2"], "not available"),
     (["--queue", ".", "--runner", "k8s"], "--runner must be"),
     (["--workers", "2"], "exactly one of"),
+    (["--queue", ".", "--workers", "2", "--timeout", "ten"], "--timeout must be a number"),
 ])
 def test_bad_parallel_options_are_refused_with_one_line(argv, message):
     with pytest.raises(parallel.ParallelError) as err:

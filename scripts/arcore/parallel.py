@@ -141,6 +141,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if o.runner == "local" and not gpus:
         gpus = [str(i) for i in range(o.workers)]
     o.gpu_list = gpus if o.runner == "local" else [None] * o.workers
+    for name in ("timeout", "grace"):
+        value = getattr(o, name)
+        try:
+            if value is not None and not float(value) >= 0:
+                raise ValueError
+        except ValueError:
+            raise ParallelError(USAGE, f"--{name} must be a number of seconds, not {value!r}")
     for name in ("max", "max_crashes", "plateau"):
         if getattr(o, name) is not None and getattr(o, name) < 0:
             raise ParallelError(USAGE, f"--{name.replace('_', '-')} must be >= 0")
@@ -983,7 +990,7 @@ def main(argv: list[str]) -> int:
     code, status = OK, "finished"
     try:
         code = rounds.run()
-    except ParallelError as exc:
+    except (ParallelError, loop.LoopError) as exc:
         log(str(exc))
         code = exc.code
         status = "interrupted" if code == INTERRUPTED else "failed"
