@@ -240,3 +240,29 @@ def test_ctrl_c_during_a_slurm_round_cancels_both_steps_and_writes_no_row(slurm,
 def squeue(prefix: str) -> list[str]:
     out = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True).stdout
     return [name for name in out.split() if name.startswith(prefix)]
+
+
+def test_start_is_idempotent_and_stop_ends_exactly_the_daemons_start_recorded(slurm):
+    state = Path(tempfile.mkdtemp(prefix="ar-slurm2-"))
+    state.chmod(0o755)
+    env = dict(os.environ, AR_SLURM_PORT=str(_free_port_pair()), SLURM_CONF=str(state / "x"))
+    start = ["bash", str(SLURM_DIR / "start.sh"), "--state", str(state), "--gpus", "1"]
+    try:
+        first = subprocess.run(start, env=env, capture_output=True, text=True, timeout=120)
+        assert first.returncode == 0, first.stderr
+        pids = {d: int((state / f"{d}.pid").read_text()) for d in ("munged", "slurmctld", "slurmd")}
+        again = subprocess.run(start, env=env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stderr
+        assert {d: int((state / f"{d}.pid").read_text()) for d in pids} == pids
+        stop = ["bash", str(SLURM_DIR / "stop.sh"), "--state", str(state)]
+        assert subprocess.run(stop, env=env, capture_output=True, timeout=120).returncode == 0
+        assert not any(alive(pid) for pid in pids.values())
+        assert not list(state.glob("*.pid"))
+        assert subprocess.run(stop, env=env, capture_output=True, timeout=120).returncode == 0
+        # the session's Slurm (another state directory) is untouched
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True)
+        assert "UP" in ping.stdout
+    finally:
+        subprocess.run(["bash", str(SLURM_DIR / "stop.sh"), "--state", str(state)],
+                       capture_output=True, timeout=120)
+        shutil.rmtree(state, ignore_errors=True)
