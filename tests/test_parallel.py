@@ -2,7 +2,8 @@
 
 Each end-to-end test builds a scratch target (tests/scratchrepo.py) whose train.py is a
 stand-in that prints upstream's summary block with its VAL_BPB constant, the GPU it was given
-(CUDA_VISIBLE_DEVICES) and, when STANDIN_GATE is set, blocks until that file exists (so a test
+(CUDA_VISIBLE_DEVICES) and, when STANDIN_GATE is set, blocks until that file exists ("{worker}" in it is replaced by the
+worker's id) (so a test
 can interrupt a round while every run is in flight, without timing). Candidates come from a
 queue of format-patch files. After each scenario: HEAD at the expected kept commit, a clean
 tree, a well-formed ledger, worktrees removed, no process of the test left running.
@@ -59,7 +60,7 @@ marks = os.environ.get("STANDIN_MARKS")
 if marks:
     with open(os.path.join(marks, str(os.getpid())), "w") as handle:
         handle.write(os.getcwd())
-gate = os.environ.get("STANDIN_GATE")
+gate = os.environ.get("STANDIN_GATE", "").replace("{worker}", os.environ.get("AUTORESEARCH_WORKER", ""))
 while gate and not os.path.exists(gate):
     time.sleep(0.02)
 print("---")
@@ -462,4 +463,60 @@ def test_a_user_commit_during_a_round_survives_and_the_round_is_logged_not_appli
     assert [row["status"] for row in got] == ["keep", "discard", "discard"]
     assert "not applied" in got[2]["description"]
     assert "moved" in (tmp_path / "err.txt").read_text()
+    assert_clean(target)
+
+
+def journal(repo: Path) -> dict:
+    try:
+        return json.loads((repo / parallel.JOURNAL).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def finished(repo: Path) -> list[str]:
+    rnd = journal(repo).get("round") or {}
+    return [c["worker"] for c in rnd.get("candidates", []) if c.get("result")]
+
+
+def test_ctrl_c_after_one_run_finished_logs_and_keeps_that_run(target, tmp_path):
+    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.02")])
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_loop(target, "--queue", str(empty), "--workers", "2").returncode == 5
+    proc = start_loop(target, queue, tmp_path / "gate-{worker}", marks)
+    wait_for(lambda: len(list(marks.iterdir())) == 2, "both runs to start")
+    (tmp_path / "gate-w1").write_text("")
+    wait_for(lambda: finished(target) == ["w1"], "w1's run to be recorded")
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=WAIT) == 130
+    got = rows(target)
+    assert [(row["status"], row["val_bpb"]) for row in got] == [("keep", 1.0), ("keep", 0.99)]
+    assert git(target, "log", "-1", "--format=%s") == "try a"
+    assert_clean(target)
+
+
+def test_runs_that_finished_after_a_sigkill_are_taken_not_run_again(target, tmp_path):
+    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.02")])
+    gate, marks = tmp_path / "gate", tmp_path / "marks"
+    marks.mkdir()
+    gate.write_text("")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_loop(target, "--queue", str(empty), "--workers", "2").returncode == 5
+    gate.unlink()
+    proc = start_loop(target, queue, gate, marks)
+    wait_for(lambda: len(list(marks.iterdir())) == 2, "both runs to start")
+    os.kill(proc.pid, signal.SIGKILL)  # the loop alone: its runs go on without it
+    proc.wait(timeout=WAIT)
+    gate.write_text("")
+    scratch = [target / parallel.WORKTREES / w / parallel.RUNS for w in ("w1", "w2")]
+    wait_for(lambda: all(p.exists() and "try" in p.read_text() for p in scratch),
+             "the orphaned runs to finish")
+    again = run_loop(target, "--queue", str(queue), "--workers", "2")
+    assert again.returncode == 0, again.stderr
+    assert len(list(marks.iterdir())) == 2  # nothing ran twice
+    assert [row["status"] for row in rows(target)] == ["keep", "discard", "keep"]
+    assert git(target, "log", "-1", "--format=%s") == "try b"
     assert_clean(target)
