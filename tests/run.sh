@@ -3,9 +3,12 @@
 #
 # Runs the whole test suite from a fresh clone: installs uv if it is missing
 # (the official installer, falling back to `python3 -m pip install uv`), then
-# runs pytest, bats, ShellCheck over every shell script, and the Agent Skills
-# reference validator on SKILL.md. Every part runs; the exit code is non-zero
-# when any part failed.
+# installs the Debian packages some tests use (Slurm and munge for the Slurm
+# runner, librsvg2-bin to render the progress chart) when it runs as root with
+# apt-get, then runs pytest, bats, ShellCheck over every shell script, and the
+# Agent Skills reference validator on SKILL.md. Every part runs; the exit code
+# is non-zero when any part failed. Tests whose packages are absent skip and
+# say why. AR_TEST_NO_APT=1 skips the Debian packages.
 #
 # Exit codes:
 #   0  every part passed
@@ -31,6 +34,25 @@ ensure_uv() {
   command -v uv >/dev/null 2>&1 || { log "could not install uv"; exit 1; }
 }
 
+readonly DEBIAN_PACKAGES=(slurmctld slurmd slurm-client munge librsvg2-bin)
+
+ensure_debian_packages() {
+  [[ -n "${AR_TEST_NO_APT:-}" ]] && return 0
+  if command -v slurmctld >/dev/null 2>&1 && command -v rsvg-convert >/dev/null 2>&1; then
+    return 0
+  fi
+  if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+    log "not root or no apt-get: Slurm and chart-rendering tests will skip"
+    return 0
+  fi
+  log "installing Debian packages: ${DEBIAN_PACKAGES[*]}"
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${DEBIAN_PACKAGES[@]}"; } >/dev/null 2>&1; then
+    log "apt-get failed: Slurm and chart-rendering tests will skip"
+  fi
+}
+
 main() {
   if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
     sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"
@@ -38,6 +60,7 @@ main() {
   fi
   cd "${ROOT}"
   ensure_uv
+  ensure_debian_packages
   uv sync --quiet --group test >&2
   local venv="${ROOT}/.venv/bin"
   export PATH="${venv}:${PATH}"
