@@ -116,6 +116,17 @@ def test_a_worse_run_is_discarded_and_exactly_its_commit_reverted(repo):
     assert rows(repo)[-1]["commit"] == sha[:7]
 
 
+def test_a_keep_reverted_later_no_longer_sets_the_bar(repo):
+    baseline(repo)
+    base = head(repo)
+    lucky = commit_train(repo, "lucky", VAL_BPB=0.90)
+    assert result(run(repo))["status"] == "keep"
+    git(repo, "reset", "-q", "--keep", base)  # a confirmation withdrew it (run-loop.sh --confirm)
+    commit_train(repo, "real gain", VAL_BPB=0.95)
+    out = result(run(repo))
+    assert out["status"] == "keep" and out["best"] == 1.0, lucky
+
+
 def test_a_tie_is_discarded_and_reverted(repo):
     baseline(repo)
     commit_train(repo, "same", PEAK_VRAM_MB=1.0)

@@ -208,3 +208,29 @@ def test_the_cli_validate_exits_one_with_line_numbers(tmp_path):
 def test_the_cli_refuses_bad_usage_with_exit_two(tmp_path):
     assert _cli("append", str(tmp_path / "r.tsv"), "abc").returncode == 2
     assert _cli("append", str(tmp_path / "r.tsv"), "abc", "1", "1", "maybe", "d").returncode == 2
+
+
+def _row(commit: str, value: float | None, status: str) -> dict:
+    return {"commit": commit, "val_bpb": value, "status": status, "description": ""}
+
+
+def test_the_standing_best_ignores_a_keep_that_is_no_longer_on_the_branch():
+    rows = [_row("aaaaaaa", 1.00, "keep"), _row("bbbbbbb", 0.90, "keep"),
+            _row("bbbbbbb", 1.10, "discard"), _row("ccccccc", 0.95, "keep")]
+    on_branch = {"aaaaaaa", "ccccccc"}.__contains__
+    best = ledger.standing_best(rows, on_branch)
+    assert best["commit"] == "ccccccc" and best["val_bpb"] == 0.95
+    assert ledger.standing_best(rows)["commit"] == "ccccccc"  # bbbbbbb's mean is 1.0
+
+
+def test_the_standing_best_values_a_commit_by_the_mean_of_all_its_runs():
+    rows = [_row("aaaaaaa", 1.00, "keep"), _row("aaaaaaa", 1.02, "discard"),
+            _row("aaaaaaa", 1.04, "discard"), _row("aaaaaaa", 0.0, "crash")]
+    best = ledger.standing_best(rows, lambda commit: True)
+    assert best["val_bpb"] == pytest.approx(1.02) and best["runs"] == 3
+
+
+def test_the_standing_best_falls_back_to_every_keep_when_none_is_on_the_branch():
+    rows = [_row("aaaaaaa", 1.00, "keep"), _row("bbbbbbb", None, "crash")]
+    assert ledger.standing_best(rows, lambda commit: False)["commit"] == "aaaaaaa"
+    assert ledger.standing_best([_row("bbbbbbb", None, "crash")]) is None

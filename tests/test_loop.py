@@ -375,10 +375,10 @@ def test_a_queue_runs_each_patch_once_in_name_order_and_skips_judged_ones(target
 def test_baseline_repeats_record_the_noise_floor_and_confirm_rejects_a_lucky_gain(
         target, env, tmp_path):
     values = tmp_path / "values"
-    # baseline x3 (std 0.02), a candidate within the floor + 2 confirmations (mean 1.0),
-    # then a candidate far outside the floor (kept without confirmation)
-    values.write_text("1.00 1.02 1.04 0.99 1.01 1.00 0.90")
-    env.update(STANDIN_VALUES=str(values), FAKE_AGENT_VALUES="0.99,0.90")
+    # baseline x3 (mean 1.02, std 0.02), a candidate within the floor + 2 confirmations
+    # (mean 1.02: no gain), then a candidate far outside the floor (kept without confirmation)
+    values.write_text("1.00 1.02 1.04 1.01 1.03 1.02 0.90")
+    env.update(STANDIN_VALUES=str(values), FAKE_AGENT_VALUES="1.01,0.90")
     done = run_loop(target, env, "--propose", "fake-agent", "--max", "2",
                     "--baseline-repeats", "3", "--confirm", "2")
     assert done.returncode == 0, done.stderr
@@ -386,9 +386,9 @@ def test_baseline_repeats_record_the_noise_floor_and_confirm_rejects_a_lucky_gai
     assert floor == pytest.approx(0.02)
     got = [(r["status"], r["val_bpb"]) for r in rows(target)]
     assert got[:3] == [("keep", 1.0), ("discard", 1.02), ("discard", 1.04)]
-    assert got[3] == ("keep", 0.99)
+    assert got[3] == ("keep", 1.01)
     assert [s for s, _ in got[4:6]] == ["discard", "discard"]    # the confirmations
-    assert got[6] == ("discard", pytest.approx(1.0))               # the withdrawal
+    assert got[6] == ("discard", pytest.approx(1.02))              # the withdrawal
     assert "not confirmed" in rows(target)[6]["description"]
     assert got[7] == ("keep", 0.90)
     assert_settled(target, env, git(target, "rev-parse", rows(target)[7]["commit"]), 8)
@@ -397,12 +397,12 @@ def test_baseline_repeats_record_the_noise_floor_and_confirm_rejects_a_lucky_gai
 def test_confirm_keeps_a_within_noise_gain_whose_mean_still_beats_the_best(target, env,
                                                                           tmp_path):
     values = tmp_path / "values"
-    values.write_text("1.00 1.02 1.04 0.99 0.98 0.99")  # floor 0.02; mean 0.9867 < 1.0
-    env.update(STANDIN_VALUES=str(values), FAKE_AGENT_VALUES="0.99")
+    values.write_text("1.00 1.02 1.04 1.01 1.00 1.00")  # floor 0.02; mean 1.0033 < 1.02
+    env.update(STANDIN_VALUES=str(values), FAKE_AGENT_VALUES="1.01")
     done = run_loop(target, env, "--propose", "fake-agent", "--max", "1",
                     "--baseline-repeats", "3", "--confirm", "2")
     assert done.returncode == 0, done.stderr
-    assert "confirmed: mean 0.986667 over 3 runs beats 1.000000" in done.stderr
+    assert "confirmed: mean 1.003333 over 3 runs beats 1.020000" in done.stderr
     candidate = rows(target)[3]["commit"]
     assert [r["commit"] for r in rows(target)[3:]] == [candidate] * 3
     assert_settled(target, env, git(target, "rev-parse", candidate), 6)

@@ -482,7 +482,7 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
         raise Stop(EXIT_DONE, f"HEAD {short} is already judged in this track "
                    f"({previous['status']}, results.tsv line {previous['line']}); "
                    "pass --rerun to run it again")
-    kept = ledger.best_keep(track, higher)
+    kept = ledger.standing_best(track, session.on_branch(repo, head), higher)
     last_kept = next((r for r in reversed(track) if r["status"] == "keep"), None)
     baseline = kept is None
     already_kept = any(r["status"] == "keep" and judged_row([r], head) for r in track)

@@ -165,6 +165,36 @@ def best_keep(rows: list[dict], higher_is_better: bool = False) -> dict | None:
     return pick(kept, key=lambda r: r["val_bpb"])
 
 
+def standing_best(rows: list[dict], on_branch=None,
+                  higher_is_better: bool = False) -> dict | None:
+    """The best kept commit that still stands, valued by the mean of all its measurements.
+
+    A kept commit stands while ``on_branch(commit)`` says it is in the branch's history (a
+    keep that a confirmation later withdrew was reverted, so it no longer stands). Each such
+    commit is valued by the mean of every row of it that has a metric (baseline repeats and
+    confirmation re-runs included), so one lucky run never sets the bar. With no
+    ``on_branch``, or when no kept commit is on the branch, every kept commit counts.
+    Returns a copy of the commit's latest keep row, with ``val_bpb`` the mean and ``runs`` the
+    number of measurements, or None.
+    """
+    kept = [r for r in rows if r["status"] == "keep" and r["val_bpb"] is not None]
+    if on_branch is not None:
+        kept = [r for r in kept if on_branch(r["commit"])] or kept
+    if not kept:
+        return None
+    values: dict[str, list[float]] = {}
+    for row in rows:
+        if row["val_bpb"] is not None and row["status"] in ("keep", "discard"):
+            values.setdefault(row["commit"], []).append(row["val_bpb"])
+    latest = {r["commit"]: r for r in kept}
+    scored = []
+    for commit, row in latest.items():
+        measured = values.get(commit) or [row["val_bpb"]]
+        scored.append(dict(row, val_bpb=sum(measured) / len(measured), runs=len(measured)))
+    pick = max if higher_is_better else min
+    return pick(scored, key=lambda r: r["val_bpb"])
+
+
 # ---------------------------------------------------------------------------
 # Appending: one whole line, O_APPEND, under an exclusive flock
 # ---------------------------------------------------------------------------

@@ -33,9 +33,9 @@ Noise-aware acceptance (options): ``--baseline-repeats R`` re-runs the baseline 
 reverted) and stores the sample std of the R values as ``noise_floor`` in session.json.
 ``--confirm K``: a keep whose gain over the previous best is within the floor is re-run K times
 (rows too); its mean must still beat the previous best, else the loop reverts it and appends a
-``discard`` row (value: the mean, "not confirmed") for it. Known limit: the judge's best is the
-lowest ``keep`` value of the track, so a withdrawn keep (and the luckiest baseline repeat) still
-counts as the best to beat: conservative, never a false keep.
+``discard`` row (value: the mean, "not confirmed") for it. The value to beat is the judge's
+standing best (``ledger.standing_best``): only kept commits still on the branch count, each by
+the mean of all its runs, so a withdrawn keep or the luckiest baseline repeat never sets the bar.
 
 CLI (run-loop.sh calls it)::
 
@@ -488,8 +488,11 @@ def trailing(rows: list[dict], statuses: tuple[str, ...]) -> int:
     return count
 
 
-def best_value(rows: list[dict], higher_is_better: bool = False) -> float | None:
-    best = ledger.best_keep(rows, higher_is_better)
+def best_value(rows: list[dict], higher_is_better: bool = False,
+               repo: str | None = None) -> float | None:
+    """The value to beat: the judge's standing best (see ledger.standing_best)."""
+    test = session.on_branch(repo) if repo else None
+    best = ledger.standing_best(rows, test, higher_is_better)
     return None if best is None else best["val_bpb"]
 
 
@@ -524,7 +527,7 @@ def render_prompt(template: str, facts: dict) -> str:
 
 def context_facts(repo: str, rows: list[dict], base: str, iteration: int, plateau_after: int,
                   metric: str, higher_is_better: bool, recent: int = 10) -> dict:
-    best = best_value(rows, higher_is_better)
+    best = best_value(rows, higher_is_better, repo)
     failures = trailing(rows, ("discard", "crash"))
     table = "\n".join("\t".join([r["commit"], f"{r['val_bpb'] or 0:.6f}", r["status"],
                                  ledger.flatten(r["description"])]) for r in rows[-recent:])
@@ -971,7 +974,7 @@ class Loop:
             queue_left = sum(1 for p in list_patches(o.queue)
                              if p.name not in set(self.queue_done()))
         line = status_line(int(self.state.get("done", 0)), o.max, self.last_verdict,
-                           self.last_value, best_value(rows, o.higher_is_better),
+                           self.last_value, best_value(rows, o.higher_is_better, self.repo),
                            self.elapsed(), eta(int(self.state.get("done", 0)), self.elapsed(),
                                                o.max, left, queue_left))
         log(line)
@@ -1170,7 +1173,7 @@ class Loop:
 
     def run_candidate(self, commit: str, desc: str, kind: str) -> None:
         base = self.state.get("base")
-        prev_best = best_value(track_rows(self.repo), self.opts.higher_is_better)
+        prev_best = best_value(track_rows(self.repo), self.opts.higher_is_better, self.repo)
         rows_start = row_count(self.repo)
         row = self.experiment(kind, desc)
         if row is None:
@@ -1386,7 +1389,7 @@ def main(argv: list[str]) -> int:
     with contextlib.suppress(OSError):
         save_journal(repo, loop.state)
     rows = track_rows(repo)
-    best = best_value(rows, opts.higher_is_better)
+    best = best_value(rows, opts.higher_is_better, repo)
     print(f"status: {status}")
     print(f"experiments: {loop.state.get('done', 0)}")
     print(f"best: {'' if best is None else f'{best:.6f}'}")

@@ -294,7 +294,7 @@ class Rounds:
         return loop.track_rows(self.repo)
 
     def best(self) -> float | None:
-        return loop.best_value(self.track(), self.opts.higher_is_better)
+        return loop.best_value(self.track(), self.opts.higher_is_better, self.repo)
 
     def describe(self, text: str) -> str:
         prefix = (self.opts.desc or "").strip()

@@ -77,6 +77,17 @@ def git(repo: str, *args: str, check: bool = True) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
+def on_branch(repo: str, rev: str = "HEAD"):
+    """A test ``commit -> bool``: is this (short) hash in ``rev``'s history?
+
+    Used to tell kept commits that still stand from keeps that were later reverted.
+    Hashes shorter than 7 characters (hand-written rows) are given the benefit of the doubt.
+    """
+    out = git(repo, "rev-list", rev, check=False)
+    prefixes = {sha[:7] for sha in out.split()}
+    return lambda commit: len(commit) < 7 or commit[:7] in prefixes
+
+
 def ensure_excludes(repo: str) -> None:
     """Adds results.tsv, run.log and .autoresearch/ to the repo's info/exclude (never a tracked file)."""
     path = git(repo, "rev-parse", "--git-path", "info/exclude")
