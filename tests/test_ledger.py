@@ -234,3 +234,11 @@ def test_the_standing_best_falls_back_to_every_keep_when_none_is_on_the_branch()
     rows = [_row("aaaaaaa", 1.00, "keep"), _row("bbbbbbb", None, "crash")]
     assert ledger.standing_best(rows, lambda commit: False)["commit"] == "aaaaaaa"
     assert ledger.standing_best([_row("bbbbbbb", None, "crash")]) is None
+
+
+def test_a_ledger_saved_with_a_byte_order_mark_reads_its_header(tmp_path):
+    path = tmp_path / "results.tsv"
+    path.write_bytes("\ufeffcommit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
+                     "a1b2c3d\t0.997900\t44.0\tkeep\tbaseline\n".encode())
+    rows = ledger.read_ledger(str(path))
+    assert len(rows) == 1 and rows[0]["commit"] == "a1b2c3d" and rows[0]["status"] == "keep"

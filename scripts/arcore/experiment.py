@@ -312,32 +312,46 @@ def _raise_interrupt(signum, _frame):
     raise Interrupted(signum)
 
 
+_SIGNALS_SEEN: list[int] = []
+
+
+def _note_signal(signum, _frame):
+    _SIGNALS_SEEN.append(signum)
+
+
 def run_command(repo: str, argv: list[str], log_path: str, timeout: float, grace: float,
                 env: dict) -> tuple[int | None, bool, float]:
-    """(exit code, timed out, seconds). Raises Interrupted after killing the group."""
-    proc = None
+    """(exit code, timed out, seconds). Raises Interrupted after killing the group.
+
+    While the run is going, a signal only sets a flag (it never raises mid-step), so however
+    many signals arrive and whenever they do, the run's whole group is killed exactly once.
+    """
+    _SIGNALS_SEEN.clear()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _note_signal)
     start = time.monotonic()
-    try:
-        with open(log_path, "ab") as out:
-            proc = subprocess.Popen(argv, cwd=repo, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(argv, cwd=repo, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    timed_out = False
+    while not _SIGNALS_SEEN:
         try:
-            code = proc.wait(timeout=timeout)
-            timed_out = False
+            proc.wait(timeout=0.05)
+            break
         except subprocess.TimeoutExpired:
+            pass
+        if time.monotonic() - start >= timeout:
             timed_out = True
             log(f"timeout after {timeout:g}s: stopping the run's process group")
-        seconds = time.monotonic() - start
-        _ignore_signals()
-        kill_group(proc, grace)  # the timed-out run, or a finished run's leftovers
-        code = proc.returncode
-        return code, timed_out, seconds
-    except Interrupted:
-        _ignore_signals()
-        if proc is not None:
-            log("interrupted: stopping the run's process group")
-            kill_group(proc, grace)
-        raise
+            break
+    seconds = time.monotonic() - start
+    if _SIGNALS_SEEN:
+        log("interrupted: stopping the run's process group")
+    kill_group(proc, grace)  # the timed-out or interrupted run, or a finished run's leftovers
+    _ignore_signals()
+    if _SIGNALS_SEEN:
+        raise Interrupted(_SIGNALS_SEEN[0])
+    return proc.returncode, timed_out, seconds
 
 
 def _ignore_signals() -> None:

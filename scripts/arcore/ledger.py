@@ -97,7 +97,7 @@ def _float(text: str | None) -> float | None:
 
 def _lines(path: str) -> list[str]:
     try:
-        with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
             text = handle.read()
     except FileNotFoundError:
         return []
