@@ -51,10 +51,7 @@ AR_NAME="check-hardware.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 main() {
-  if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    ar_usage "${BASH_SOURCE[0]}"
-    exit 0
-  fi
+  ar_help_if_asked "$@"
   export AR_NAME
   ar_core hardware "$@"
 }

@@ -28,6 +28,18 @@ ar_usage() {
   sed -n '/^# Usage:/,/^[^#]/{/^#/!d;s/^# \{0,1\}//p}' "${file}"
 }
 
+# ar_help_if_asked ARGS...: prints the usage and exits 0 when -h or --help is
+# among the arguments (checked before anything else runs or installs).
+ar_help_if_asked() {
+  local arg
+  for arg in "$@"; do
+    if [[ "${arg}" == "-h" || "${arg}" == "--help" ]]; then
+      ar_usage "$0"
+      exit 0
+    fi
+  done
+}
+
 # ---------------------------------------------------------------------------
 # Python: python3 >= 3.10 on PATH, else uv's own Python (a GPU box may have
 # bash, git and uv only). Sets the array AR_PY.

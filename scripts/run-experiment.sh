@@ -45,13 +45,7 @@ AR_NAME="run-experiment.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 main() {
-  local arg
-  for arg in "$@"; do
-    if [[ "${arg}" == "-h" || "${arg}" == "--help" ]]; then
-      ar_usage "${BASH_SOURCE[0]}"
-      exit 0
-    fi
-  done
+  ar_help_if_asked "$@"
   command -v git >/dev/null 2>&1 || ar_die 1 "git is not installed"
   ar_find_python
   # exec: signals sent to this script reach the process that owns the run.

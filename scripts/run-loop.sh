@@ -106,13 +106,7 @@ local_args() {
 }
 
 main() {
-  local arg
-  for arg in "$@"; do
-    if [[ "${arg}" == "-h" || "${arg}" == "--help" ]]; then
-      ar_usage "${BASH_SOURCE[0]}"
-      exit 0
-    fi
-  done
+  ar_help_if_asked "$@"
   if [[ "$(wants_parallel "$@")" == yes ]]; then
     [[ -f "${PARALLEL_MODULE}" ]] || ar_die 2 "parallel rounds are not available (no arcore.parallel)"
     ar_find_python

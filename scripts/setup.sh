@@ -78,10 +78,7 @@ ensure_uv() {
 }
 
 main() {
-  if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    ar_usage "${BASH_SOURCE[0]}"
-    exit 0
-  fi
+  ar_help_if_asked "$@"
   export AR_NAME
   if command -v python3 >/dev/null 2>&1 \
     && python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then

@@ -33,13 +33,7 @@ AR_NAME=show-results.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 main() {
-  local arg
-  for arg in "$@"; do
-    if [[ "${arg}" == "-h" || "${arg}" == "--help" ]]; then
-      ar_usage "${BASH_SOURCE[0]}"
-      exit 0
-    fi
-  done
+  ar_help_if_asked "$@"
   AR_NAME="${AR_NAME}" ar_core report "$@"
 }
 
