@@ -386,3 +386,81 @@ def test_a_run_that_edits_a_tracked_file_is_judged_but_not_reverted(repo):
     assert done.returncode == 4 and "tracked files changed during the run" in done.stderr
     assert head(repo) == sha and (repo / "train.py").read_text().endswith("# edited by the run\n")
     assert rows(repo)[-1]["status"] == "discard"
+
+
+# ---------------------------------------------------------------------------
+# Adversarial review: bad bytes, failed appends, moved branches, lost rows
+# ---------------------------------------------------------------------------
+
+
+def test_a_description_that_is_not_utf8_is_logged_and_the_loser_still_reverted(repo):
+    baseline(repo)
+    commit_train(repo, "worse", VAL_BPB=1.5)
+    base = git(repo, "rev-parse", "HEAD~1")
+    done = subprocess.run([b"bash", str(SCRIPT).encode(), b"--repo", str(repo).encode(),
+                           b"--cmd", CMD.encode(), b"--json", b"--desc", b"caf\xe9 \xff tweak"],
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["status"] == "discard" and out["reverted"] is True
+    assert head(repo) == base
+    assert rows(repo)[-1]["status"] == "discard" and "tweak" in rows(repo)[-1]["description"]
+    assert ledger.validate(str(repo / "results.tsv")) == []
+
+
+def test_a_row_that_cannot_be_appended_fails_in_one_line_and_leaves_the_commit(repo):
+    baseline(repo)
+    sha = commit_train(repo, "worse", VAL_BPB=1.5)
+    # the ledger becomes unwritable while the run goes (a full disk, a broken mount)
+    done = run(repo, "--cmd", f"{CMD} && mv results.tsv saved.tsv && mkdir results.tsv")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "results.tsv" in done.stderr
+    assert "discard" in done.stderr and "1.5" in done.stderr
+    assert head(repo) == sha and not git(repo, "status", "--porcelain", "--untracked-files=no")
+
+
+def test_a_branch_switched_during_the_run_is_not_reset(repo):
+    baseline(repo)
+    sha = commit_train(repo, "worse", VAL_BPB=1.5)
+    done = run(repo, "--cmd", f"git checkout -q -b mine && {CMD}")
+    assert done.returncode == 4 and "not reverted" in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert git(repo, "rev-parse", "mine") == sha
+    assert git(repo, "rev-parse", "autoresearch/test") == sha
+    assert rows(repo)[-1]["status"] == "discard" and result(done)["reverted"] is False
+
+
+def test_a_loser_a_killed_judge_left_at_head_is_named_on_the_next_call(repo):
+    baseline(repo)
+    sha = commit_train(repo, "worse", VAL_BPB=1.5)
+    # run-experiment.sh SIGKILLed after appending the row, before reverting
+    ledger.append_row(str(repo / "results.tsv"),
+                      ledger.format_row(sha, 1.5, 44.0, "discard", "worse"))
+    done = run(repo)
+    assert done.returncode == 5 and done.stderr.count("\n") == 1
+    assert "not reverted" in done.stderr and "git reset --keep HEAD~1" in done.stderr
+    assert head(repo) == sha and len(rows(repo)) == 2
+
+
+def test_a_truncated_ledger_is_refused_instead_of_starting_a_new_baseline(repo):
+    baseline(repo)
+    commit_train(repo, "better", VAL_BPB=0.9)
+    assert result(run(repo))["status"] == "keep"
+    (repo / "results.tsv").write_text("\t".join(ledger.HEADER) + "\n")
+    sha = commit_train(repo, "worse", VAL_BPB=1.5)
+    done = run(repo)
+    assert done.returncode == 3 and done.stderr.count("\n") == 1
+    assert "results.tsv" in done.stderr
+    assert head(repo) == sha and rows(repo) == []
+
+
+def test_a_ledger_with_fewer_rows_than_the_track_start_is_refused(repo):
+    (repo / "results.tsv").write_text("\t".join(ledger.HEADER) + "\n"
+                                      "abcdef1\t0.100000\t1.0\tkeep\tanother track\n")
+    baseline(repo)
+    (repo / ".autoresearch" / "runs.jsonl").unlink()  # a hand-made session has none
+    (repo / "results.tsv").unlink()
+    sha = commit_train(repo, "worse", VAL_BPB=1.5)
+    done = run(repo)
+    assert done.returncode == 3 and "results.tsv" in done.stderr
+    assert head(repo) == sha and not (repo / "results.tsv").exists()

@@ -163,10 +163,21 @@ def tamper_base(repo: str, head: str, kept: dict | None, frozen: dict) -> str | 
     return resolve(repo, "HEAD~1")
 
 
-def revert(repo: str, candidate: str) -> str | None:
-    """Moves HEAD back over the candidate; None when done, else why it was not."""
+def current_ref(repo: str) -> str:
+    """The branch HEAD is on (refs/heads/...), or '' when detached."""
+    return git(repo, "symbolic-ref", "-q", "HEAD", check=False)
+
+
+def revert(repo: str, candidate: str, ref: str | None = None) -> str | None:
+    """Moves HEAD back over the candidate; None when done, else why it was not.
+
+    ``ref`` is the branch HEAD was on when the run began: a switch to another branch
+    (even one at the same commit) is never reset."""
     if resolve(repo, "HEAD") != candidate:
         return f"HEAD moved during the run (now {git(repo, 'rev-parse', '--short', 'HEAD')})"
+    if ref is not None and current_ref(repo) != ref:
+        now = current_ref(repo).removeprefix("refs/heads/") or "a detached HEAD"
+        return f"the branch was switched during the run (now {now})"
     changes = tracked_changes(repo)
     if changes:
         return f"tracked files changed during the run ({changes[0].strip()})"
@@ -247,7 +258,8 @@ def _clean(value):
 
 
 def append_jsonl(path: str, record: dict) -> None:
-    data = (json.dumps(_clean(record), ensure_ascii=False, sort_keys=True) + "\n").encode()
+    data = (json.dumps(_clean(record), ensure_ascii=False, sort_keys=True) + "\n").encode(
+        "utf-8", "backslashreplace")  # a lone surrogate (non-UTF-8 argv) stays a JSON escape
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -461,6 +473,45 @@ def load_session(repo: str, opts: dict) -> dict:
     return frozen
 
 
+def track_records(repo: str, created: str) -> list[str]:
+    """Commits of this track's runs.jsonl objects written by a serial run (a parallel
+    worker's are left out: its rows reach the main ledger by another path)."""
+    commits = []
+    try:
+        with open(os.path.join(session.session_dir(repo), RUNS), encoding="utf-8",
+                  errors="replace") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if (isinstance(record, dict) and not record.get("worker")
+                        and str(record.get("time", "")) >= created
+                        and isinstance(record.get("commit"), str)):
+                    commits.append(record["commit"])
+    except OSError:
+        return []
+    return commits
+
+
+def check_ledger(repo: str, ledger_path: str, frozen: dict) -> None:
+    """results.tsv lost rows since the freeze (truncated, replaced, deleted): judging would
+    compare against too little (any run a new baseline), so refuse (exit 3). Lost means fewer
+    data rows than the track started after, or a run of this track in runs.jsonl (written
+    after its row) whose commit has no row."""
+    rows = ledger.read_ledger(ledger_path)
+    start = int(frozen.get("ledger_start", 0) or 0)
+    created = str(frozen.get("created", ""))
+    missing = [c for c in (track_records(repo, created) if created else [])
+               if judged_row(rows, c) is None]
+    if len(rows) < start or missing:
+        what = (f"has {len(rows)} data rows, fewer than the {start} this track started after"
+                if len(rows) < start else f"has no row for the run of {missing[0][:ledger.SHORT]}"
+                " that .autoresearch/runs.jsonl records")
+        raise Stop(EXIT_HARNESS, f"{LEDGER} {what} (it was truncated, replaced or deleted): "
+                   "restore it, or start a new comparison track (session freeze --new)")
+
+
 def judged_row(rows: list[dict], head: str) -> dict | None:
     for row in reversed(rows):
         if len(row["commit"]) >= 4 and head.startswith(row["commit"]):
@@ -486,16 +537,23 @@ def run(opts: dict) -> tuple[int, dict]:
 
 def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     check_git_state(repo)
+    ref = current_ref(repo)
     frozen = load_session(repo, opts)
     higher = bool(frozen.get("higher_is_better"))
     ledger_path = os.path.join(repo, LEDGER)
     track = ledger.track_rows(ledger.read_ledger(ledger_path), frozen.get("ledger_start", 0))
     short = head[:ledger.SHORT]
+    check_ledger(repo, ledger_path, frozen)
     previous = judged_row(track, head)
     if previous is not None and not opts["rerun"]:
+        left = ""
+        if previous["status"] != "keep" and not any(
+                r["status"] == "keep" and judged_row([r], head) for r in track):
+            left = (f"; it was judged {previous['status']} but not reverted: "
+                    "revert it with git reset --keep HEAD~1")
         raise Stop(EXIT_DONE, f"HEAD {short} is already judged in this track "
-                   f"({previous['status']}, results.tsv line {previous['line']}); "
-                   "pass --rerun to run it again")
+                   f"({previous['status']}, results.tsv line {previous['line']}){left}"
+                   f"{'' if left else '; pass --rerun to run it again'}")
     kept = ledger.standing_best(track, session.on_branch(repo, head), higher)
     last_kept = next((r for r in reversed(track) if r["status"] == "keep"), None)
     baseline = kept is None
@@ -543,12 +601,18 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     value = facts["value"]
     delta = value - best if value is not None and best is not None else None
 
-    row = ledger.format_row(head, value, facts["memory_gb"], status, desc,
-                            ledger.read_header(ledger_path))
-    ledger.append_row(ledger_path, row)
+    row = ledger.format_row(head, value, facts["memory_gb"], status, desc)
+    try:
+        row = ledger.format_row(head, value, facts["memory_gb"], status, desc,
+                                ledger.read_header(ledger_path))
+        ledger.append_row(ledger_path, row)
+    except OSError as exc:
+        raise Stop(EXIT_ERROR, f"could not append to {LEDGER} ({exc.strerror or exc}): the run "
+                   f"was judged {status} (value {value}); nothing reverted, HEAD is still "
+                   f"{short}; the row was: {row}")
 
     should_revert = status != "keep" and not baseline and not already_kept
-    why_not = revert(repo, head) if should_revert else None
+    why_not = revert(repo, head, ref) if should_revert else None
     reverted = should_revert and why_not is None
     rel_log = os.path.relpath(log_path, repo)
     result = {
@@ -564,7 +628,10 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
                   baseline=baseline, over_budget=too_long, exit_code=exit_code,
                   timed_out=timed_out, tamper=refused, metrics=facts["metrics"],
                   cmd=command_argv(opts)[2])
-    append_jsonl(os.path.join(session.session_dir(repo), RUNS), record)
+    try:
+        append_jsonl(os.path.join(session.session_dir(repo), RUNS), record)
+    except OSError as exc:  # the sidecar may be missing; results.tsv has the row
+        log(f"could not append to .autoresearch/{RUNS} ({exc.strerror or exc})")
     if why_not:
         log(f"judged {status} but not reverted: {why_not}; "
             f"revert {short} yourself (git reset --keep HEAD~1)")

@@ -41,6 +41,10 @@ _HEX = re.compile(r"^[0-9a-fA-F]{4,40}$")
 def flatten(desc: object) -> str:
     """One safe TSV field: tabs, newlines and control characters become single spaces."""
     text = "" if desc is None else str(desc)
+    try:  # bytes that are not UTF-8 (argv, a commit subject) arrive as lone surrogates
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
     text = _CONTROL.sub(" ", text)
     return _SPACES.sub(" ", text).strip()
 
