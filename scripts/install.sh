@@ -46,12 +46,7 @@ AR_NAME="install.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 main() {
-  case "${1:-}" in
-    -h | --help)
-      ar_usage "${BASH_SOURCE[0]}"
-      return 0
-      ;;
-  esac
+  ar_help_if_asked "$@"
   ar_core install "$@"
 }
 
