@@ -464,3 +464,13 @@ def test_a_ledger_with_fewer_rows_than_the_track_start_is_refused(repo):
     done = run(repo)
     assert done.returncode == 3 and "results.tsv" in done.stderr
     assert head(repo) == sha and not (repo / "results.tsv").exists()
+
+
+def test_a_commit_made_during_the_run_survives_and_the_advice_does_not_drop_it(repo):
+    baseline(repo)
+    sha = commit_train(repo, "worse", VAL_BPB=1.5)
+    done = run(repo, "--cmd", f"{CMD} && git commit -q --allow-empty -m 'user: mine'")
+    assert done.returncode == 4 and done.stderr.count("\n") == 1
+    assert git(repo, "log", "-1", "--format=%s") == "user: mine"
+    assert git(repo, "rev-parse", "HEAD~1") == sha
+    assert f"git revert {sha[:7]}" in done.stderr and "HEAD~1" not in done.stderr

@@ -639,3 +639,50 @@ def test_the_journal_is_written_atomically_and_read_back(tmp_path):
     assert [p.name for p in (tmp_path / ".autoresearch").iterdir()] == ["loop.json"]
     (tmp_path / ".autoresearch" / "loop.json").write_text("{torn")
     assert loop.load_journal(str(tmp_path)) == {}
+
+
+# ---------------------------------------------------------------------------
+# Adversarial review: the user moves the branch while a run goes
+# ---------------------------------------------------------------------------
+
+
+def test_a_commit_made_during_a_losing_run_stops_the_loop_and_is_never_reset(target, env,
+                                                                               tmp_path):
+    assert run_loop(target, env, "--propose", "fake-agent", "--max", "0").returncode == 0
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env.update(FAKE_AGENT_VALUES="1.5", STANDIN_GATE_DIR=str(gate))
+    proc = start_loop(target, env, "--propose", "fake-agent", "--max", "3")
+    wait_started(gate, proc)
+    cand = git(target, "rev-parse", "HEAD")
+    (target / "notes.md").write_text("my notes\n")
+    git(target, "add", "notes.md")
+    git(target, "commit", "-q", "-m", "user: notes")
+    mine = git(target, "rev-parse", "HEAD")
+    (gate / "release").write_text("")
+    _, err = collect(proc)
+    assert proc.returncode == 4, err
+    assert f"git revert {cand[:7]}" in err
+    assert git(target, "rev-parse", "HEAD") == mine and git(target, "rev-parse", "HEAD~1") == cand
+    assert statuses(target) == ["keep", "discard"]
+    assert loop.load_journal(str(target)).get("phase", "idle") == "idle"
+
+
+def test_a_branch_switched_during_a_run_stops_the_loop_and_neither_branch_is_touched(
+        target, env, tmp_path):
+    assert run_loop(target, env, "--propose", "fake-agent", "--max", "0").returncode == 0
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env.update(FAKE_AGENT_VALUES="1.5", STANDIN_GATE_DIR=str(gate))
+    proc = start_loop(target, env, "--propose", "fake-agent", "--max", "3")
+    wait_started(gate, proc)
+    cand = git(target, "rev-parse", "HEAD")
+    git(target, "checkout", "-q", "-b", "mine")
+    (gate / "release").write_text("")
+    _, err = collect(proc)
+    assert proc.returncode == 4, err
+    assert "switched" in err
+    assert git(target, "symbolic-ref", "--short", "HEAD") == "mine"
+    assert git(target, "rev-parse", "mine") == cand
+    assert git(target, "rev-parse", "autoresearch/test") == cand
+    assert statuses(target) == ["keep", "discard"]

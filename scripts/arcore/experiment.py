@@ -633,8 +633,14 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     except OSError as exc:  # the sidecar may be missing; results.tsv has the row
         log(f"could not append to .autoresearch/{RUNS} ({exc.strerror or exc})")
     if why_not:
-        log(f"judged {status} but not reverted: {why_not}; "
-            f"revert {short} yourself (git reset --keep HEAD~1)")
+        if resolve(repo, "HEAD") != head:  # a commit on top: resetting HEAD~1 would drop it
+            advice = f"take {short} out yourself (git revert {short})"
+        elif ref and current_ref(repo) != ref:
+            advice = (f"revert {short} yourself on {ref.removeprefix('refs/heads/')} "
+                      "(git reset --keep HEAD~1 there)")
+        else:
+            advice = f"revert {short} yourself (git reset --keep HEAD~1)"
+        log(f"judged {status} but not reverted: {why_not}; {advice}")
         return EXIT_UNSAFE, result
     return EXIT_OK, result
 

@@ -845,9 +845,27 @@ class Loop:
         if row is None:
             return None
         if row["status"] != "keep" and cand and cand != base \
-                and self.state.get("kind") != "rerun":
+                and self.state.get("kind") != "rerun" \
+                and current_branch(self.repo) == self.branch:  # never another branch
             revert_candidate(self.repo, base, cand, DISCARDED)
         return row
+
+    def moved_problem(self, row: dict, cand: str | None) -> str | None:
+        """Why the loop must stop after a judged run: the user switched branches, or
+        committed on top of a loser during the run (None when neither happened)."""
+        now = current_branch(self.repo)
+        if now != self.branch:
+            return (f"the branch was switched to {now or 'a detached HEAD'} during the run; "
+                    f"the loop stops and resets nothing ({short(cand)} was judged "
+                    f"{row['status']}; {self.branch} still has it)")
+        tip = head(self.repo)
+        if row["status"] != "keep" and cand and tip != cand \
+                and self.state.get("kind") not in ("rerun", "baseline") \
+                and is_ancestor(self.repo, cand, tip):
+            return (f"{short(cand)} was judged {row['status']} but commits made during the run "
+                    f"sit on top of it (HEAD {short(tip)}); take it out (git revert "
+                    f"{short(cand)}) and start the loop again")
+        return None
 
     def abandon_run(self) -> None:
         """An unjudged candidate is reverted (kept as refs/autoresearch/unjudged/<sha>)."""
@@ -1011,6 +1029,10 @@ class Loop:
         self._hook("judging")
         row = self.settle_run()
         if row is not None:
+            problem = self.moved_problem(row, cand)
+            if problem:
+                self.judged(row)
+                raise LoopError(UNSAFE, problem)
             return row
         if self.stop or code == INTERRUPTED:
             self.abandon_run()
