@@ -474,3 +474,14 @@ def test_a_commit_made_during_the_run_survives_and_the_advice_does_not_drop_it(r
     assert git(repo, "log", "-1", "--format=%s") == "user: mine"
     assert git(repo, "rev-parse", "HEAD~1") == sha
     assert f"git revert {sha[:7]}" in done.stderr and "HEAD~1" not in done.stderr
+
+
+def test_a_session_folder_deleted_during_the_run_still_gets_its_row_and_revert(repo):
+    baseline(repo)
+    sha = commit_train(repo, "worse", VAL_BPB=1.5)
+    done = run(repo, "--cmd", f"{CMD} && rm -rf .autoresearch")  # e.g. git clean -fdx
+    assert done.returncode == 0, done.stderr
+    out = result(done)
+    assert out["status"] == "discard" and out["value"] == 1.5 and out["reverted"] is True
+    assert head(repo) != sha and rows(repo)[-1]["status"] == "discard"
+    assert "val_bpb:" in (repo / out["log"]).read_text()

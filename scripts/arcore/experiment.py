@@ -235,6 +235,14 @@ def new_log(repo: str, short: str) -> str:
 
 def finish_log(repo: str, path: str) -> None:
     link = os.path.join(repo, RUN_LOG)
+    if not os.path.exists(path):  # .autoresearch/ deleted during the run (git clean -fdx)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            os.link(link, path)  # run.log is the same file: its output survives
+        except OSError:
+            with open(path, "ab"):
+                pass
+        log(f"{os.path.relpath(path, repo)} was deleted during the run; restored from run.log")
     try:
         if os.path.samefile(path, link):
             return
