@@ -686,3 +686,18 @@ def test_a_branch_switched_during_a_run_stops_the_loop_and_neither_branch_is_tou
     assert git(target, "rev-parse", "mine") == cand
     assert git(target, "rev-parse", "autoresearch/test") == cand
     assert statuses(target) == ["keep", "discard"]
+
+
+def test_a_proposer_that_drops_the_kept_commit_is_rejected_and_the_branch_put_back(target, env):
+    env["FAKE_AGENT_VALUES"] = "0.9"
+    assert run_loop(target, env, "--propose", "fake-agent", "--max", "1").returncode == 0
+    kept = git(target, "rev-parse", "HEAD")
+    rewrite = ("git reset -q --hard HEAD~1 && "
+               "sed -i 's/^VAL_BPB = .*/VAL_BPB = 0.5/' train.py && git commit -qam rewrite")
+    done = run_loop(target, env, "--propose", rewrite, "--max", "1")
+    assert done.returncode == 0, done.stderr
+    assert statuses(target) == ["keep", "keep", "crash"]
+    assert "rewrote history" in rows(target)[-1]["description"]
+    assert_settled(target, env, kept, 3)
+    rejected = git(target, "for-each-ref", "--format=%(refname)", "refs/autoresearch/rejected/")
+    assert rejected.strip(), "the proposer's rewritten commit stays reachable"

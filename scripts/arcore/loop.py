@@ -218,19 +218,20 @@ def remove_new_files(repo: str, before: set[str] | list[str] | None) -> list[str
 
 
 def restore(repo: str, branch: str, base: str, before: set[str] | list[str] | None,
-            prefix: str = REJECTED) -> list[str]:
+            prefix: str = REJECTED, rewritten: bool = False) -> list[str]:
     """Put ``branch`` back at ``base`` with a clean tree: the state before a step began.
 
     Commits between base and the old tip stay reachable under ``prefix``; uncommitted tracked
     changes under WORKTREE; only untracked files absent from ``before`` are removed. The reset
-    happens only when the old tip descends from ``base`` (a user's rewrite is never undone).
-    Returns the removed files.
+    happens only when the old tip descends from ``base`` (a user's rewrite is never undone),
+    or with ``rewritten`` (the loop watched the step: a rewrite is the proposer's, and the
+    kept commit it dropped goes back on the branch). Returns the removed files.
     """
     if current_branch(repo) != branch:
         save_worktree(repo)
         git(repo, "checkout", "-q", "-f", branch)
     tip = head(repo)
-    if tip and tip != base and is_ancestor(repo, base, tip):
+    if tip and tip != base and (rewritten or is_ancestor(repo, base, tip)):
         for commit in commits_between(repo, base, tip):
             keep_reachable(repo, prefix, commit)
         save_worktree(repo)
@@ -932,7 +933,7 @@ class Loop:
     def finish_reject(self) -> None:
         st = self.state
         reject = st.get("reject") or {}
-        restore(self.repo, self.branch, st["base"], st.get("untracked_before"))
+        restore(self.repo, self.branch, st["base"], st.get("untracked_before"), rewritten=True)
         self._hook("appending")
         if row_count(self.repo) <= int(st.get("rows_before", 0)):
             desc = self.describe(reject.get("reason", "proposal rejected"))
@@ -1132,7 +1133,7 @@ class Loop:
             proc = self.spawn(["bash", "-c", o.propose], "proposer", env, out, out)
             code, timed_out = self.wait(proc, o.propose_timeout)
         if self.stop:
-            restore(repo, self.branch, base, before)
+            restore(repo, self.branch, base, before, rewritten=True)
             self._restore_ledger()
             self.idle(counted=False)
             raise LoopError(INTERRUPTED, "stopped while proposing; the proposal was dropped")
