@@ -18,6 +18,7 @@
 #                       Kept:, Discarded:, Crashed:, one line per idea
 #   --json              print one JSON object (everything, for agents)
 #   --plot FILE.svg     also write the progress chart (upstream's progress.png) as SVG
+#                       (a name ending in .svg; never the ledger itself)
 #   -h, --help          print this help
 #
 # Exit codes:

@@ -555,3 +555,23 @@ def test_a_crash_class_from_a_description_gets_runlogs_hint(tmp_path):
         ("j000001", 1.0, "keep", "baseline"), ("j000002", 0.0, "crash", "double width (oom)")])
     patterns = report.analyse(read_ledger(str(ledger)))["crash_patterns"]
     assert patterns[0]["pattern"] == "oom" and patterns[0]["hint"] == runlog.HINTS["oom"]
+
+
+def test_a_plot_path_that_is_not_svg_is_refused_and_nothing_is_overwritten(session_ledger,
+                                                                           tmp_path, capsys):
+    before = session_ledger.read_bytes()
+    train = tmp_path / "train.py"
+    train.write_text("my uncommitted work\n")
+    for target in (session_ledger, train):
+        code, out, err = run(["--ledger", str(session_ledger), "--plot", str(target)], capsys)
+        assert code == 2 and out == "" and err.count("\n") == 1 and ".svg" in err
+    assert session_ledger.read_bytes() == before
+    assert train.read_text() == "my uncommitted work\n"
+
+
+def test_a_plot_path_that_is_the_ledger_itself_is_refused(tmp_path, capsys):
+    ledger_svg = write_ledger(tmp_path / "results.svg", SESSION)
+    before = ledger_svg.read_bytes()
+    code, _, err = run(["--ledger", str(ledger_svg), "--plot", str(ledger_svg)], capsys)
+    assert code == 2 and "ledger" in err
+    assert ledger_svg.read_bytes() == before

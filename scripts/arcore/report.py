@@ -763,6 +763,11 @@ def parse_args(argv: list[str]) -> dict:
     opts["top"] = int(top)
     if opts["tried"] and opts["json"]:
         raise ValueError("--tried and --json are alternatives; pick one")
+    if opts["plot"] and not opts["plot"].lower().endswith(".svg"):  # never over a ledger
+        raise ValueError(f"--plot needs a FILE.svg, not {opts['plot'][:80]!r}")
+    if opts["plot"] and os.path.exists(opts["plot"]) and os.path.exists(opts["ledger"]) \
+            and os.path.samefile(opts["plot"], opts["ledger"]):
+        raise ValueError("--plot must not be the ledger itself")
     return opts
 
 
