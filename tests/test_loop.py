@@ -701,3 +701,20 @@ def test_a_proposer_that_drops_the_kept_commit_is_rejected_and_the_branch_put_ba
     assert_settled(target, env, kept, 3)
     rejected = git(target, "for-each-ref", "--format=%(refname)", "refs/autoresearch/rejected/")
     assert rejected.strip(), "the proposer's rewritten commit stays reachable"
+
+
+def test_an_edit_made_during_a_losing_run_is_saved_and_the_user_told_where(target, env,
+                                                                           tmp_path):
+    assert run_loop(target, env, "--propose", "fake-agent", "--max", "0").returncode == 0
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env.update(FAKE_AGENT_VALUES="1.5", STANDIN_GATE_DIR=str(gate))
+    proc = start_loop(target, env, "--propose", "fake-agent", "--max", "1")
+    wait_started(gate, proc)
+    (target / "program.md").write_text("# program\nmy uncommitted edit\n")
+    (gate / "release").write_text("")
+    _, err = collect(proc)
+    saved = git(target, "for-each-ref", "--format=%(objectname)", "refs/autoresearch/worktree/")
+    assert saved and f"git stash apply {saved[:7]}" in err, err
+    git(target, "stash", "apply", saved)
+    assert (target / "program.md").read_text() == "# program\nmy uncommitted edit\n"

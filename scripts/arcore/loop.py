@@ -193,6 +193,8 @@ def save_worktree(repo: str) -> str | None:
               check=False)
     if sha:
         git(repo, "update-ref", f"{WORKTREE}{sha}", sha)
+        log(f"uncommitted changes to tracked files saved as {WORKTREE}{sha}; "
+            f"get them back with: git stash apply {short(sha)}")
     return sha or None
 
 
