@@ -718,3 +718,19 @@ def test_an_edit_made_during_a_losing_run_is_saved_and_the_user_told_where(targe
     assert saved and f"git stash apply {saved[:7]}" in err, err
     git(target, "stash", "apply", saved)
     assert (target / "program.md").read_text() == "# program\nmy uncommitted edit\n"
+
+
+def test_a_proposer_that_runs_git_clean_fdx_loses_no_row_and_no_session(target, env):
+    env["FAKE_AGENT_VALUES"] = "0.9"
+    assert run_loop(target, env, "--propose", "fake-agent", "--max", "1").returncode == 0
+    kept = git(target, "rev-parse", "HEAD")
+    frozen = (target / ".autoresearch" / "session.json").read_text()
+    runs = (target / ".autoresearch" / "runs.jsonl").read_text()
+    clean = ("git clean -fdxq && sed -i 's/^VAL_BPB = .*/VAL_BPB = 0.95/' train.py "
+             "&& git commit -qam tryit")
+    done = run_loop(target, env, "--propose", clean, "--max", "1")
+    assert statuses(target) == ["keep", "keep", "crash"], done.stderr
+    assert "results.tsv" in rows(target)[-1]["description"]
+    assert (target / ".autoresearch" / "session.json").read_text() == frozen
+    assert (target / ".autoresearch" / "runs.jsonl").read_text() == runs
+    assert git(target, "rev-parse", "HEAD") == kept

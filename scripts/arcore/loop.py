@@ -72,7 +72,8 @@ JOURNAL = f"{STATE_DIR}/loop.json"
 LOCK = f"{STATE_DIR}/loop.lock"
 CONTEXT = f"{STATE_DIR}/proposer-context.md"
 PROPOSER_LOG = f"{STATE_DIR}/proposer.log"
-LEDGER_BACKUP = f"{STATE_DIR}/results.before-propose.tsv"
+LEDGER_BACKUP = f"{STATE_DIR}/results.before-propose.tsv"  # old place; now in the git dir
+GUARDED = ("session.json", "runs.jsonl")
 LEDGER = "results.tsv"
 EDITABLE = ("train.py",)
 
@@ -956,26 +957,48 @@ class Loop:
         prefix = (self.opts.desc or "").strip()
         return f"{prefix}: {text}" if prefix else text
 
+    def _backup_dir(self) -> Path:
+        """Inside the git dir: a proposer's `git clean -fdx` cannot reach the backups."""
+        path = Path(git(self.repo, "rev-parse", "--git-path", "autoresearch/before-propose"))
+        return path if path.is_absolute() else Path(self.repo) / path
+
     def _backup_ledger(self) -> None:
         src = Path(self.ledger_path)
-        dst = Path(self.repo) / LEDGER_BACKUP
+        backups = self._backup_dir()
+        backups.mkdir(parents=True, exist_ok=True)
+        (Path(self.repo) / LEDGER_BACKUP).unlink(missing_ok=True)  # the old place
+        dst = backups / LEDGER
         if src.exists():
             shutil.copyfile(src, dst)
             self.state["ledger_sha"] = hashlib.sha256(src.read_bytes()).hexdigest()
         else:
             dst.unlink(missing_ok=True)
             self.state["ledger_sha"] = None
+        for name in GUARDED:  # the freeze and the run records: never the proposer's either
+            here = Path(self.repo) / STATE_DIR / name
+            if here.exists():
+                shutil.copyfile(here, backups / name)
+            else:
+                (backups / name).unlink(missing_ok=True)
 
     def _restore_ledger(self) -> bool:
-        """Undo a proposer's edit of results.tsv (rows are never the proposer's to write)."""
+        """Undo a proposer's edit of results.tsv (rows are never the proposer's to write),
+        and of the session's freeze and run records. True when results.tsv was touched."""
         want = self.state.get("ledger_sha", "unset")
         if want == "unset":
             return False
+        backups = self._backup_dir()
+        for name in GUARDED:
+            saved, here = backups / name, Path(self.repo) / STATE_DIR / name
+            if saved.exists() and (not here.exists() or here.read_bytes() != saved.read_bytes()):
+                here.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(saved, here)
+                log(f"restored {STATE_DIR}/{name}, which the proposer changed or deleted")
         src = Path(self.ledger_path)
         have = hashlib.sha256(src.read_bytes()).hexdigest() if src.exists() else None
         if have == want:
             return False
-        backup = Path(self.repo) / LEDGER_BACKUP
+        backup = backups / LEDGER
         if want is None:
             src.unlink(missing_ok=True)
         elif backup.exists():
