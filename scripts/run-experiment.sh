@@ -33,7 +33,8 @@
 #   0    judged (keep, discard or crash)
 #   1    internal error
 #   2    usage (bad option, not the top of a git repository)
-#   3    harness changed since the session froze (nothing run)
+#   3    harness changed since the session froze, or results.tsv lost rows of
+#        this track (truncated, replaced, deleted); nothing run
 #   4    unsafe git state: tracked changes, a merge/rebase, another run in
 #        this repository, or a judged loser that could not be reverted
 #   5    HEAD already judged in this track (pass --rerun)

@@ -51,6 +51,7 @@
 #   2  usage (no candidate source, bad option, parallel rounds not available)
 #   3  the harness changed since the freeze (start a new track)
 #   4  unsafe git state (not on autoresearch/<tag>, detached, dirty, another loop running)
+#      or the branch moved during a run (switched, or a commit on top of a loser)
 #   5  nothing to do (every queued patch was already judged)
 #   130 interrupted (SIGINT, SIGTERM or SIGHUP)
 set -euo pipefail
