@@ -485,3 +485,11 @@ def test_a_session_folder_deleted_during_the_run_still_gets_its_row_and_revert(r
     assert out["status"] == "discard" and out["value"] == 1.5 and out["reverted"] is True
     assert head(repo) != sha and rows(repo)[-1]["status"] == "discard"
     assert "val_bpb:" in (repo / out["log"]).read_text()
+
+
+def test_a_crashed_baseline_judged_again_is_not_called_an_unreverted_loser(repo):
+    commit_train(repo, "crashes", standin="crash.py")
+    assert result(run(repo))["status"] == "crash"
+    done = run(repo)
+    assert done.returncode == 5 and "--rerun" in done.stderr
+    assert "not reverted" not in done.stderr

@@ -555,8 +555,9 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     previous = judged_row(track, head)
     if previous is not None and not opts["rerun"]:
         left = ""
-        if previous["status"] != "keep" and not any(
-                r["status"] == "keep" and judged_row([r], head) for r in track):
+        earlier = track[:track.index(previous)]
+        if previous["status"] != "keep" and any(r["status"] == "keep" for r in earlier) \
+                and not any(r["status"] == "keep" and judged_row([r], head) for r in track):
             left = (f"; it was judged {previous['status']} but not reverted: "
                     "revert it with git reset --keep HEAD~1")
         raise Stop(EXIT_DONE, f"HEAD {short} is already judged in this track "
