@@ -734,3 +734,16 @@ def test_a_proposer_that_runs_git_clean_fdx_loses_no_row_and_no_session(target, 
     assert (target / ".autoresearch" / "session.json").read_text() == frozen
     assert (target / ".autoresearch" / "runs.jsonl").read_text() == runs
     assert git(target, "rev-parse", "HEAD") == kept
+
+
+def test_a_loop_started_below_the_top_of_the_repo_exits_two_and_writes_nothing(target, env):
+    sub = target / "sub"
+    sub.mkdir()
+    (sub / "keep.txt").write_text("x\n")
+    git(target, "add", "sub")
+    git(target, "commit", "-q", "-m", "sub")
+    done = subprocess.run(loop_args("--propose", "fake-agent", "--max", "1"), cwd=sub, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "top of the work tree" in done.stderr
+    assert git(target, "status", "--porcelain", "--untracked-files=all") == ""

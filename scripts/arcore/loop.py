@@ -271,6 +271,15 @@ def revert_candidate(repo: str, base: str, candidate: str, prefix: str) -> bool:
 # ---------------------------------------------------------------------------
 
 
+def top_problem(repo: str) -> str | None:
+    """A directory below the work tree's top (the session files would land there)."""
+    top = git(repo, "rev-parse", "--show-toplevel", check=False) \
+        if git_ok(repo, "rev-parse", "--show-toplevel") else ""
+    if top and os.path.realpath(top) != os.path.realpath(repo):
+        return f"--repo must be the top of the work tree ({top}); run from there"
+    return None
+
+
 def branch_problem(repo: str) -> str | None:
     """Why the loop may not run here (None when it may): autoresearch/<tag>, clean tree."""
     if not git_ok(repo, "rev-parse", "--git-dir"):
@@ -1397,6 +1406,9 @@ def main(argv: list[str]) -> int:
     try:
         opts = parse_args(argv)
         repo = str(Path(opts.repo).resolve())
+        problem = top_problem(repo)
+        if problem:
+            raise LoopError(USAGE, problem)
         problem = branch_problem(repo)
         if problem:
             raise LoopError(UNSAFE, problem)

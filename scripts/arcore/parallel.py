@@ -970,6 +970,9 @@ def main(argv: list[str]) -> int:
     try:
         opts = parse_args(argv)
         repo = str(Path(opts.repo).resolve())
+        problem = loop.top_problem(repo)
+        if problem:
+            raise ParallelError(USAGE, problem)
         problem = loop.branch_problem(repo)
         if problem:
             raise ParallelError(UNSAFE, problem)
