@@ -493,3 +493,15 @@ def test_a_crashed_baseline_judged_again_is_not_called_an_unreverted_loser(repo)
     done = run(repo)
     assert done.returncode == 5 and "--rerun" in done.stderr
     assert "not reverted" not in done.stderr
+
+
+def test_a_discard_row_the_user_deleted_does_not_block_the_next_run(repo):
+    baseline(repo)
+    commit_train(repo, "worse", VAL_BPB=1.5)
+    assert result(run(repo))["status"] == "discard"
+    text = (repo / "results.tsv").read_text().splitlines(keepends=True)
+    (repo / "results.tsv").write_text("".join(text[:-1]))
+    commit_train(repo, "better", VAL_BPB=0.9)
+    done = run(repo)
+    assert done.returncode == 0, done.stderr
+    assert result(done)["status"] == "keep" and result(done)["best"] == 1.0

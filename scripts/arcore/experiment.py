@@ -482,7 +482,7 @@ def load_session(repo: str, opts: dict) -> dict:
 
 
 def track_records(repo: str, created: str) -> list[str]:
-    """Commits of this track's runs.jsonl objects written by a serial run (a parallel
+    """Commits of this track's kept runs in runs.jsonl, written by a serial run (a parallel
     worker's are left out: its rows reach the main ledger by another path)."""
     commits = []
     try:
@@ -494,6 +494,7 @@ def track_records(repo: str, created: str) -> list[str]:
                 except ValueError:
                     continue
                 if (isinstance(record, dict) and not record.get("worker")
+                        and record.get("status") == "keep"
                         and str(record.get("time", "")) >= created
                         and isinstance(record.get("commit"), str)):
                     commits.append(record["commit"])
@@ -505,8 +506,9 @@ def track_records(repo: str, created: str) -> list[str]:
 def check_ledger(repo: str, ledger_path: str, frozen: dict) -> None:
     """results.tsv lost rows since the freeze (truncated, replaced, deleted): judging would
     compare against too little (any run a new baseline), so refuse (exit 3). Lost means fewer
-    data rows than the track started after, or a run of this track in runs.jsonl (written
-    after its row) whose commit has no row."""
+    data rows than the track started after, or a kept run of this track in runs.jsonl
+    (written after its row) whose commit has no row. A lost discard or crash row changes no
+    verdict and is not refused."""
     rows = ledger.read_ledger(ledger_path)
     start = int(frozen.get("ledger_start", 0) or 0)
     created = str(frozen.get("created", ""))
@@ -514,7 +516,7 @@ def check_ledger(repo: str, ledger_path: str, frozen: dict) -> None:
                if judged_row(rows, c) is None]
     if len(rows) < start or missing:
         what = (f"has {len(rows)} data rows, fewer than the {start} this track started after"
-                if len(rows) < start else f"has no row for the run of {missing[0][:ledger.SHORT]}"
+                if len(rows) < start else f"has no row for the kept run of {missing[0][:ledger.SHORT]}"
                 " that .autoresearch/runs.jsonl records")
         raise Stop(EXIT_HARNESS, f"{LEDGER} {what} (it was truncated, replaced or deleted): "
                    "restore it, or start a new comparison track (session freeze --new)")
