@@ -747,3 +747,22 @@ def test_a_loop_started_below_the_top_of_the_repo_exits_two_and_writes_nothing(t
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "top of the work tree" in done.stderr
     assert git(target, "status", "--porcelain", "--untracked-files=all") == ""
+
+
+def test_a_file_the_user_creates_while_the_proposer_runs_is_moved_aside_not_deleted(target,
+                                                                                     env):
+    assert run_loop(target, env, "--propose", "fake-agent", "--max", "0").returncode == 0
+    agent = Path(env["FAKE_AGENT_DIR"])
+    gated = (f"touch {agent}/started; while [ ! -e {agent}/release ]; do sleep 0.05; done; "
+             "sed -i 's/^VAL_BPB = .*/VAL_BPB = 0.5/' train.py && git commit -qm try -- train.py")
+    proc = start_loop(target, env, "--propose", gated, "--max", "1")
+    wait_started(agent, proc)
+    (target / "notes").mkdir()
+    (target / "notes" / "ideas.txt").write_text("my precious notes\n")
+    (agent / "release").write_text("")
+    _, err = collect(proc)
+    assert proc.returncode == 0, err
+    assert not (target / "notes").exists()
+    kept = list((target / ".autoresearch" / "removed").glob("*/notes/ideas.txt"))
+    assert [p.read_text() for p in kept] == ["my precious notes\n"]
+    assert ".autoresearch/removed/" in err

@@ -52,6 +52,7 @@ import math
 import os
 import shutil
 import signal
+import stat
 import statistics
 import subprocess
 import sys
@@ -74,6 +75,7 @@ CONTEXT = f"{STATE_DIR}/proposer-context.md"
 PROPOSER_LOG = f"{STATE_DIR}/proposer.log"
 LEDGER_BACKUP = f"{STATE_DIR}/results.before-propose.tsv"  # old place; now in the git dir
 GUARDED = ("session.json", "runs.jsonl")
+KEEP_REMOVED_MAX = 10 * 1024 * 1024  # new untracked files up to this size are moved aside
 LEDGER = "results.tsv"
 EDITABLE = ("train.py",)
 
@@ -200,16 +202,26 @@ def save_worktree(repo: str) -> str | None:
 
 
 def remove_new_files(repo: str, before: set[str] | list[str] | None) -> list[str]:
-    """Delete untracked files that were not there before (and directories they leave empty).
-    ``before`` None means unknown: nothing is removed."""
+    """Take untracked files that were not there before out of the tree (and directories they
+    leave empty). ``before`` None means unknown: nothing is removed. A regular file up to
+    KEEP_REMOVED_MAX bytes is moved under .autoresearch/removed/<time>/ (it may be the user's,
+    made while the step ran); a bigger one (a checkpoint, a download) is deleted."""
     if before is None:
         return []
     gone = sorted(untracked(repo) - set(before))
     root = Path(repo).resolve()
+    aside = root / STATE_DIR / "removed" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    moved = []
     for rel in gone:
         path = root / rel
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            info = path.lstat()
+            if stat.S_ISREG(info.st_mode) and info.st_size <= KEEP_REMOVED_MAX:
+                (aside / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, aside / rel)
+                moved.append(rel)
+            else:
+                path.unlink()
         parent = path.parent
         while parent != root and root in parent.parents:
             try:
@@ -217,6 +229,9 @@ def remove_new_files(repo: str, before: set[str] | list[str] | None) -> list[str
             except OSError:
                 break
             parent = parent.parent
+    if moved:
+        log(f"moved {len(moved)} new untracked file(s) out of the tree into "
+            f"{aside.relative_to(root)}/ ({', '.join(moved[:3])}{' ...' if len(moved) > 3 else ''})")
     return gone
 
 
