@@ -505,3 +505,15 @@ def test_a_discard_row_the_user_deleted_does_not_block_the_next_run(repo):
     done = run(repo)
     assert done.returncode == 0, done.stderr
     assert result(done)["status"] == "keep" and result(done)["best"] == 1.0
+
+
+def test_a_results_tsv_tracked_by_git_is_refused_before_anything_runs(repo):
+    (repo / "results.tsv").write_text("\t".join(ledger.HEADER) + "\n")
+    git(repo, "add", "results.tsv")
+    git(repo, "commit", "-q", "-m", "track the ledger")
+    sha = head(repo)
+    done = run(repo)
+    assert done.returncode == 4 and done.stderr.count("\n") == 1
+    assert "git rm --cached results.tsv" in done.stderr
+    assert head(repo) == sha and rows(repo) == []
+    assert not (repo / ".autoresearch" / "logs").exists()

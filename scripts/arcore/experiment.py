@@ -455,6 +455,11 @@ def open_repo(path: str) -> tuple[str, str]:
 
 
 def check_git_state(repo: str) -> None:
+    for name in (LEDGER, RUN_LOG):  # appended/rewritten by every run: never a tracked file
+        if git(repo, "ls-files", "--", name):
+            raise Stop(EXIT_UNSAFE, f"{name} is tracked by git, so every run would leave a "
+                       f"tracked change and no loser could be reverted; untrack it: "
+                       f"git rm --cached {name} && git commit")
     busy = in_progress(repo)
     if busy:
         raise Stop(EXIT_UNSAFE, f"{busy} is in progress; finish or abort it first")
