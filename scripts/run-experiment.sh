@@ -36,8 +36,8 @@
 #   3    harness changed since the session froze, or results.tsv lost rows of
 #        this track (truncated, replaced, deleted); nothing run
 #   4    unsafe git state: tracked changes, a merge/rebase, results.tsv or run.log
-#        tracked by git, another run in
-#        this repository, or a judged loser that could not be reverted
+#        tracked by git, another run in this repository, or a judged loser
+#        that could not be reverted
 #   5    HEAD already judged in this track (pass --rerun)
 #   130  interrupted: the run's process group was killed, no row written
 set -euo pipefail
