@@ -350,6 +350,32 @@ def test_signals_in_quick_succession_still_kill_the_whole_group(repo, tmp_path, 
         assert not _alive(pid), pid
 
 
+FORGER = """
+import sys
+with open("results.tsv", "a") as ledger:
+    ledger.write("0000000\\t0.100000\\t1.0\\tkeep\\tforged\\n")
+print("---")
+print("val_bpb:          0.500000")
+print("training_seconds: 300.1")
+print("peak_vram_mb:     1024.0")
+sys.exit(0)
+"""
+
+
+def test_a_run_that_writes_into_results_tsv_is_a_tamper_crash_and_the_ledger_restored(repo):
+    baseline(repo)
+    before = (repo / "results.tsv").read_text()
+    (repo / "train.py").write_text(FORGER)
+    git(repo, "commit", "-q", "-am", "forge the ledger")
+    out = result(run(repo))
+    assert out["status"] == "crash" and out["crash_class"] == "tamper" and out["reverted"]
+    text = (repo / "results.tsv").read_text()
+    assert text.startswith(before) and "forged" not in text
+    assert [r["status"] for r in rows(repo)] == ["keep", "crash"]
+    kept_aside = list((repo / ".autoresearch").glob("results.changed-during-run.*.tsv"))
+    assert len(kept_aside) == 1 and "forged" in kept_aside[0].read_text()
+
+
 def test_bad_options_exit_two(repo):
     assert run(repo, "--timeout", "soon").returncode == 2
     assert run(repo, "--bogus").returncode == 2

@@ -550,6 +550,36 @@ def run(opts: dict) -> tuple[int, dict]:
         os.close(lock)
 
 
+def read_bytes(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def restore_ledger(repo: str, path: str, before: bytes | None, after: bytes | None) -> str:
+    """Put results.tsv back as it was before the run; the changed copy is kept aside.
+
+    Returns the kept copy's path (relative to the repo). Runs under the ledger's flock, so
+    a concurrent appender never interleaves with the restore.
+    """
+    aside = os.path.join(session.session_dir(repo),
+                         f"results.changed-during-run.{time.strftime('%Y%m%dT%H%M%S')}.tsv")
+    os.makedirs(os.path.dirname(aside), exist_ok=True)
+    with open(aside, "wb") as handle:
+        handle.write(after or b"")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.write(fd, before or b"")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return os.path.relpath(aside, repo)
+
+
 def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     check_git_state(repo)
     ref = current_ref(repo)
@@ -590,6 +620,7 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
             out.writelines(f"  {line}\n" for line in refused)
         log("refused by the tamper lint: " + "; ".join(refused))
     else:
+        ledger_before = read_bytes(ledger_path)
         _catch_signals()
         try:
             exit_code, timed_out, seconds = run_command(
@@ -601,6 +632,13 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     finish_log(repo, log_path)
 
     # -- judge ----------------------------------------------------------------
+    if not refused:
+        ledger_after = read_bytes(ledger_path)
+        if ledger_after != ledger_before:
+            aside = restore_ledger(repo, ledger_path, ledger_before, ledger_after)
+            refused = [f"{LEDGER} changed while the run was going (the ledger is the "
+                       f"scripts' alone); restored, the changed copy kept as {aside}"]
+            log("refused: " + refused[0])
     if refused:
         facts = {"value": None, "memory_gb": None, "metrics": {}, "crash_class": "tamper",
                  "hint": TAMPER_HINT}
