@@ -550,12 +550,18 @@ def run(opts: dict) -> tuple[int, dict]:
         os.close(lock)
 
 
-def read_bytes(path: str) -> bytes | None:
+UNREADABLE = object()
+
+
+def read_bytes(path: str):
+    """The file's bytes; None when it does not exist; UNREADABLE when it cannot be read."""
     try:
         with open(path, "rb") as handle:
             return handle.read()
     except FileNotFoundError:
         return None
+    except OSError:
+        return UNREADABLE
 
 
 def restore_ledger(repo: str, path: str, before: bytes | None, after: bytes | None) -> str:
@@ -634,7 +640,8 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     # -- judge ----------------------------------------------------------------
     if not refused:
         ledger_after = read_bytes(ledger_path)
-        if ledger_after != ledger_before:
+        unreadable = UNREADABLE in (ledger_before, ledger_after)  # the append says why
+        if not unreadable and ledger_after != ledger_before:
             aside = restore_ledger(repo, ledger_path, ledger_before, ledger_after)
             refused = [f"{LEDGER} changed while the run was going (the ledger is the "
                        f"scripts' alone); restored, the changed copy kept as {aside}"]
