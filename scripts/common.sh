@@ -41,6 +41,30 @@ ar_help_if_asked() {
 }
 
 # ---------------------------------------------------------------------------
+# uv: already on PATH, in ~/.local/bin, else the official installer, else pip.
+# ---------------------------------------------------------------------------
+
+readonly AR_UV_INSTALLER="https://astral.sh/uv/install.sh"
+
+ar_ensure_uv() {
+  command -v uv >/dev/null 2>&1 && return 0
+  export PATH="${HOME}/.local/bin:${HOME}/.cargo/bin:${PATH}"
+  command -v uv >/dev/null 2>&1 && return 0
+  ar_log "uv not found: installing it with the official installer (${AR_UV_INSTALLER})"
+  if command -v curl >/dev/null 2>&1 \
+    && curl -LsSf --max-time 120 "${AR_UV_INSTALLER}" 2>/dev/null | sh >&2 \
+    && command -v uv >/dev/null 2>&1; then
+    return 0
+  fi
+  ar_log "the official installer failed: trying python3 -m pip install --user uv"
+  if command -v python3 >/dev/null 2>&1; then
+    python3 -m pip install --quiet --user uv >&2 || python3 -m pip install --quiet uv >&2 || true
+  fi
+  command -v uv >/dev/null 2>&1 \
+    || ar_die 1 "could not install uv: install it by hand (https://docs.astral.sh/uv/) and rerun"
+}
+
+# ---------------------------------------------------------------------------
 # Python: python3 >= 3.10 on PATH, else uv's own Python (a GPU box may have
 # bash, git and uv only). Sets the array AR_PY.
 # ---------------------------------------------------------------------------

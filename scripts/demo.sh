@@ -36,25 +36,7 @@ readonly ROOT
 readonly TARGET="${ROOT}/examples/cpu-target"
 readonly QUEUE="${TARGET}/demo-queue"
 readonly TARGET_FILES=(prepare.py train.py pyproject.toml uv.lock program.md README.md .gitignore)
-readonly UV_INSTALLER="https://astral.sh/uv/install.sh"
 readonly RUN_TIMEOUT=120
-
-# Puts uv on PATH: already there, in ~/.local/bin, the official installer, then pip.
-ensure_uv() {
-  command -v uv >/dev/null 2>&1 && return 0
-  export PATH="${HOME}/.local/bin:${HOME}/.cargo/bin:${PATH}"
-  command -v uv >/dev/null 2>&1 && return 0
-  ar_log "uv not found: installing it with the official installer"
-  if command -v curl >/dev/null 2>&1 \
-    && curl -LsSf --max-time 120 "${UV_INSTALLER}" 2>/dev/null | sh >&2 \
-    && command -v uv >/dev/null 2>&1; then
-    return 0
-  fi
-  ar_log "the official installer failed: trying python3 -m pip install uv"
-  python3 -m pip install --quiet uv >&2 || python3 -m pip install --quiet --user uv >&2 || true
-  command -v uv >/dev/null 2>&1 \
-    || ar_die 1 "could not install uv: install it (https://docs.astral.sh/uv/) and rerun"
-}
 
 # Prints the absolute path of the scratch directory, created (and empty).
 make_dir() {
@@ -91,7 +73,7 @@ main() {
   (($# <= 1)) || ar_die 2 "one DIR at most (see --help)"
   local dir setup_out loop_out
   dir="$(make_dir "${1:-}")"
-  ensure_uv
+  ar_ensure_uv
   ar_log "copying the CPU target into ${dir}"
   local file
   for file in "${TARGET_FILES[@]}"; do

@@ -55,28 +55,6 @@ AR_NAME="setup.sh"
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-readonly UV_INSTALLER="https://astral.sh/uv/install.sh"
-
-# Puts uv on PATH: already there, in ~/.local/bin, the official installer, then pip.
-ensure_uv() {
-  command -v uv >/dev/null 2>&1 && return 0
-  export PATH="${HOME}/.local/bin:${HOME}/.cargo/bin:${PATH}"
-  command -v uv >/dev/null 2>&1 && return 0
-  ar_log "uv not found: installing it with the official installer (${UV_INSTALLER})"
-  if command -v curl >/dev/null 2>&1 \
-    && curl -LsSf --max-time 120 "${UV_INSTALLER}" | sh >&2 \
-    && command -v uv >/dev/null 2>&1; then
-    return 0
-  fi
-  ar_log "the official installer failed: trying python3 -m pip install --user uv"
-  if command -v python3 >/dev/null 2>&1 \
-    && python3 -m pip install --quiet --user uv >&2 \
-    && command -v uv >/dev/null 2>&1; then
-    return 0
-  fi
-  ar_die 1 "could not install uv: install it by hand (https://docs.astral.sh/uv/) and rerun"
-}
-
 main() {
   ar_help_if_asked "$@"
   export AR_NAME
@@ -85,7 +63,7 @@ main() {
     AR_SETUP_CHECK_ONLY=1 ar_core setup "$@" # usage errors before installing anything
   fi
   command -v git >/dev/null 2>&1 || ar_die 1 "git not found: install git and rerun"
-  ensure_uv
+  ar_ensure_uv
   ar_core setup "$@"
 }
 

@@ -18,21 +18,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT
 
-log() { printf 'tests/run.sh: %s\n' "$*" >&2; }
-
-ensure_uv() {
-  command -v uv >/dev/null 2>&1 && return 0
-  export PATH="${HOME}/.local/bin:${HOME}/.cargo/bin:${PATH}"
-  command -v uv >/dev/null 2>&1 && return 0
-  log "uv not found; installing it"
-  if command -v curl >/dev/null 2>&1 \
-    && curl -LsSf --max-time 60 https://astral.sh/uv/install.sh 2>/dev/null | sh >/dev/null 2>&1 \
-    && command -v uv >/dev/null 2>&1; then
-    return 0
-  fi
-  python3 -m pip install --quiet uv >&2
-  command -v uv >/dev/null 2>&1 || { log "could not install uv"; exit 1; }
-}
+AR_NAME="tests/run.sh"
+# shellcheck source=scripts/common.sh
+source "${ROOT}/scripts/common.sh"
 
 readonly DEBIAN_PACKAGES=(slurmctld slurmd slurm-client munge librsvg2-bin)
 
@@ -42,14 +30,14 @@ ensure_debian_packages() {
     return 0
   fi
   if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-    log "not root or no apt-get: Slurm and chart-rendering tests will skip"
+    ar_log "not root or no apt-get: Slurm and chart-rendering tests will skip"
     return 0
   fi
-  log "installing Debian packages: ${DEBIAN_PACKAGES[*]}"
+  ar_log "installing Debian packages: ${DEBIAN_PACKAGES[*]}"
   if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       "${DEBIAN_PACKAGES[@]}"; } >/dev/null 2>&1; then
-    log "apt-get failed: Slurm and chart-rendering tests will skip"
+    ar_log "apt-get failed: Slurm and chart-rendering tests will skip"
   fi
 }
 
@@ -59,37 +47,37 @@ main() {
     exit 0
   fi
   cd "${ROOT}"
-  ensure_uv
+  ar_ensure_uv
   ensure_debian_packages
   uv sync --quiet --group test >&2
   local venv="${ROOT}/.venv/bin"
   export PATH="${venv}:${PATH}"
   local failed=()
 
-  log "ShellCheck"
+  ar_log "ShellCheck"
   mapfile -t shell_files < <(git ls-files '*.sh' '*.bash' '.ci/run' 2>/dev/null || true)
   if ((${#shell_files[@]})); then
     shellcheck -x "${shell_files[@]}" || failed+=(shellcheck)
   fi
 
-  log "Agent Skills validator"
+  ar_log "Agent Skills validator"
   local skill_dir
   skill_dir="$(mktemp -d)/autoresearch"
   mkdir -p "${skill_dir}"
   cp -R SKILL.md scripts references templates "${skill_dir}/"
   agentskills validate "${skill_dir}" || failed+=(agentskills)
 
-  log "bats"
+  ar_log "bats"
   bats tests/bats || failed+=(bats)
 
-  log "pytest"
+  ar_log "pytest"
   python -m pytest "$@" || failed+=(pytest)
 
   if ((${#failed[@]})); then
-    log "FAILED: ${failed[*]}"
+    ar_log "FAILED: ${failed[*]}"
     exit 1
   fi
-  log "all parts passed"
+  ar_log "all parts passed"
 }
 
 main "$@"
