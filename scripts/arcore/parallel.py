@@ -76,14 +76,8 @@ REJECTED, DISCARDED, UNJUDGED = loop.REJECTED, loop.DISCARDED, loop.UNJUDGED
 MAX_WORKERS = 64
 
 
-class ParallelError(Exception):
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-def log(message: str) -> None:
-    print(f"run-loop: {message}", file=sys.stderr, flush=True)
+ParallelError = loop.LoopError  # one error type: ``code`` is the exit status
+log = loop.log
 
 
 # ---------------------------------------------------------------------------
@@ -993,7 +987,7 @@ def main(argv: list[str]) -> int:
     code, status = OK, "finished"
     try:
         code = rounds.run()
-    except (ParallelError, loop.LoopError) as exc:
+    except ParallelError as exc:
         log(str(exc))
         code = exc.code
         status = "interrupted" if code == INTERRUPTED else "failed"
