@@ -41,7 +41,7 @@ import subprocess
 import sys
 import time
 
-from arcore import ledger, runlog, session, tamper
+from arcore import cli, ledger, runlog, session, tamper
 
 # ---------------------------------------------------------------------------
 # Constants and errors
@@ -399,24 +399,10 @@ def parse_args(argv: list[str]) -> dict:
               "--grace": "grace", "--metric": "metric", "--worker": "worker", "--repo": "repo",
               "--budget-tolerance": "budget_tolerance"}
     flags = {"--higher-is-better": "higher", "--rerun": "rerun", "--json": "json"}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        name, eq, inline = arg.partition("=")
-        if name in valued:
-            if eq:
-                value = inline
-            elif i + 1 < len(argv):
-                i += 1
-                value = argv[i]
-            else:
-                raise Stop(EXIT_USAGE, f"{name} needs a value")
-            opts[valued[name]] = value
-        elif arg in flags:
-            opts[flags[arg]] = True
-        else:
-            raise Stop(EXIT_USAGE, f"unknown argument: {arg[:80]} (see --help)")
-        i += 1
+    try:
+        cli.parse_options(argv, opts, valued, flags)
+    except ValueError as exc:
+        raise Stop(EXIT_USAGE, str(exc))
     for key in ("timeout", "grace", "budget_tolerance"):
         try:
             opts[key] = float(opts[key])

@@ -37,7 +37,7 @@ import re
 import sys
 from collections import Counter
 
-from arcore import svgplot
+from arcore import cli, svgplot
 from arcore.ledger import flatten, read_ledger
 
 # ---------------------------------------------------------------------------
@@ -737,26 +737,7 @@ def parse_args(argv: list[str]) -> dict:
     valued = {"--ledger": "ledger", "--session-dir": "session_dir", "--top": "top",
               "--plot": "plot"}
     flags = {"--all": "all", "--tried": "tried", "--json": "json"}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        name, eq, inline = arg.partition("=")
-        if name in valued:
-            if eq:
-                value = inline
-            elif i + 1 < len(argv):
-                i += 1
-                value = argv[i]
-            else:
-                raise ValueError(f"{name} needs a value")
-            if value == "":
-                raise ValueError(f"{name} needs a non-empty value")
-            opts[valued[name]] = value
-        elif arg in flags:
-            opts[flags[arg]] = True
-        else:
-            raise ValueError(f"unknown argument: {arg[:80]}")
-        i += 1
+    cli.parse_options(argv, opts, valued, flags, allow_empty=False)
     top = str(opts["top"])
     if not top.isdigit() or int(top) > 10**6:
         raise ValueError(f"--top needs a whole number, not {top[:40]!r}")
