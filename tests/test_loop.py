@@ -766,3 +766,30 @@ def test_a_file_the_user_creates_while_the_proposer_runs_is_moved_aside_not_dele
     kept = list((target / ".autoresearch" / "removed").glob("*/notes/ideas.txt"))
     assert [p.read_text() for p in kept] == ["my precious notes\n"]
     assert ".autoresearch/removed/" in err
+
+
+def test_a_row_the_loop_cannot_write_fails_in_one_line_and_a_restart_writes_it_once(
+        target, env, monkeypatch, capsys):
+    base = git(target, "rev-parse", "HEAD")
+    for key in [k for k in os.environ if k not in env]:
+        monkeypatch.delenv(key)
+    for key, value in dict(env, FAKE_AGENT_MODE="crash").items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(target)
+
+    def full_disk(path, line):
+        raise OSError(28, "No space left on device", path)
+
+    monkeypatch.setattr(loop.ledger, "append_row", full_disk)  # the loop's own crash row
+    code = loop.main(loop_args("--propose", "fake-agent", "--max", "1")[2:])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "No space left on device; fix it, then restart the same command" in err
+    assert "Traceback" not in err
+    assert statuses(target) == ["keep"]  # the baseline, written by run-experiment.sh
+    monkeypatch.undo()
+    again = run_loop(target, dict(env, FAKE_AGENT_MODE="crash"), "--propose", "fake-agent",
+                     "--max", "1")
+    assert again.returncode == 0, again.stderr
+    assert statuses(target) == ["keep", "crash"]
+    assert_settled(target, env, base, 2)

@@ -1450,6 +1450,11 @@ def main(argv: list[str]) -> int:
         status = "interrupted" if code == INTERRUPTED else "failed"
     except KeyboardInterrupt:
         code, status = INTERRUPTED, "interrupted"
+    except OSError as exc:  # a full disk, a read-only ledger: one line; the journal keeps the step
+        where = f" ({exc.filename})" if exc.filename else ""
+        log(f"could not write{where}: {exc.strerror or exc}; fix it, then restart the same "
+            "command to resume")
+        code, status = FAILED, "failed"
     except Exception as exc:  # noqa: BLE001 (an internal error: say so, keep the journal)
         import traceback  # noqa: PLC0415
         traceback.print_exc(file=sys.stderr)
@@ -1469,4 +1474,5 @@ def main(argv: list[str]) -> int:
     print(f"experiments: {loop.state.get('done', 0)}")
     print(f"best: {'' if best is None else f'{best:.6f}'}")
     print(f"head: {short(head(repo))}")
+    os.close(lock)  # the kernel would at exit; closing keeps an in-process caller honest
     return code
