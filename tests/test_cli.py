@@ -18,11 +18,11 @@ def test_values_come_after_a_space_or_an_equals_sign_and_flags_stand_alone():
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--top"], "--top needs a value"),
-    (["--frobnicate"], "unknown argument: --frobnicate (see --help)"),
-    (["--json=yes"], "unknown argument: --json=yes (see --help)"),
+    (["--frobnicate"], "unknown argument: --frobnicate$"),
+    (["--json=yes"], "unknown argument: --json=yes$"),
 ])
 def test_bad_usage_is_one_line_naming_the_option(argv, message):
-    with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ValueError, match="^" + message):
         cli.parse_options(argv, {}, VALUED, FLAGS)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -575,3 +576,12 @@ def test_a_plot_path_that_is_the_ledger_itself_is_refused(tmp_path, capsys):
     code, _, err = run(["--ledger", str(ledger_svg), "--plot", str(ledger_svg)], capsys)
     assert code == 2 and "ledger" in err
     assert ledger_svg.read_bytes() == before
+
+
+def test_a_ledger_that_is_a_named_pipe_is_refused_instead_of_blocking(tmp_path):
+    fifo = tmp_path / "results.tsv"
+    os.mkfifo(fifo)
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "show-results.sh"), "--ledger", str(fifo)], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "not a readable regular file" in done.stderr

@@ -27,6 +27,6 @@ def parse_options(argv: list[str], opts: dict, valued: dict[str, str], flags: di
         elif arg in flags:
             opts[flags[arg]] = True
         else:
-            raise ValueError(f"unknown argument: {arg[:80]} (see --help)")
+            raise ValueError(f"unknown argument: {arg[:80]}")
         i += 1
     return opts

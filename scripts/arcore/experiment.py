@@ -402,7 +402,7 @@ def parse_args(argv: list[str]) -> dict:
     try:
         cli.parse_options(argv, opts, valued, flags)
     except ValueError as exc:
-        raise Stop(EXIT_USAGE, str(exc))
+        raise Stop(EXIT_USAGE, f"{exc} (see --help)")
     for key in ("timeout", "grace", "budget_tolerance"):
         try:
             opts[key] = float(opts[key])

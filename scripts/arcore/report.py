@@ -776,8 +776,8 @@ def _main(argv: list[str]) -> int:
     if not os.path.exists(ledger):
         _err(f"no ledger at {ledger}: run an experiment first, or pass --ledger FILE")
         return EXIT_FAIL
-    if os.path.isdir(ledger) or not os.access(ledger, os.R_OK):
-        _err(f"cannot read the ledger {ledger}: not a readable file")
+    if not os.path.isfile(ledger) or not os.access(ledger, os.R_OK):  # a FIFO would block
+        _err(f"cannot read the ledger {ledger}: not a readable regular file")
         return EXIT_FAIL
     session_dir = opts["session_dir"] or os.path.join(os.path.dirname(ledger) or ".",
                                                       ".autoresearch")
