@@ -646,14 +646,21 @@ def test_the_journal_is_written_atomically_and_read_back(tmp_path):
 # ---------------------------------------------------------------------------
 
 
-def test_a_commit_made_during_a_losing_run_stops_the_loop_and_is_never_reset(target, env,
-                                                                               tmp_path):
+def start_losing_run(target: Path, env: dict, tmp_path: Path, most: str):
+    """A baseline, then a loop (--max most) whose first candidate, a loser at 1.5, is running
+    and held at the gate (write gate/release to let it finish). Returns (gate, process)."""
     assert run_loop(target, env, "--propose", "fake-agent", "--max", "0").returncode == 0
     gate = tmp_path / "gate"
     gate.mkdir()
     env.update(FAKE_AGENT_VALUES="1.5", STANDIN_GATE_DIR=str(gate))
-    proc = start_loop(target, env, "--propose", "fake-agent", "--max", "3")
+    proc = start_loop(target, env, "--propose", "fake-agent", "--max", most)
     wait_started(gate, proc)
+    return gate, proc
+
+
+def test_a_commit_made_during_a_losing_run_stops_the_loop_and_is_never_reset(target, env,
+                                                                               tmp_path):
+    gate, proc = start_losing_run(target, env, tmp_path, "3")
     cand = git(target, "rev-parse", "HEAD")
     (target / "notes.md").write_text("my notes\n")
     git(target, "add", "notes.md")
@@ -670,12 +677,7 @@ def test_a_commit_made_during_a_losing_run_stops_the_loop_and_is_never_reset(tar
 
 def test_a_branch_switched_during_a_run_stops_the_loop_and_neither_branch_is_touched(
         target, env, tmp_path):
-    assert run_loop(target, env, "--propose", "fake-agent", "--max", "0").returncode == 0
-    gate = tmp_path / "gate"
-    gate.mkdir()
-    env.update(FAKE_AGENT_VALUES="1.5", STANDIN_GATE_DIR=str(gate))
-    proc = start_loop(target, env, "--propose", "fake-agent", "--max", "3")
-    wait_started(gate, proc)
+    gate, proc = start_losing_run(target, env, tmp_path, "3")
     cand = git(target, "rev-parse", "HEAD")
     git(target, "checkout", "-q", "-b", "mine")
     (gate / "release").write_text("")
@@ -705,12 +707,7 @@ def test_a_proposer_that_drops_the_kept_commit_is_rejected_and_the_branch_put_ba
 
 def test_an_edit_made_during_a_losing_run_is_saved_and_the_user_told_where(target, env,
                                                                            tmp_path):
-    assert run_loop(target, env, "--propose", "fake-agent", "--max", "0").returncode == 0
-    gate = tmp_path / "gate"
-    gate.mkdir()
-    env.update(FAKE_AGENT_VALUES="1.5", STANDIN_GATE_DIR=str(gate))
-    proc = start_loop(target, env, "--propose", "fake-agent", "--max", "1")
-    wait_started(gate, proc)
+    gate, proc = start_losing_run(target, env, tmp_path, "1")
     (target / "program.md").write_text("# program\nmy uncommitted edit\n")
     (gate / "release").write_text("")
     _, err = collect(proc)

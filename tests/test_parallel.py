@@ -304,6 +304,24 @@ def start_loop(repo: Path, queue: Path, gate: Path, marks: Path) -> subprocess.P
             stdout=out, stderr=err, text=True, env=env, start_new_session=True)
 
 
+def start_held_round(target: Path, tmp_path: Path):
+    """A baseline, then a two-worker round whose runs have both started and wait at the gate.
+
+    Returns (queue, gate, marks, the loop's process); each started run leaves its pid in marks.
+    """
+    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.02")])
+    gate, marks = tmp_path / "gate", tmp_path / "marks"
+    marks.mkdir()
+    gate.write_text("")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_loop(target, "--queue", str(empty), "--workers", "2").returncode == 5
+    gate.unlink()
+    proc = start_loop(target, queue, gate, marks)
+    wait_for(lambda: len(list(marks.iterdir())) == 2, "both runs to start")
+    return queue, gate, marks, proc
+
+
 def test_ctrl_c_during_a_round_stops_every_run_and_loses_nothing(target, tmp_path):
     base_queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.02")])
     gate, marks = tmp_path / "gate", tmp_path / "marks"
@@ -339,16 +357,7 @@ def test_ctrl_c_during_a_round_stops_every_run_and_loses_nothing(target, tmp_pat
 
 
 def test_a_sigkilled_loop_resumes_its_round_without_losing_or_duplicating_a_row(target, tmp_path):
-    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.02")])
-    gate, marks = tmp_path / "gate", tmp_path / "marks"
-    marks.mkdir()
-    gate.write_text("")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    assert run_loop(target, "--queue", str(empty), "--workers", "2").returncode == 5
-    gate.unlink()
-    proc = start_loop(target, queue, gate, marks)
-    wait_for(lambda: len(list(marks.iterdir())) == 2, "both runs to start")
+    queue, gate, marks, proc = start_held_round(target, tmp_path)
     pids = [int(p.name) for p in marks.iterdir()]
     os.killpg(proc.pid, signal.SIGKILL)  # the loop and everything in its process group
     proc.wait(timeout=WAIT)
@@ -442,16 +451,7 @@ def test_ctrl_c_while_proposing_drops_the_proposals_and_leaves_everything_as_it_
 
 def test_a_user_commit_during_a_round_survives_and_the_round_is_logged_not_applied(
         target, tmp_path):
-    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.02")])
-    gate, marks = tmp_path / "gate", tmp_path / "marks"
-    marks.mkdir()
-    gate.write_text("")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    assert run_loop(target, "--queue", str(empty), "--workers", "2").returncode == 5
-    gate.unlink()
-    proc = start_loop(target, queue, gate, marks)
-    wait_for(lambda: len(list(marks.iterdir())) == 2, "both runs to start")
+    queue, gate, marks, proc = start_held_round(target, tmp_path)
     (target / "notes.md").write_text("mine\n")
     git(target, "add", "notes.md")
     git(target, "commit", "-q", "-m", "user's own commit")
@@ -498,16 +498,7 @@ def test_ctrl_c_after_one_run_finished_logs_and_keeps_that_run(target, tmp_path)
 
 
 def test_runs_that_finished_after_a_sigkill_are_taken_not_run_again(target, tmp_path):
-    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.02")])
-    gate, marks = tmp_path / "gate", tmp_path / "marks"
-    marks.mkdir()
-    gate.write_text("")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    assert run_loop(target, "--queue", str(empty), "--workers", "2").returncode == 5
-    gate.unlink()
-    proc = start_loop(target, queue, gate, marks)
-    wait_for(lambda: len(list(marks.iterdir())) == 2, "both runs to start")
+    queue, gate, marks, proc = start_held_round(target, tmp_path)
     os.kill(proc.pid, signal.SIGKILL)  # the loop alone: its runs go on without it
     proc.wait(timeout=WAIT)
     gate.write_text("")
