@@ -60,67 +60,14 @@ AR_NAME="run-loop.sh"
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-readonly PARALLEL_MODULE="${AR_SCRIPTS_DIR}/arcore/parallel.py"
-
-# Prints "yes" when the arguments ask for parallel rounds: --workers N > 1, --runner other
-# than local, --slurm-arg, or --gpus listing more than one GPU.
-wants_parallel() {
-  local workers=1 runner=local gpus="" slurm=""
-  while (($#)); do
-    case "$1" in
-      --workers) workers="${2:-}"; shift ;;
-      --workers=*) workers="${1#*=}" ;;
-      --runner) runner="${2:-}"; shift ;;
-      --runner=*) runner="${1#*=}" ;;
-      --gpus) gpus="${2:-}"; shift ;;
-      --gpus=*) gpus="${1#*=}" ;;
-      --slurm-arg | --slurm-arg=*) slurm=yes; [[ "$1" == *=* ]] || shift ;;
-      --propose | --queue | --max | --hours | --max-crashes | --propose-timeout | --desc \
-        | --plateau | --prompt | --baseline-repeats | --confirm | --cmd | --launcher \
-        | --timeout | --grace | --metric | --repo) shift ;;
-    esac
-    shift || true
-  done
-  [[ "${workers}" =~ ^[0-9]+$ ]] || ar_die 2 "--workers must be a number, not '${workers}'"
-  case "${runner}" in
-    local | slurm) ;;
-    *) ar_die 2 "--runner must be local or slurm, not '${runner}'" ;;
-  esac
-  if ((workers > 1)) || [[ "${runner}" != local || -n "${slurm}" || "${gpus}" == *,* ]]; then
-    echo yes
-  fi
-}
-
-# Drops --workers/--gpus/--runner (a single local worker); --gpus picks its first GPU.
-local_args() {
-  LOCAL_ARGS=()
-  while (($#)); do
-    case "$1" in
-      --workers | --runner) shift ;;
-      --workers=* | --runner=*) ;;
-      --gpus) export CUDA_VISIBLE_DEVICES="${2%%,*}"; shift ;;
-      --gpus=*) local list="${1#*=}"; export CUDA_VISIBLE_DEVICES="${list%%,*}" ;;
-      *) LOCAL_ARGS+=("$1") ;;
-    esac
-    shift || true
-  done
-}
-
 main() {
   ar_help_if_asked "$@"
-  if [[ "$(wants_parallel "$@")" == yes ]]; then
-    [[ -f "${PARALLEL_MODULE}" ]] || ar_die 2 "parallel rounds are not available (no arcore.parallel)"
-    ar_find_python
-    # exec: arcore.parallel itself receives SIGINT/SIGTERM and stops every worker.
-    PYTHONPATH="${AR_SCRIPTS_DIR}${PYTHONPATH:+:${PYTHONPATH}}" \
-      exec "${AR_PY[@]}" -m arcore parallel "$@"
-  fi
-  local_args "$@"
   ar_find_python
-  # exec: the loop itself receives SIGINT/SIGTERM and forwards them to its child.
+  # exec: the loop (or, for --workers/--gpus/--runner slurm, arcore.parallel, which
+  # arcore.loop hands over to) itself receives SIGINT/SIGTERM and stops its children.
   # -S: arcore is stdlib only; skip site-packages start-up.
   PYTHONPATH="${AR_SCRIPTS_DIR}${PYTHONPATH:+:${PYTHONPATH}}" \
-    exec "${AR_PY[@]}" -S -m arcore loop ${LOCAL_ARGS[@]+"${LOCAL_ARGS[@]}"}
+    exec "${AR_PY[@]}" -S -m arcore loop "$@"
 }
 
 main "$@"

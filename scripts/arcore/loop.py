@@ -1369,6 +1369,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    return check_options(parse_options(argv))
+
+
+def parse_options(argv: list[str]) -> argparse.Namespace:
     p = _Parser(prog=NAME, add_help=False)
     p.add_argument("--propose")
     p.add_argument("--queue")
@@ -1391,7 +1395,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--gpus")
     p.add_argument("--runner", default="local")
-    opts = p.parse_args(argv)
+    p.add_argument("--slurm-arg", action="append", default=[], dest="slurm_args")
+    return p.parse_args(argv)
+
+
+def check_options(opts: argparse.Namespace) -> argparse.Namespace:
+    """The single loop's rules for its options (parallel rounds check their own)."""
     if opts.propose and opts.queue:
         raise LoopError(USAGE, "give --propose CMD or --queue DIR, not both")
     if not opts.propose and not opts.queue:
@@ -1409,17 +1418,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise LoopError(USAGE, "--hours must be > 0")
     if not opts.propose_timeout > 0:
         raise LoopError(USAGE, "--propose-timeout must be > 0")
-    if opts.workers != 1 or opts.runner != "local":
-        raise LoopError(USAGE, "parallel rounds are not available in this module "
-                               "(run-loop.sh hands --workers/--runner to arcore.parallel)")
+    if opts.workers < 1:
+        raise LoopError(USAGE, "--workers must be >= 1")
     if opts.queue:
         opts.queue = str(Path(opts.queue).resolve())
     return opts
 
 
+def wants_parallel(opts: argparse.Namespace) -> bool:
+    """--workers N > 1, a runner other than local, --slurm-arg, or --gpus listing several."""
+    return (opts.workers > 1 or opts.runner != "local" or bool(opts.slurm_args)
+            or "," in (opts.gpus or ""))
+
+
 def main(argv: list[str]) -> int:
     try:
-        opts = parse_args(argv)
+        opts = parse_options(argv)
+        if wants_parallel(opts):
+            try:
+                from arcore import parallel  # noqa: PLC0415
+            except ImportError:
+                raise LoopError(USAGE, "parallel rounds are not available (no arcore.parallel)")
+            return parallel.main(argv)
+        check_options(opts)
+        if opts.gpus:  # one GPU: the plain loop, on that GPU
+            os.environ["CUDA_VISIBLE_DEVICES"] = opts.gpus
         repo = str(Path(opts.repo).resolve())
         problem = top_problem(repo)
         if problem:

@@ -1,6 +1,6 @@
 """Parallel rounds: N candidates at once against the same base, one honest ledger.
 
-run-loop.sh hands its arguments here when ``--workers N`` (N > 1), ``--gpus LIST`` or
+arcore.loop.main (run-loop.sh) hands its arguments here when ``--workers N`` (N > 1), ``--gpus LIST`` or
 ``--runner slurm`` is given. A round:
 
 1. Take N candidates, one per worker. Each worker has its own git worktree
