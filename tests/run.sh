@@ -8,7 +8,9 @@
 # apt-get, then runs pytest, bats, ShellCheck over every shell script, and the
 # Agent Skills reference validator on SKILL.md. Every part runs; the exit code
 # is non-zero when any part failed. Tests whose packages are absent skip and
-# say why. AR_TEST_NO_APT=1 skips the Debian packages.
+# say why. AR_TEST_NO_APT=1 skips the Debian packages. It also installs the real
+# agent CLIs (Claude Code, Codex) with npm into tests/.agent-clis/ where npm is present;
+# AR_TEST_NO_NPM=1 skips that.
 #
 # Exit codes:
 #   0  every part passed
@@ -41,6 +43,41 @@ ensure_debian_packages() {
   fi
 }
 
+# The real agent CLIs for tests/test_agent_clis.py, at the versions
+# references/proposer-recipes.md names (`@anthropic-ai/claude-code@X`, `@openai/codex@Y`),
+# installed with npm into tests/.agent-clis/ (ignored by git; nothing global). Already there at
+# those versions: nothing to do. No npm, or npm fails (offline): the tests skip and say why.
+readonly AGENT_CLI_DIR="${ROOT}/tests/.agent-clis"
+readonly AGENT_CLI_PACKAGES=(@anthropic-ai/claude-code @openai/codex)
+
+ensure_agent_clis() {
+  [[ -n "${AR_TEST_NO_NPM:-}" ]] && return 0
+  local specs=() stale=0 package version installed
+  for package in "${AGENT_CLI_PACKAGES[@]}"; do
+    version="$(grep -o "\`${package}@[0-9][^\` ]*\`" "${ROOT}/references/proposer-recipes.md" \
+      | head -n 1 | tr -d '\`')" || true
+    version="${version##*@}"
+    if [[ -z "${version}" ]]; then
+      ar_log "proposer-recipes.md names no tested version of ${package}"
+      return 0
+    fi
+    installed="$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' \
+      "${AGENT_CLI_DIR}/node_modules/${package}/package.json" 2>/dev/null | head -n 1)" || true
+    [[ "${installed}" == "${version}" ]] || stale=1
+    specs+=("${package}@${version}")
+  done
+  ((stale)) || return 0
+  if ! command -v npm >/dev/null 2>&1; then
+    ar_log "no npm: the real agent CLI tests (tests/test_agent_clis.py) will skip"
+    return 0
+  fi
+  ar_log "installing ${specs[*]} into tests/.agent-clis (npm)"
+  if ! npm install --prefix "${AGENT_CLI_DIR}" --no-audit --no-fund \
+    --loglevel=error "${specs[@]}" >&2; then
+    ar_log "npm install failed (offline?): the real agent CLI tests will skip"
+  fi
+}
+
 main() {
   if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
     sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"
@@ -49,6 +86,7 @@ main() {
   cd "${ROOT}"
   ar_ensure_uv
   ensure_debian_packages
+  ensure_agent_clis
   uv sync --quiet --group test >&2
   local venv="${ROOT}/.venv/bin"
   export PATH="${venv}:${PATH}"
