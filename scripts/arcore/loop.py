@@ -61,7 +61,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from arcore import ledger, session
+from arcore import experiment, ledger, session, usage
 
 # ---------------------------------------------------------------------------
 # Constants
@@ -725,7 +725,7 @@ class Loop:
             if patch not in done:
                 done.append(patch)
         for key in ("candidate", "child", "patch", "reject", "untracked_before", "kind",
-                    "confirm", "desc", "ledger_sha"):
+                    "confirm", "desc", "ledger_sha", "proposer_usage"):
             self.state.pop(key, None)
         self.state.update(facts)
         self.state["phase"] = "idle"
@@ -837,7 +837,8 @@ class Loop:
             argv.append("--higher-is-better")
         if rerun:
             argv.append("--rerun")
-        proc = self.spawn(argv, "experiment", dict(os.environ), subprocess.PIPE, None)
+        env = dict(os.environ, **usage.as_env(self.state.pop("proposer_usage", None)))  # usage
+        proc = self.spawn(argv, "experiment", env, subprocess.PIPE, None)
         out_chunks: list[str] = []
         code, give_up = None, None
         patience = float(o.grace or 10) + 20  # run-experiment.sh's own grace, and then some
@@ -967,9 +968,19 @@ class Loop:
             line = ledger.format_row(short(reject.get("commit") or st["base"]), None, None,
                                      "crash", desc, ledger.read_header(self.ledger_path))
             ledger.append_row(self.ledger_path, line)
+            self._record_usage(short(reject.get("commit") or st["base"]), desc)  # usage
         self.last_verdict, self.last_value = "crash", None
         log(f"crash: {reject.get('reason', '')}")
         self.idle()
+
+    def _record_usage(self, commit: str, desc: str) -> None:
+        """usage: a rejected proposal's tokens and dollars, one runs.jsonl object."""
+        record = usage.rejected_record(self.state.pop("proposer_usage", None), commit, desc,
+                                       time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        if record:
+            with contextlib.suppress(OSError):
+                experiment.append_jsonl(os.path.join(session.session_dir(self.repo),
+                                                     experiment.RUNS), record)
 
     # -- helpers ---------------------------------------------------------------
 
@@ -1179,8 +1190,10 @@ class Loop:
             out.write(f"\n=== proposal {n} on {short(base)} at "
                       f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ===\n")
             out.flush()
+            log_offset = out.tell()  # usage: this proposal's part of proposer.log
             proc = self.spawn(["bash", "-c", o.propose], "proposer", env, out, out)
             code, timed_out = self.wait(proc, o.propose_timeout)
+        self.state["proposer_usage"] = usage.read_log(str(Path(repo) / PROPOSER_LOG), log_offset)
         if self.stop:
             restore(repo, self.branch, base, before, rewritten=True)
             self._restore_ledger()
