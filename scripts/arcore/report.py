@@ -713,6 +713,125 @@ def _tried_tail(item: dict, gains: dict[int, dict]) -> str:
 
 
 # ---------------------------------------------------------------------------
+# What the agent cost (runs.jsonl's proposer_usage, written from arcore.usage)
+# ---------------------------------------------------------------------------
+
+_USAGE_KEYS = ("input_tokens", "cached_input_tokens", "output_tokens")
+
+
+def load_costs(session_dir: str | None, since: str | None = None) -> list[dict]:
+    """runs.jsonl objects that carry ``proposer_usage``, in order, from time ``since`` on (only
+    lines naming proposer_usage are decoded); [] when there are none."""
+    if not session_dir:
+        return []
+    try:
+        with open(os.path.join(session_dir, "runs.jsonl"), "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return []
+    out = []
+    for line in data.splitlines():
+        if b'"proposer_usage"' not in line:
+            continue
+        record = _json_object(line)
+        if record and isinstance(record.get("proposer_usage"), dict) \
+                and (since is None or str(record.get("time", "")) >= since):
+            out.append(record)
+    return out
+
+
+def _spend(records: list[dict]) -> dict:
+    """Token sums and dollars over records (dollars: None when no record has a price)."""
+    usages = [r["proposer_usage"] for r in records]
+    out = {k: sum(_count(u.get(k)) for u in usages) for k in _USAGE_KEYS}
+    priced = [float(u["cost_usd"]) for u in usages if isinstance(u.get("cost_usd"), (int, float))
+              and not isinstance(u.get("cost_usd"), bool) and math.isfinite(u["cost_usd"])]
+    out["cost_usd"] = round(sum(priced), 6) if priced else None
+    out["priced"], out["proposals"] = len(priced), len(records)
+    return out
+
+
+def _count(value) -> int:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return int(value) if ok and value > 0 else 0
+
+
+def agent_cost(records: list[dict], timeline: list[dict]) -> dict | None:
+    """Tokens and dollars per experiment, per kept gain (what the proposals since the previous
+    keep cost) and for the session; None when no proposal reported its usage. ``timeline`` is
+    analyse()'s kept runs (for each gain's delta)."""
+    if not records:
+        return None
+    deltas = {str(k["commit"])[:7]: k["delta"] for k in timeline}
+    experiments, gains, pending = [], [], []
+    for record in records:
+        commit = str(record.get("commit") or "")[:7]
+        usage = record["proposer_usage"]
+        experiments.append({"commit": commit, "status": record.get("status"),
+                            "rejected": bool(record.get("rejected")),
+                            "description": clean(record.get("description") or ""),
+                            **{k: _count(usage.get(k)) for k in _USAGE_KEYS},
+                            "cost_usd": _spend([record])["cost_usd"],
+                            "source": usage.get("source")})
+        pending.append(record)
+        if record.get("status") == "keep" and not record.get("baseline"):
+            gains.append({"commit": commit, "delta": deltas.get(commit), **_spend(pending)})
+            pending = []
+    session = _spend(records)
+    session["sources"] = sorted({str(e["source"]) for e in experiments if e["source"]})
+    per_gain = None
+    if gains:
+        n = len(gains)
+        per_gain = {"gains": n, "proposals": sum(g["proposals"] for g in gains) / n,
+                    "tokens": sum(g["input_tokens"] + g["output_tokens"] for g in gains) / n,
+                    "cost_usd": None if session["cost_usd"] is None
+                    else round(sum(g["cost_usd"] or 0.0 for g in gains) / n, 6)}
+    unpriced = session["proposals"] - session["priced"]
+    note = ("dollars as the agent CLI reported them" if not unpriced else
+            f"{unpriced} of {session['proposals']} proposals reported tokens but no dollar "
+            "figure (Codex reports none); no price is assumed")
+    return {"session": session, "per_kept_gain": per_gain, "kept_gains": gains,
+            "experiments": experiments, "since_last_keep": _spend(pending) if pending else None,
+            "note": note}
+
+
+def _usd(value: float | None) -> str:
+    return "-" if value is None else f"${value:.4f}" if value < 100 else f"${value:,.0f}"
+
+
+def cost_lines(cost: dict | None) -> list[str]:
+    """The text view's agent-cost lines (at most three; nothing when none was reported)."""
+    if not cost:
+        return []
+    s = cost["session"]
+    plural = "s" if s["proposals"] != 1 else ""
+    line = (f"agent cost: {s['proposals']} proposal{plural}, {s['input_tokens']:,} tokens in "
+            f"({s['cached_input_tokens']:,} cached), {s['output_tokens']:,} out, ")
+    unpriced = s["proposals"] - s["priced"]
+    if s["cost_usd"] is None:
+        line += "no dollar figure (the CLI reports tokens only)"
+    else:
+        line += _usd(s["cost_usd"]) + (f" (+{unpriced} with no dollar figure)" if unpriced else "")
+    lines = [line]
+    per = cost["per_kept_gain"]
+    if per:
+        money = f"{_usd(per['cost_usd'])}, " if per["cost_usd"] is not None else ""
+        lines.append(f"  per kept gain: {money}{per['tokens']:,.0f} tokens, "
+                     f"{per['proposals']:.1f} proposals ({per['gains']} gain"
+                     f"{'s' if per['gains'] != 1 else ''})")
+    else:
+        lines.append("  per kept gain: no kept gain yet")
+    dear = sorted(cost["experiments"], key=lambda e: (-(e["cost_usd"] or 0.0),
+                                                      -(e["input_tokens"] + e["output_tokens"])))
+    lines.append("  dearest: " + "; ".join(
+        f"{e['commit']} {e['status']}{' (rejected)' if e['rejected'] else ''} "
+        + (_usd(e["cost_usd"]) if e["cost_usd"] is not None
+           else f"{e['input_tokens'] + e['output_tokens']:,} tokens")
+        for e in dear[:3]))
+    return lines
+
+
+# ---------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------
 
@@ -801,6 +920,8 @@ def _main(argv: list[str]) -> int:
         except OSError as exc:
             _err(f"cannot write {opts['plot']}: {exc.strerror or exc}")
             return EXIT_FAIL
+    rep["agent_cost"] = agent_cost(load_costs(session_dir, None if opts["all"]
+                                              else session.get("created")), rep["timeline"])
     if opts["json"]:
         rep["ledger"] = ledger
         rep["plot"] = opts["plot"]
@@ -808,7 +929,7 @@ def _main(argv: list[str]) -> int:
     elif opts["tried"]:
         print("\n".join(render_tried(rep)))
     else:
-        print("\n".join(render_text(rep, ledger)))
+        print("\n".join(render_text(rep, ledger) + cost_lines(rep["agent_cost"])))
         if opts["plot"]:
             print(f"plot: {opts['plot']}")
     return EXIT_OK
