@@ -7,7 +7,11 @@
 # (noise_floor, ledger_start) and .autoresearch/runs.jsonl (crash class, hint).
 # The default text is at most 40 lines: counts, keep rate, baseline -> best,
 # top N, the improvement timeline of kept runs (delta vs the previous kept run),
-# crash patterns, best gains, repeated failures and a next experiment family.
+# crash patterns, best gains, repeated failures and a next experiment family,
+# then, when the loop's proposer reported its usage (runs.jsonl proposer_usage),
+# what the agent cost: tokens and dollars for the session, per kept gain and the
+# dearest experiments (all of them under agent_cost in --json; Codex reports no
+# dollars, and none are assumed).
 #
 # Options:
 #   --ledger FILE       the ledger (default: ./results.tsv)

@@ -36,6 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 MAX_REQUESTS = 200
+MAX_BODY = 64 << 20
 LIFETIME = 600.0
 
 # Usage each answer reports (the tests compare the loop's records with sums of these).
@@ -419,9 +420,23 @@ class ScriptedServer:
             def do_HEAD(self) -> None:  # noqa: N802
                 self._reply("application/json", b"")
 
+            def _body(self) -> bytes:
+                """The request body: Content-Length, or chunked (bounded either way)."""
+                if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                    raw = b""
+                    for _ in range(10000):
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0 or len(raw) > MAX_BODY:
+                            self.rfile.readline()
+                            break
+                        raw += self.rfile.read(size)
+                        self.rfile.readline()
+                    return raw
+                length = min(int(self.headers.get("Content-Length") or 0), MAX_BODY)
+                return self.rfile.read(length) if length else b""
+
             def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
+                raw = self._body()
                 if self.headers.get("Content-Encoding") == "zstd" or not raw:
                     body: dict = {}
                 else:

@@ -316,3 +316,57 @@ def assert_denied(client: str, server: ScriptedServer) -> None:
         assert "Read-only file system" in reset["text"], reset
         assert re.search(r"rejected|failed|Read-only|denied", push["text"]), push
     assert f"VAL_BPB = {NEW_VALUE}" in reread["text"], reread
+
+
+# ---------------------------------------------------------------------------
+# The scripted server itself (no client needed)
+# ---------------------------------------------------------------------------
+
+
+def _post(server: ScriptedServer, path: str, body) -> tuple[int, str]:
+    import urllib.request
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(server.url + path, data=data, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as answer:
+        return answer.status, answer.read().decode()
+
+
+def _events(text: str) -> list[dict]:
+    return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+
+
+def test_the_server_plays_the_next_step_per_distinct_tool_result_and_never_errors(serve):
+    server = serve("claude-good")
+    tools = [{"name": "Read"}]
+    system = [{"type": "text", "text": "Primary working directory: /w"}]
+    status, text = _post(server, "/v1/messages?beta=true",
+                         {"stream": True, "tools": tools, "system": system, "messages": []})
+    events = _events(text)
+    assert status == 200 and [e["type"] for e in events][0] == "message_start"
+    assert events[1]["content_block"]["name"] == "Read"
+    assert json.loads(events[2]["delta"]["partial_json"]) == {"file_path": "/w/train.py"}
+    assert events[-2]["usage"]["output_tokens"] > 0 and events[-1]["type"] == "message_stop"
+    shown = {"type": "tool_result", "tool_use_id": "t1", "content": "8\u2192VAL_BPB = 1.5"}
+    twice = {"role": "user", "content": [shown, dict(shown)]}  # one result, sent twice
+    _, text = _post(server, "/v1/messages", {"stream": True, "tools": tools, "system": system,
+                                             "messages": [twice]})
+    edit = json.loads(_events(text)[2]["delta"]["partial_json"])
+    assert edit["old_string"] == "VAL_BPB = 1.5" and edit["new_string"].endswith("0.990000")
+    assert _post(server, "/v1/messages", {"messages": []})[0] == 200  # a side request: text
+    assert _post(server, "/anything", b"not json")[0] == 200
+    assert [r["step"] for r in server.requests] == [0, 1, None, None]
+
+
+def test_the_server_speaks_the_responses_api_with_apply_patch_only_when_offered(serve):
+    server = serve("codex-good")
+    seen = {"type": "function_call_output", "call_id": "c1", "output": "VAL_BPB = 1.0\n"}
+    for tools, kind in (([{"type": "function", "name": "exec_command"}], "function_call"),
+                        ([{"type": "custom", "name": "apply_patch"}], "custom_tool_call")):
+        _, text = _post(server, "/v1/responses", {"stream": True, "tools": tools,
+                                                  "input": [seen]})
+        events = _events(text)
+        assert events[-1]["type"] == "response.completed"
+        assert events[-1]["response"]["usage"]["input_tokens"] > 0
+        assert events[1]["item"]["type"] == kind
+    assert "*** Update File: train.py" in events[1]["item"]["input"]

@@ -15,6 +15,11 @@ four things a human needs: best gains, repeated failures, what has been tried, t
 experiment family), ``--tried`` (the body of templates/program.md's "What has been tried"),
 ``--json`` (everything), ``--plot FILE.svg`` (arcore.svgplot's progress chart).
 
+Agent cost: runs.jsonl objects carrying ``proposer_usage`` (the loop's record of what each
+proposal's agent CLI reported, see arcore.usage) give tokens and dollars per experiment, per
+kept gain (the proposals since the previous keep) and for the session (``agent_cost`` in
+--json; three text lines). Dollars are only what the CLI reported (Codex reports none).
+
 Noise: a kept gain smaller than the noise floor (session.json's ``noise_floor``, else the
 pooled std of commits the ledger measured more than once) is "within noise"; with neither, the
 report says single runs cannot separate small gains. Word themes (repeated failures, the next
