@@ -81,6 +81,7 @@ SCRIPTS: dict[str, list[tuple]] = {
         ("set", "train.py", "VAL_BPB", NEW_VALUE),
         ("bash", "git reset --hard"),
         ("bash", "git push origin HEAD"),
+        ("bash", "git checkout -- train.py"),
         ("read", "train.py"),
         ("say", "I could not reset or push."),
     ],

@@ -22,6 +22,8 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -76,7 +78,27 @@ def binary(client: str) -> Path:
     if not path.exists():
         pytest.skip(f"{PACKAGES[client]} is not installed in {CLI_DIR.relative_to(ROOT)} "
                     "(tests/run.sh installs it with npm; npm or the network is absent here)")
+    if client == "codex":
+        problem = sandbox_problem(path)
+        if problem:
+            pytest.skip(f"Codex's sandbox cannot start on this machine ({problem}); the Codex "
+                        "recipe needs it")
     return path
+
+
+_SANDBOX: dict[str, str | None] = {}
+
+
+def sandbox_problem(codex: Path) -> str | None:
+    """Why `codex sandbox -- true` (its bundled bubblewrap) fails here, or None; asked once."""
+    if "answer" not in _SANDBOX:
+        with tempfile.TemporaryDirectory() as home:
+            probe = subprocess.run([str(codex), "sandbox", "--", "true"], cwd=home,
+                                   env={**os.environ, "HOME": home}, capture_output=True,
+                                   text=True, timeout=60, stdin=subprocess.DEVNULL)
+        last = (probe.stderr.strip().splitlines() or ["no message"])[-1][:200]
+        _SANDBOX["answer"] = None if probe.returncode == 0 else f"exit {probe.returncode}: {last}"
+    return _SANDBOX["answer"]
 
 
 def client_env(tmp_path: Path, client: str, server: ScriptedServer) -> dict:
@@ -303,14 +325,18 @@ def test_a_misbehaving_proposal_is_the_loops_usual_rejected_proposal(client, scr
 
 
 def assert_denied(client: str, server: ScriptedServer) -> None:
-    """The client refused `git reset --hard` and `git push`, and they did not run: the
-    re-read after them still shows the uncommitted edit."""
+    """The client refused `git reset --hard` and `git push` (Claude: `git checkout` too), and
+    they did not run: the re-read after them still shows the uncommitted edit."""
     results = server.results()
     assert len(results) >= 5, f"the script did not get to its denied commands: {results}"
-    reset, push, reread = results[2], results[3], results[4]
+    reset, push, reread = results[2], results[3], results[-1]
     if client == "claude":  # refused by --disallowedTools before anything ran
-        assert reset["is_error"] and "denied" in reset["text"], reset
-        assert push["is_error"] and "denied" in push["text"], push
+        assert len(results) == 6, results
+        for refused, command in zip(results[2:5], ("git reset --hard", "git push origin HEAD",
+                                                   "git checkout -- train.py")):
+            assert refused["is_error"], refused
+            assert f"Permission to use Bash with command {command} has been denied" \
+                in refused["text"], refused
     else:  # refused by the workspace-write sandbox: .git and /tmp are read-only
         assert re.search(r"exited with code [1-9]", reset["text"]), reset
         assert "Read-only file system" in reset["text"], reset
@@ -324,7 +350,6 @@ def assert_denied(client: str, server: ScriptedServer) -> None:
 
 
 def _post(server: ScriptedServer, path: str, body) -> tuple[int, str]:
-    import urllib.request
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     req = urllib.request.Request(server.url + path, data=data, method="POST",
                                  headers={"Content-Type": "application/json"})
