@@ -76,7 +76,8 @@ def skill_description() -> str:
 def binary(client: str) -> Path:
     path = BIN / client
     if not path.exists():
-        pytest.skip(f"{PACKAGES[client]} is not installed in {CLI_DIR.relative_to(ROOT)} "
+        where = CLI_DIR.relative_to(ROOT) if CLI_DIR.is_relative_to(ROOT) else CLI_DIR
+        pytest.skip(f"{PACKAGES[client]} is not installed in {where} "
                     "(tests/run.sh installs it with npm; npm or the network is absent here)")
     if client == "codex":
         problem = sandbox_problem(path)
