@@ -138,11 +138,12 @@ def test_a_kept_gain_costs_every_proposal_since_the_previous_keep():
     (gain,) = cost["kept_gains"]
     assert gain["commit"] == "ccccccc" and gain["delta"] == 0.004
     assert gain["proposals"] == 3 and gain["cost_usd"] == pytest.approx(0.06)
-    assert cost["per_kept_gain"]["cost_usd"] == pytest.approx(0.06)
+    assert cost["per_kept_gain"] == {"gains": 1, "proposals": 4, "tokens": 440,
+                                     "cost_usd": pytest.approx(0.56)}
     assert cost["since_last_keep"]["cost_usd"] == pytest.approx(0.5)
     lines = report.cost_lines(cost)
     assert lines[0].startswith("agent cost: 4 proposals, 400 tokens in") and "$0.5600" in lines[0]
-    assert "per kept gain: $0.0600" in lines[1]
+    assert "per kept gain (session spend / 1 gain): $0.5600, 440 tokens, 4 proposals" in lines[1]
     assert lines[2].startswith("  dearest: ddddddd discard $0.5000")
 
 

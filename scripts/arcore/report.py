@@ -762,9 +762,10 @@ def _count(value) -> int:
 
 
 def agent_cost(records: list[dict], timeline: list[dict]) -> dict | None:
-    """Tokens and dollars per experiment, per kept gain (what the proposals since the previous
-    keep cost) and for the session; None when no proposal reported its usage. ``timeline`` is
-    analyse()'s kept runs (for each gain's delta)."""
+    """Tokens and dollars per experiment, per kept gain and for the session; None when no
+    proposal reported its usage. ``kept_gains`` lists what the proposals since the previous
+    keep cost each gain; ``per_kept_gain`` is the session's whole spend over its gains.
+    ``timeline`` is analyse()'s kept runs (for each gain's delta)."""
     if not records:
         return None
     deltas = {str(k["commit"])[:7]: k["delta"] for k in timeline}
@@ -785,12 +786,12 @@ def agent_cost(records: list[dict], timeline: list[dict]) -> dict | None:
     session = _spend(records)
     session["sources"] = sorted({str(e["source"]) for e in experiments if e["source"]})
     per_gain = None
-    if gains:
+    if gains:  # the whole session's spend over its gains: failures are part of a gain's price
         n = len(gains)
-        per_gain = {"gains": n, "proposals": sum(g["proposals"] for g in gains) / n,
-                    "tokens": sum(g["input_tokens"] + g["output_tokens"] for g in gains) / n,
+        per_gain = {"gains": n, "proposals": round(session["proposals"] / n, 2),
+                    "tokens": round((session["input_tokens"] + session["output_tokens"]) / n),
                     "cost_usd": None if session["cost_usd"] is None
-                    else round(sum(g["cost_usd"] or 0.0 for g in gains) / n, 6)}
+                    else round(session["cost_usd"] / n, 6)}
     unpriced = session["proposals"] - session["priced"]
     note = ("dollars as the agent CLI reported them" if not unpriced else
             f"{unpriced} of {session['proposals']} proposals reported tokens but no dollar "
@@ -821,9 +822,9 @@ def cost_lines(cost: dict | None) -> list[str]:
     per = cost["per_kept_gain"]
     if per:
         money = f"{_usd(per['cost_usd'])}, " if per["cost_usd"] is not None else ""
-        lines.append(f"  per kept gain: {money}{per['tokens']:,.0f} tokens, "
-                     f"{per['proposals']:.1f} proposals ({per['gains']} gain"
-                     f"{'s' if per['gains'] != 1 else ''})")
+        lines.append(f"  per kept gain (session spend / {per['gains']} gain"
+                     f"{'s' if per['gains'] != 1 else ''}): {money}{per['tokens']:,} tokens, "
+                     f"{per['proposals']:g} proposals")
     else:
         lines.append("  per kept gain: no kept gain yet")
     dear = sorted(cost["experiments"], key=lambda e: (-(e["cost_usd"] or 0.0),
