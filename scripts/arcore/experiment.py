@@ -675,8 +675,9 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
                   baseline=baseline, over_budget=too_long, exit_code=exit_code,
                   timed_out=timed_out, tamper=refused, metrics=facts["metrics"],
                   cmd=command_argv(opts)[2])
-    if usage.from_env(os.environ):  # the loop's proposer reported what this candidate cost
-        record["proposer_usage"] = usage.from_env(os.environ)
+    proposer_usage = usage.from_env(os.environ)  # what the loop's proposal of HEAD cost
+    if proposer_usage:
+        record["proposer_usage"] = proposer_usage
     try:
         append_jsonl(os.path.join(session.session_dir(repo), RUNS), record)
     except OSError as exc:  # the sidecar may be missing; results.tsv has the row
