@@ -72,8 +72,8 @@ ensure_agent_clis() {
     return 0
   fi
   ar_log "installing ${specs[*]} into tests/.agent-clis (npm)"
-  if ! npm install --prefix "${AGENT_CLI_DIR}" --no-audit --no-fund \
-    --loglevel=error "${specs[@]}" >&2; then
+  if ! npm install --prefix "${AGENT_CLI_DIR}" --no-audit --no-fund --fetch-retries=1 \
+    --fetch-timeout=120000 --loglevel=error "${specs[@]}" >&2; then
     ar_log "npm install failed (offline?): the real agent CLI tests will skip"
   fi
 }
