@@ -356,7 +356,24 @@ class ScriptedServer:
     # -- answering ----------------------------------------------------------------
 
     def answer(self, path: str, body: dict) -> tuple[str, bytes, dict]:
-        """(content type, payload, the facts recorded) for one request."""
+        """(content type, payload, the facts recorded) for one request; a request this
+        server cannot make sense of still gets a final text (never an error)."""
+        try:
+            return self._answer(path, body)
+        except Exception as exc:  # noqa: BLE001 - an error answer would make a client retry
+            facts = {"step": None, "usage": None, "problem": repr(exc)}
+            if "/responses" in path:
+                return ("text/event-stream", responses_stream(
+                    codex_item(("say", "Done."), {}, [], 0), 0), facts)
+            return ("text/event-stream" if isinstance(body, dict) and body.get("stream")
+                    else "application/json",
+                    anthropic_stream("claude", {"type": "text", "text": "Done."}, 0)
+                    if isinstance(body, dict) and body.get("stream")
+                    else json.dumps(anthropic_message("claude", {"type": "text",
+                                                                 "text": "Done."}, 0)).encode(),
+                    facts)
+
+    def _answer(self, path: str, body: dict) -> tuple[str, bytes, dict]:
         with self.lock:
             number = len(self.requests) + 1
         base = path.split("?", 1)[0]

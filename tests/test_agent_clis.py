@@ -396,3 +396,12 @@ def test_the_server_speaks_the_responses_api_with_apply_patch_only_when_offered(
         assert events[-1]["response"]["usage"]["input_tokens"] > 0
         assert events[1]["item"]["type"] == kind
     assert "*** Update File: train.py" in events[1]["item"]["input"]
+
+
+def test_a_request_the_server_cannot_read_still_gets_a_final_answer(serve):
+    server = serve("claude-good")
+    status, text = _post(server, "/v1/messages", {"stream": True, "tools": [{"name": "Read"}],
+                                                  "messages": "not a list", "system": 5})
+    assert status == 200 and _events(text)[-1]["type"] == "message_stop"
+    status, text = _post(server, "/v1/responses", {"stream": True, "input": [None, 3]})
+    assert status == 200 and _events(text)[-1]["type"] == "response.completed"
