@@ -405,3 +405,13 @@ def test_a_request_the_server_cannot_read_still_gets_a_final_answer(serve):
     assert status == 200 and _events(text)[-1]["type"] == "message_stop"
     status, text = _post(server, "/v1/responses", {"stream": True, "input": [None, 3]})
     assert status == 200 and _events(text)[-1]["type"] == "response.completed"
+
+
+@pytest.mark.parametrize("client", ["claude", "codex"])
+def test_the_recipe_works_in_whatever_checkout_the_loop_names(client):
+    """The proposal happens where AUTORESEARCH_REPO points (a disposable clone, say): the
+    command goes there first and names no fixed path of its own."""
+    propose = recipe_argv(client)[recipe_argv(client).index("--propose") + 1]
+    assert propose.startswith('cd "$AUTORESEARCH_REPO" && ')
+    assert not re.search(r"(^|[\s'\"=])/(?!dev/null)", propose), propose
+    assert pinned_version(client)
