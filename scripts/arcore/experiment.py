@@ -41,7 +41,7 @@ import subprocess
 import sys
 import time
 
-from arcore import cli, ledger, runlog, session, tamper
+from arcore import attest, cli, ledger, runlog, session, tamper
 
 # ---------------------------------------------------------------------------
 # Constants and errors
@@ -50,13 +50,16 @@ from arcore import cli, ledger, runlog, session, tamper
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_HARNESS, EXIT_UNSAFE, EXIT_DONE, EXIT_INT = \
     0, 1, 2, 3, 4, 5, 130
 DEFAULTS = {"cmd": "uv run train.py", "launcher": "", "timeout": 600.0, "grace": 10.0,
-            "metric": "val_bpb", "budget_tolerance": 10.0}
+            "metric": "val_bpb", "budget_tolerance": attest.DEFAULT_TOLERANCE}
 LEDGER = "results.tsv"
 RUN_LOG = "run.log"
 RUNS = "runs.jsonl"
 DISCARDED = "refs/autoresearch/discarded/"
 TAMPER_HINT = ("the candidate must change train.py only and leave the evaluator, its "
                "constants and the data cache alone (see the finding in the description)")
+PRINTED_WARNING = ("warning: this session's metric is the val_bpb train.py prints, not one "
+                   "the evaluator attested (AUTORESEARCH_METRIC_SOURCE=printed at freeze); "
+                   "a cheating train.py can be kept")
 KEYS = ("status", "commit", "metric", "value", "memory_gb", "best", "delta", "crash_class",
         "hint", "seconds", "log", "description", "reverted")
 
@@ -90,9 +93,9 @@ def better(value: float, best: float, higher_is_better: bool = False) -> bool:
 
 
 def over_budget(metrics: dict, time_budget, tolerance: float) -> bool:
-    seconds = metrics.get("training_seconds")
-    return (isinstance(seconds, float) and isinstance(time_budget, (int, float))
-            and seconds > time_budget + tolerance)
+    """A printed session's check: training_seconds past TIME_BUDGET x (1 + tolerance)."""
+    return attest.printed_over_budget(metrics.get("training_seconds"), time_budget,
+                                      tolerance) is not None
 
 
 def judge(value: float | None, best: float | None, baseline: bool,
@@ -390,7 +393,7 @@ def _catch_signals() -> None:
 
 USAGE = """usage: run-experiment.sh [--desc TEXT] [--cmd CMD] [--launcher PREFIX] [--timeout SEC]
                          [--grace SEC] [--metric NAME] [--higher-is-better] [--worker ID]
-                         [--budget-tolerance SEC] [--rerun] [--json] [--repo DIR]"""
+                         [--budget-tolerance FRACTION] [--rerun] [--json] [--repo DIR]"""
 
 
 def parse_args(argv: list[str]) -> dict:
@@ -403,7 +406,12 @@ def parse_args(argv: list[str]) -> dict:
         cli.parse_options(argv, opts, valued, flags)
     except ValueError as exc:
         raise Stop(EXIT_USAGE, f"{exc} (see --help)")
-    for key in ("timeout", "grace", "budget_tolerance"):
+    try:
+        opts["budget_tolerance"] = attest.parse_tolerance(opts["budget_tolerance"])
+    except ValueError:
+        raise Stop(EXIT_USAGE, "--budget-tolerance must be a fraction of TIME_BUDGET "
+                   "between 0 and 1 (0.1 or 10%)")
+    for key in ("timeout", "grace"):
         try:
             opts[key] = float(opts[key])
         except ValueError:
@@ -527,6 +535,63 @@ def command_argv(opts: dict) -> list[str]:
     return ["bash", "-c", line]
 
 
+def attested_command(frozen: dict, opts: dict) -> tuple[bool, dict]:
+    """(attested?, the options with --cmd run under the launcher). A printed session warns
+    on every run; a command the launcher cannot wrap is refused (exit 2), nothing run."""
+    if frozen.get("metric_source", "printed") != "attested":
+        log(PRINTED_WARNING)
+        return False, opts
+    cmd = attest.rewrite_command(opts["cmd"])
+    if cmd is None:
+        raise Stop(EXIT_USAGE, f"--cmd {opts['cmd']!r} cannot run under the attestation "
+                   "launcher: use `uv run train.py`, `python3 train.py` or `uv run python "
+                   "train.py` (VAR=value words before it are fine)")
+    return True, dict(opts, cmd=cmd)
+
+
+def attested_facts(repo: str, facts: dict, channel: dict, frozen: dict, opts: dict,
+                   baseline_run: bool) -> tuple[dict, str | None]:
+    """The run's facts from its attestation records (the channel is removed), and why it
+    is a crash (None when it is not, or when the log's own class says why)."""
+    try:
+        records, problems = attest.read_records(channel["records"], channel["key"])
+    finally:
+        attest.close_channel(channel)
+    got = attest.verdict(records, problems, facts["value"], facts["crash_class"])
+    budget = frozen.get("constants", {}).get("TIME_BUDGET")
+    clock = frozen.get("budget_clock", "wall")
+    seconds = attest.eval_seconds(got, clock)
+    reason = got["reason"]
+    cls = got["crash_class"]
+    if cls is None and baseline_run:
+        extra = attest.overhead(seconds, budget)
+        if extra is not None and extra > float(frozen.get("attest_overhead_s") or 0.0):
+            frozen = session.update(repo, attest_overhead_s=round(extra, 3))
+    elif cls is None:
+        reason = attest.honest_time(seconds, budget, frozen.get("attest_overhead_s"),
+                                    opts["budget_tolerance"])
+        cls = "over-budget" if reason else None
+    out = dict(facts, value=got["value"] if cls is None else None)
+    if cls:
+        out.update(crash_class=cls, hint=runlog.hint(cls))
+    out["attest"] = {"value": got["attested_value"], "evaluations": got["evaluations"],
+                     "consumed": got["consumed"], "crosscheck": got["crosscheck"],
+                     "findings": got["findings"], "clock": clock, "eval_seconds": seconds,
+                     "reason": reason}
+    return out, reason if cls in attest.CLASSES else None
+
+
+def printed_facts(facts: dict, frozen: dict, opts: dict) -> tuple[dict, str | None]:
+    """A printed session's facts: a training_seconds past the budget is over-budget."""
+    late = attest.printed_over_budget(facts["metrics"].get("training_seconds"),
+                                      frozen.get("constants", {}).get("TIME_BUDGET"),
+                                      opts["budget_tolerance"])
+    if late is None or facts["value"] is None:
+        return facts, None
+    return dict(facts, value=None, crash_class="over-budget",
+                hint=runlog.hint("over-budget")), late
+
+
 def run(opts: dict) -> tuple[int, dict]:
     repo, head = open_repo(opts["repo"])
     lock = take_lock(repo)
@@ -576,6 +641,7 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     check_git_state(repo)
     ref = current_ref(repo)
     frozen = load_session(repo, opts)
+    attested, run_opts = attested_command(frozen, opts)
     higher = bool(frozen.get("higher_is_better"))
     ledger_path = os.path.join(repo, LEDGER)
     track = ledger.track_rows(ledger.read_ledger(ledger_path), frozen.get("ledger_start", 0))
@@ -606,6 +672,7 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     env = dict(os.environ, AUTORESEARCH_WORKER=str(opts["worker"]))
     env["PATH"] = env.pop("AR_CALLER_PATH", None) or env.get("PATH", os.defpath)
     exit_code, timed_out, seconds = None, False, 0.0
+    channel = None
     if refused:
         with open(log_path, "a", encoding="utf-8") as out:
             out.write("run-experiment.sh: refused by the tamper lint, nothing was run:\n")
@@ -613,11 +680,18 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
         log("refused by the tamper lint: " + "; ".join(refused))
     else:
         ledger_before = read_bytes(ledger_path)
+        channel = attest.open_channel() if attested else None
+        if channel:
+            env = attest.run_env(env, channel, os.path.join(repo, "prepare.py"),
+                                 frozen.get("files", {}).get("prepare.py"),
+                                 frozen.get("validation", {}))
         _catch_signals()
         try:
             exit_code, timed_out, seconds = run_command(
-                repo, command_argv(opts), log_path, opts["timeout"], opts["grace"], env)
+                repo, command_argv(run_opts), log_path, opts["timeout"], opts["grace"], env)
         except Interrupted:
+            if channel:
+                attest.close_channel(channel)
             finish_log(repo, log_path)
             raise Stop(EXIT_INT, "interrupted: the run was stopped; no row written, git untouched")
     _ignore_signals()
@@ -633,17 +707,21 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
                        f"scripts' alone); restored, the changed copy kept as {aside}"]
             log("refused: " + refused[0])
     if refused:
+        if channel:
+            attest.close_channel(channel)
         facts = {"value": None, "memory_gb": None, "metrics": {}, "crash_class": "tamper",
                  "hint": TAMPER_HINT}
         desc = f"{desc} [refused: {'; '.join(refused)}]"
     else:
         facts = runlog.summarize(log_path, opts["metric"], exit_code, timed_out)
-    too_long = over_budget(facts["metrics"], frozen.get("constants", {}).get("TIME_BUDGET"),
-                           opts["budget_tolerance"])
-    status = judge(facts["value"], kept["val_bpb"] if kept else None, baseline, higher, too_long)
-    if too_long and facts["value"] is not None:
-        log(f"training_seconds {facts['metrics'].get('training_seconds')} is over TIME_BUDGET "
-            f"+ {opts['budget_tolerance']:g}s: this run cannot be kept")
+        baseline_run = baseline or judged_row(track[:1], head) is not None
+        facts, why = (attested_facts(repo, facts, channel, frozen, opts, baseline_run)
+                      if channel else printed_facts(facts, frozen, opts))
+        if why:
+            desc = f"{desc} [{facts['crash_class']}: {why}]"
+            log(f"{facts['crash_class']}: {why}")
+    too_long = facts.get("crash_class") == "over-budget"
+    status = judge(facts["value"], kept["val_bpb"] if kept else None, baseline, higher)
     best = kept["val_bpb"] if kept else None
     value = facts["value"]
     delta = value - best if value is not None and best is not None else None
@@ -674,7 +752,8 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     record = dict(result, commit=head, short=short, time=_now(), worker=opts["worker"],
                   baseline=baseline, over_budget=too_long, exit_code=exit_code,
                   timed_out=timed_out, tamper=refused, metrics=facts["metrics"],
-                  cmd=command_argv(opts)[2])
+                  cmd=command_argv(run_opts)[2], attest=facts.get("attest"),
+                  metric_source="attested" if attested else "printed")
     try:
         append_jsonl(os.path.join(session.session_dir(repo), RUNS), record)
     except OSError as exc:  # the sidecar may be missing; results.tsv has the row
