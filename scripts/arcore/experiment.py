@@ -536,10 +536,9 @@ def command_argv(opts: dict) -> list[str]:
 
 
 def attested_command(frozen: dict, opts: dict) -> tuple[bool, dict]:
-    """(attested?, the options with --cmd run under the launcher). A printed session warns
-    on every run; a command the launcher cannot wrap is refused (exit 2), nothing run."""
+    """(attested?, the options with --cmd run under the launcher). A command the launcher
+    cannot wrap is refused (exit 2), nothing run. (A printed session warns on every run.)"""
     if frozen.get("metric_source", "printed") != "attested":
-        log(PRINTED_WARNING)
         return False, opts
     cmd = attest.rewrite_command(opts["cmd"])
     if cmd is None:
@@ -680,6 +679,8 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
         log("refused by the tamper lint: " + "; ".join(refused))
     else:
         ledger_before = read_bytes(ledger_path)
+        if not attested:
+            log(PRINTED_WARNING)
         channel = attest.open_channel() if attested else None
         if channel:
             env = attest.run_env(env, channel, os.path.join(repo, "prepare.py"),
