@@ -535,10 +535,12 @@ def command_argv(opts: dict) -> list[str]:
     return ["bash", "-c", line]
 
 
-def attested_command(frozen: dict, opts: dict) -> tuple[bool, dict]:
-    """(attested?, the options with --cmd run under the launcher). A command the launcher
-    cannot wrap is refused (exit 2), nothing run. (A printed session warns on every run.)"""
-    if frozen.get("metric_source", "printed") != "attested":
+def attested_command(frozen: dict | None, opts: dict) -> tuple[bool, dict]:
+    """(attested?, the options with --cmd run under the launcher) for the session, or for
+    the one a freeze would make now. A command the launcher cannot wrap is refused (exit 2),
+    nothing frozen or run. (A printed session warns on every run.)"""
+    source = frozen.get("metric_source", "printed") if frozen else session.metric_source()
+    if source != "attested":
         return False, opts
     cmd = attest.rewrite_command(opts["cmd"])
     if cmd is None:
@@ -639,8 +641,8 @@ def restore_ledger(repo: str, path: str, before: bytes | None, after: bytes | No
 def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     check_git_state(repo)
     ref = current_ref(repo)
+    attested, run_opts = attested_command(session.load(repo), opts)  # before any freeze
     frozen = load_session(repo, opts)
-    attested, run_opts = attested_command(frozen, opts)
     higher = bool(frozen.get("higher_is_better"))
     ledger_path = os.path.join(repo, LEDGER)
     track = ledger.track_rows(ledger.read_ledger(ledger_path), frozen.get("ledger_start", 0))
