@@ -12,8 +12,9 @@ block) but no training. It runs N times (default 7) each way, alternating:
 - attested: ``python -m autoresearch_attest train.py`` with the harness's channel, key file
   and frozen prepare.py (arcore.attest.open_channel / run_env), the records then verified.
 
-The figure is the difference of the medians (goal: <= 0.2 s), beside the medians and the
-attested records' own eval_begin wall/cpu. ``--python``: the target's Python (default: an
+The figures are the differences of the medians, wall clock and CPU time (user + sys, less
+sensitive to a busy machine) (goal: <= 0.2 s), beside the medians and the attested records'
+own eval_begin wall/cpu. ``--python``: the target's Python (default: an
 environment `uv sync`ed from examples/cpu-target into a temporary folder). Exit codes: 0
 figures printed, 1 a run failed, 2 usage.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -60,7 +62,12 @@ def target_python(work: Path) -> str:
     return str(venv / "bin" / "python")
 
 
-def once(python: str, repo: Path, env: dict, attested: bool) -> tuple[float, dict | None]:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def once(python: str, repo: Path, env: dict, attested: bool) -> tuple[float, float, dict | None]:
     channel = attest.open_channel() if attested else None
     run_env = env
     argv = [python, "train.py"]
@@ -69,9 +76,9 @@ def once(python: str, repo: Path, env: dict, attested: bool) -> tuple[float, dic
         run_env = attest.run_env(env, channel, str(repo / "prepare.py"), sha,
                                  session.validation_facts(str(repo)))
         argv = [python, "-m", attest.LAUNCHER, "train.py"]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _children_cpu()
     done = subprocess.run(argv, cwd=repo, env=run_env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _children_cpu() - cpu
     facts = None
     if attested:
         records, problems = attest.read_records(channel["records"], channel["key"])
@@ -82,7 +89,7 @@ def once(python: str, repo: Path, env: dict, attested: bool) -> tuple[float, dic
                                f"{facts['reason']}\n{done.stderr[-2000:]}")
     if done.returncode != 0 or "val_bpb:" not in done.stdout:
         raise RuntimeError(f"exit {done.returncode}\n{done.stderr[-2000:]}")
-    return seconds, facts
+    return seconds, cpu, facts
 
 
 def main(argv: list[str]) -> int:
@@ -110,18 +117,22 @@ def main(argv: list[str]) -> int:
         try:
             once(python, repo, env, False)   # warm the page cache
             for _ in range(args.runs):
-                plain.append(once(python, repo, env, False)[0])
-                seconds, facts = once(python, repo, env, True)
-                attested.append(seconds)
+                plain.append(once(python, repo, env, False)[:2])
+                seconds, cpu, facts = once(python, repo, env, True)
+                attested.append((seconds, cpu))
                 begins.append(facts["eval_begin"])
         except RuntimeError as exc:
             print(f"bench_attest: a run failed: {exc}", file=sys.stderr)
             return 1
-    p, a = statistics.median(plain), statistics.median(attested)
-    print(f"runs each way:           {args.runs}")
-    print(f"plain median:            {p:.3f} s")
-    print(f"attested median:         {a:.3f} s")
-    print(f"launcher added per run:  {a - p:.3f} s (goal <= {GOAL_S} s)")
+    p = statistics.median(r[0] for r in plain)
+    a = statistics.median(r[0] for r in attested)
+    pc = statistics.median(r[1] for r in plain)
+    ac = statistics.median(r[1] for r in attested)
+    print(f"runs each way:           {args.runs} (load average {os.getloadavg()[0]:.2f})")
+    print(f"plain median:            {p:.3f} s wall, {pc:.3f} s CPU")
+    print(f"attested median:         {a:.3f} s wall, {ac:.3f} s CPU")
+    print(f"launcher added per run:  {a - p:.3f} s wall, {ac - pc:.3f} s CPU "
+          f"(goal <= {GOAL_S} s)")
     print(f"eval_begin wall/cpu:     {statistics.median(b['wall'] for b in begins):.3f} s / "
           f"{statistics.median(b['cpu'] for b in begins):.3f} s (median, since process start)")
     return 0

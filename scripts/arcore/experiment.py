@@ -18,9 +18,10 @@ that owns the training run. The steps, in order (nothing is written before step 
    git untouched, exit 130.
 7. The judge (``judge``): no metric -> ``crash`` + class; the first run of a track with no
    kept row yet is the baseline (``keep``, never reverted); later, strictly better than the
-   best kept value (compared at the ledger's 6 decimals) -> ``keep``, else ``discard``; a run
-   whose ``training_seconds`` exceeds TIME_BUDGET by more than ``--budget-tolerance`` seconds
-   is never kept.
+   best kept value (compared at the ledger's 6 decimals) -> ``keep``, else ``discard``. An
+   attested session (``arcore.attest``) judges the value evaluate_bpb returned, else
+   ``crash`` (``unattested``/``tamper``); a run that trained past TIME_BUDGET x (1 +
+   ``--budget-tolerance``) plus the baseline's overhead is ``crash`` (``over-budget``).
 8. One row appended to results.tsv, one object to ``.autoresearch/runs.jsonl``.
 9. ``discard``/``crash`` (not a baseline, not a commit already kept in the track): the
    commit is kept reachable as ``refs/autoresearch/discarded/<sha>`` and HEAD moves back one
