@@ -119,6 +119,12 @@ def test_a_broken_channel_is_tamper_whatever_the_records_say():
     assert got["crash_class"] == "tamper"
 
 
+def test_each_class_the_judge_gives_has_a_one_line_hint():
+    from arcore import runlog
+    assert set(attest.CLASSES) == set(runlog.JUDGE_CLASSES)
+    assert all(runlog.HINTS[c] and "\n" not in runlog.HINTS[c] for c in attest.CLASSES)
+
+
 def test_honest_time_allows_the_baselines_overhead_plus_a_fraction_of_the_budget():
     assert attest.honest_time(340.0, 300, 25.0, 0.05) is None
     assert attest.honest_time(341.0, 300, 25.0, 0.05)
@@ -452,3 +458,18 @@ def test_the_tamper_lint_passes_the_kinds_of_change_upstreams_kept_commits_make(
         (repo / "train.py").write_text(text)
         git(repo, "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-q", "-am", new)
         assert tamper.check(str(repo), base, git(repo, "rev-parse", "HEAD")) == [], new
+
+
+@pytest.mark.parametrize(("source", "marked"), [("printed", True), ("attested", False)])
+def test_show_results_marks_a_printed_sessions_track_unattested(tmp_path, capsys, source,
+                                                                  marked):
+    from arcore import report
+    (tmp_path / "results.tsv").write_text("commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
+                                          "aaaaaaa\t1.000000\t1.0\tkeep\tbaseline\n")
+    (tmp_path / ".autoresearch").mkdir()
+    (tmp_path / ".autoresearch" / "session.json").write_text(
+        json.dumps({"metric_source": source, "ledger_start": 0}))
+    assert report.main(["--ledger", str(tmp_path / "results.tsv")]) == 0
+    assert ("metric: unattested" in capsys.readouterr().out) is marked
+    assert report.main(["--ledger", str(tmp_path / "results.tsv"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metric_source"] == source

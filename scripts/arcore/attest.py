@@ -46,7 +46,7 @@ ENV = {"records": "AUTORESEARCH_ATTEST_RECORDS", "key": "AUTORESEARCH_ATTEST_KEY
 DEFAULT_TOLERANCE = 0.1   # a fraction of TIME_BUDGET, on top of the baseline's overhead
 PRINT_ROUNDING = 5e-6     # train.py prints val_bpb with 6 decimals
 
-CLASSES = ("unattested", "tamper", "over-budget")  # hints: runlog.HINTS
+CLASSES = ("unattested", "tamper", "over-budget")  # hints: runlog.HINTS (runlog.JUDGE_CLASSES)
 
 _PYTHON_NAMES = ("python", "python3")
 

@@ -202,7 +202,8 @@ HINTS = {
     "over-budget": "training ran past TIME_BUDGET plus the baseline's start-up overhead "
                    "(--budget-tolerance): a longer run is a different experiment",
 }
-CLASSES = tuple(HINTS)
+JUDGE_CLASSES = ("unattested", "tamper", "over-budget")   # arcore.attest.CLASSES
+CLASSES = tuple(name for name in HINTS if name not in JUDGE_CLASSES)  # what classify gives
 
 # Checked in this order against the tail of the log (case-insensitive regexes).
 _PATTERNS = (
