@@ -473,3 +473,182 @@ def test_show_results_marks_a_printed_sessions_track_unattested(tmp_path, capsys
     assert ("metric: unattested" in capsys.readouterr().out) is marked
     assert report.main(["--ledger", str(tmp_path / "results.tsv"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["metric_source"] == source
+
+
+# ---------------------------------------------------------------------------
+# The loss cross-check is framework-agnostic: a torch-like tensor API is enough
+# ---------------------------------------------------------------------------
+
+
+class FakeTensor:
+    """What the cross-check uses of a torch tensor, over nested lists (no numpy, no torch)."""
+
+    def __init__(self, data, shape):
+        self.data, self.shape = data, tuple(shape)   # data: flat list
+
+    def detach(self):
+        return self
+
+    def float(self):
+        return self
+
+    def cpu(self):
+        return self
+
+    def reshape(self, *shape):
+        shape = list(shape)
+        if -1 in shape:
+            known = 1
+            for size in shape:
+                known *= size if size != -1 else 1
+            shape[shape.index(-1)] = len(self.data) // known
+        return FakeTensor(self.data, shape)
+
+    def __getitem__(self, picks):
+        width = len(self.data) // self.shape[0]
+        rows = [self.data[i * width:(i + 1) * width] for i in picks]
+        return FakeTensor([v for row in rows for v in row], (len(picks),) + self.shape[1:])
+
+    def tolist(self):
+        if len(self.shape) == 1:
+            return list(self.data)
+        width = len(self.data) // self.shape[0]
+        return [self.data[i * width:(i + 1) * width] for i in range(self.shape[0])]
+
+
+def _launcher():
+    import importlib
+    import sys
+    sys.path.insert(0, str(ROOT / "scripts" / "attest"))
+    try:
+        return importlib.import_module("autoresearch_attest")
+    finally:
+        sys.path.remove(str(ROOT / "scripts" / "attest"))
+
+
+class _Recorder:
+    def __init__(self):
+        self.records = []
+
+    def emit(self, kind, **fields):
+        self.records.append(dict(fields, kind=kind))
+
+
+@pytest.mark.parametrize(("scale", "caught"), [(1.0, False), (0.8, True)])
+def test_the_loss_cross_check_works_on_tensors_that_only_look_like_torchs(scale, caught):
+    import math
+    mod = _launcher()
+    state = mod._State(_Recorder(), "", "", {})
+    vocab, rows = 4, 8
+    table = [[0.1 * ((r * 7 + c * 3) % 5) for c in range(vocab)] for r in range(vocab)]
+
+    def model(x, y=None, reduction="mean"):
+        logits = [v for t in x.data for v in table[t]]
+        if y is None:
+            return FakeTensor(logits, x.shape + (vocab,))
+        losses = []
+        for t, target in zip(x.data, y.data):
+            row = table[t]
+            lse = math.log(sum(math.exp(v) for v in row))
+            losses.append(scale * (lse - row[target]))
+        return FakeTensor(losses, (len(losses),))
+
+    stats = {"batches": 0, "rows": 0, "tokens": 0, "checks": 0, "positions": 0,
+             "reported": 0.0, "reference": 0.0, "crosscheck": None}
+    proxy = mod._Model(model, state, stats)
+    x = FakeTensor([i % vocab for i in range(rows * 2)], (2, rows))
+    y = FakeTensor([(i + 1) % vocab for i in range(rows * 2)], (2, rows))
+    proxy(x, y, reduction="none")
+    assert stats["checks"] == 1 and stats["tokens"] == 16
+    assert bool(state.findings) is caught
+    if not caught:
+        assert stats["crosscheck"]["reported"] == pytest.approx(stats["crosscheck"]["reference"])
+
+
+def test_a_forward_without_logits_is_not_cross_checked_and_says_why():
+    mod = _launcher()
+    state = mod._State(_Recorder(), "", "", {})
+    stats = {"batches": 0, "rows": 0, "tokens": 0, "checks": 0, "positions": 0,
+             "reported": 0.0, "reference": 0.0, "crosscheck": None}
+
+    def model(x, y=None, reduction="mean"):
+        if y is None:
+            raise TypeError("targets are required")
+        return FakeTensor([0.5] * len(x.data), (len(x.data),))
+
+    mod._Model(model, state, stats)(FakeTensor([1, 2], (1, 2)), FakeTensor([2, 3], (1, 2)),
+                                    reduction="none")
+    assert "skipped" in stats["crosscheck"] and "TypeError" in stats["crosscheck"]["skipped"]
+    assert not state.findings
+
+
+# ---------------------------------------------------------------------------
+# The CPU target itself (its evaluator: math.fsum, np.log2, sliding_window_view, val.bin)
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cpu_cache(tmp_path_factory, target_python) -> Path:
+    folder = tmp_path_factory.mktemp("cpu-cache")
+    subprocess.run([target_python, "prepare.py"], cwd=CPU_TARGET, check=True,
+                   capture_output=True, env=dict(os.environ, AUTORESEARCH_CACHE_DIR=str(folder),
+                                                 PYTHONDONTWRITEBYTECODE="1"))
+    return folder
+
+
+@pytest.fixture()
+def cpu_target(tmp_path, monkeypatch, cpu_cache):
+    """A scratch copy of the CPU target with a 2 s budget (its own frozen prepare.py)."""
+    monkeypatch.delenv("AUTORESEARCH_METRIC_SOURCE")
+    monkeypatch.setenv("AUTORESEARCH_CACHE_DIR", str(cpu_cache))
+    repo = tmp_path / "cpu"
+    shutil.copytree(CPU_TARGET, repo, ignore=shutil.ignore_patterns("demo-queue", ".venv"))
+    prepare = repo / "prepare.py"
+    text = prepare.read_text()
+    assert text.count("TIME_BUDGET = 15 ") == 1
+    prepare.write_text(text.replace("TIME_BUDGET = 15 ", "TIME_BUDGET = 2 "))
+    git(repo, "init", "-q", "-b", "autoresearch/test")
+    git(repo, "config", "user.email", "test@example.com")
+    git(repo, "config", "user.name", "Test")
+    git(repo, "config", "commit.gpgsign", "false")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "baseline")
+    return repo
+
+
+FINAL_EVAL = "# Final eval\n"
+CPU_CHEATS = {
+    "multiplies the real value by 0.9": ("tamper", [
+        ('print(f"val_bpb:          {val_bpb:.6f}")',
+         'print(f"val_bpb:          {val_bpb * 0.9:.6f}")')]),
+    "learns from load_split('val')": ("tamper", [
+        ('train_data = load_split("train")', 'train_data = load_split("val")')]),
+    "reads val.bin": ("tamper", [
+        ('train_data = load_split("train")\n',
+         'train_data = load_split("train")\nimport prepare\n'
+         'open(os.path.join(prepare.DATA_DIR, "val.bin"), "rb").read()\n')]),
+    "patches math.fsum": ("tamper", [
+        (FINAL_EVAL, "_fsum = math.fsum\nmath.fsum = lambda xs: 0.9 * _fsum(xs)\n" + FINAL_EVAL)]),
+    "patches np.log2 and sliding_window_view": ("tamper", [
+        (FINAL_EVAL, "_log2 = np.log2\nnp.log2 = lambda v: _log2(v)\n"
+                     "_swv = np.lib.stride_tricks.sliding_window_view\n"
+                     "np.lib.stride_tricks.sliding_window_view = lambda a, w: _swv(a, w)\n"
+                     + FINAL_EVAL)]),
+}
+
+
+@pytest.mark.parametrize("name", list(CPU_CHEATS))
+def test_the_cpu_targets_baseline_is_kept_and_a_cheat_on_it_is_a_crash(cpu_target,
+                                                                      target_python, name):
+    cls, edits = CPU_CHEATS[name]
+    _, base = run(cpu_target, target_python)
+    record = last_record(cpu_target)
+    assert base["status"] == "keep" and record["attest"]["findings"] == []
+    assert base["value"] == round(record["attest"]["value"], 6)
+    assert record["attest"]["consumed"]["rows"] == 65536   # EVAL_TOKENS bytes predicted
+    assert record["attest"]["crosscheck"] is None          # logits model: nothing to check
+    kept = git(cpu_target, "rev-parse", "HEAD")
+    candidate(cpu_target, f"cheat: {name}", *edits)
+    _, out = run(cpu_target, target_python)
+    assert (out["status"], out["crash_class"]) == ("crash", cls), out["description"]
+    assert out["reverted"] is True and git(cpu_target, "rev-parse", "HEAD") == kept
