@@ -652,3 +652,11 @@ def test_the_cpu_targets_baseline_is_kept_and_a_cheat_on_it_is_a_crash(cpu_targe
     _, out = run(cpu_target, target_python)
     assert (out["status"], out["crash_class"]) == ("crash", cls), out["description"]
     assert out["reverted"] is True and git(cpu_target, "rev-parse", "HEAD") == kept
+
+
+def test_with_a_launcher_prefix_the_channel_lives_in_the_session_folder_and_is_removed(
+        target, target_python):
+    done, out = run(target, target_python, "--launcher", "env AR_NODE=n1")
+    assert out["status"] == "keep" and out["crash_class"] is None, done.stderr
+    assert last_record(target)["cmd"].startswith("env AR_NODE=n1 ")
+    assert list((target / ".autoresearch" / "attest").iterdir()) == []

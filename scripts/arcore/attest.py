@@ -10,7 +10,9 @@ stdlib file, the only thing added to the training process's PYTHONPATH)::
 
 (leading ``VAR=value`` words and ``env`` are kept). Any other command cannot be attested
 and is refused (exit 2). The channel is a records file in a fresh private temp folder,
-outside the repository, plus a key file the launcher deletes once read; each record carries
+outside the repository (with ``--launcher``, e.g. srun, under ``.autoresearch/attest/`` so
+that a node sharing the repository's filesystem can write it), plus a key file the launcher
+deletes once read; each record carries
 an HMAC-SHA256 under that per-run key (see the launcher's doc for the records).
 
 ``verdict`` (pure) turns the records and the printed summary into the judge's facts, in
@@ -101,9 +103,12 @@ def rewrite_command(cmd: str) -> str | None:
 # ---------------------------------------------------------------------------
 
 
-def open_channel() -> dict:
-    """A private temp folder with an empty records file and a fresh key file."""
-    folder = tempfile.mkdtemp(prefix="autoresearch-attest-")
+def open_channel(parent: str | None = None) -> dict:
+    """A private folder (mode 0700, under ``parent`` or the system's temp folder) with an
+    empty records file and a fresh key file."""
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix="autoresearch-attest-", dir=parent)
     records = os.path.join(folder, "records.jsonl")
     key_file = os.path.join(folder, "key")
     key = secrets.token_bytes(32)

@@ -684,7 +684,8 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
         ledger_before = read_bytes(ledger_path)
         if not attested:
             log(PRINTED_WARNING)
-        channel = attest.open_channel() if attested else None
+        channel = attest.open_channel(os.path.join(session.session_dir(repo), "attest")
+                                      if opts["launcher"].strip() else None) if attested else None
         if channel:
             env = attest.run_env(env, channel, os.path.join(repo, "prepare.py"),
                                  frozen.get("files", {}).get("prepare.py"),
