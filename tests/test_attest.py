@@ -39,10 +39,12 @@ CPU_TARGET = ROOT / "examples" / "cpu-target"
 @pytest.mark.parametrize(("cmd", "expected"), [
     ("uv run train.py", "uv run python -m autoresearch_attest train.py"),
     ("uv run python train.py", "uv run python -m autoresearch_attest train.py"),
-    ("uv run --frozen train.py --x 1", "uv run --frozen python -m autoresearch_attest train.py --x 1"),
+    ("uv run --frozen train.py --x 1",
+     "uv run --frozen python -m autoresearch_attest train.py --x 1"),
     ("python3 train.py", "python3 -m autoresearch_attest train.py"),
     ("/opt/venv/bin/python train.py", "/opt/venv/bin/python -m autoresearch_attest train.py"),
-    ("OMP_NUM_THREADS=1 uv run train.py", "OMP_NUM_THREADS=1 uv run python -m autoresearch_attest train.py"),
+    ("OMP_NUM_THREADS=1 uv run train.py",
+     "OMP_NUM_THREADS=1 uv run python -m autoresearch_attest train.py"),
     ("env A=1 python3 train.py", "env A=1 python3 -m autoresearch_attest train.py"),
 ])
 def test_the_training_commands_a_session_uses_are_run_under_the_launcher(cmd, expected):
@@ -660,3 +662,9 @@ def test_with_a_launcher_prefix_the_channel_lives_in_the_session_folder_and_is_r
     assert out["status"] == "keep" and out["crash_class"] is None, done.stderr
     assert last_record(target)["cmd"].startswith("env AR_NODE=n1 ")
     assert list((target / ".autoresearch" / "attest").iterdir()) == []
+
+
+@pytest.mark.parametrize(("printed", "ok"), [(0.997901, True), (0.9979, True), (0.998, False),
+                                             (1.0, False), (0.997902, False), (0.8981, False)])
+def test_a_printed_value_is_the_attested_one_at_any_rounding(printed, ok):
+    assert attest.printed_matches(printed, 0.99790123) is ok

@@ -12,16 +12,16 @@ stdlib file, the only thing added to the training process's PYTHONPATH)::
 and is refused (exit 2). The channel is a records file in a fresh private temp folder,
 outside the repository (with ``--launcher``, e.g. srun, under ``.autoresearch/attest/`` so
 that a node sharing the repository's filesystem can write it), plus a key file the launcher
-deletes once read; each record carries
-an HMAC-SHA256 under that per-run key (see the launcher's doc for the records).
+deletes once read; each record carries an HMAC-SHA256 under that per-run key (see the
+launcher's doc for the records).
 
 ``verdict`` (pure) turns the records and the printed summary into the judge's facts, in
 this order: a broken channel (bad MAC, a gap in a process's sequence) or any finding ->
 ``tamper``; no printed metric -> the log's own crash class (oom, syntax, nan, ...); no
 launcher or no evaluation -> ``unattested``; more than one -> ``tamper``; a non-finite
-attested value under a finite printed one -> ``unattested``; a printed value that differs from the
-attested one beyond print rounding -> ``tamper``; the model never called -> ``unattested``.
-Otherwise the attested value is the run's value. ``honest_time`` is the budget check:
+attested value under a finite printed one -> ``unattested``; a printed value that differs
+from the attested one beyond print rounding (4 or more decimals) -> ``tamper``; the model
+never called -> ``unattested``. Otherwise the attested value is the run's value. ``honest_time`` is the budget check:
 time-to-evaluation (on the session's budget clock, wall or process CPU) may exceed
 TIME_BUDGET by the baseline's own start-up overhead plus ``tolerance`` x TIME_BUDGET;
 past that the run is ``crash`` / ``over-budget``.
@@ -47,6 +47,7 @@ ENV = {"records": "AUTORESEARCH_ATTEST_RECORDS", "key": "AUTORESEARCH_ATTEST_KEY
        "validation": "AUTORESEARCH_ATTEST_VALIDATION"}
 DEFAULT_TOLERANCE = 0.1   # a fraction of TIME_BUDGET, on top of the baseline's overhead
 PRINT_ROUNDING = 5e-6     # train.py prints val_bpb with 6 decimals
+ATTESTED_METRIC = "val_bpb"
 
 CLASSES = ("unattested", "tamper", "over-budget")  # hints: runlog.HINTS (runlog.JUDGE_CLASSES)
 
@@ -223,7 +224,7 @@ def verdict(records: list[dict], problems: list[str], printed: float | None,
     if value is None or not math.isfinite(value):
         return crash("unattested", f"evaluate_bpb returned {evals[0].get('value')}, "
                                    f"train.py printed {printed}")
-    if abs(printed - value) > PRINT_ROUNDING + 1e-9 * abs(value):
+    if not printed_matches(printed, value):
         return crash("tamper", f"train.py printed val_bpb {printed:.6f} but evaluate_bpb "
                                f"returned {value:.6f}")
     consumed = out["consumed"] or {}
@@ -231,6 +232,15 @@ def verdict(records: list[dict], problems: list[str], printed: float | None,
         return crash("unattested", "evaluate_bpb never called the model")
     out["value"] = value
     return out
+
+
+def printed_matches(printed: float, value: float) -> bool:
+    """The printed number is the attested one, rounded to some number of decimals (upstream
+    prints 6; 4 or more decimals are fine: the judge uses the attested value anyway)."""
+    if abs(printed - value) <= PRINT_ROUNDING * 1e-3:
+        return True
+    return any(abs(printed - round(value, digits)) <= 1e-12 * max(1.0, abs(value))
+               for digits in range(4, 17))
 
 
 def eval_seconds(facts: dict, clock: str) -> float | None:

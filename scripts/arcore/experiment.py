@@ -559,7 +559,11 @@ def attested_facts(repo: str, facts: dict, channel: dict, frozen: dict, opts: di
         records, problems = attest.read_records(channel["records"], channel["key"])
     finally:
         attest.close_channel(channel)
-    got = attest.verdict(records, problems, facts["value"], facts["crash_class"])
+    metric = opts["metric"]
+    printed = facts["value"] if metric == attest.ATTESTED_METRIC else \
+        runlog.metric_value(facts["metrics"], attest.ATTESTED_METRIC)
+    got = attest.verdict(records, problems, printed, facts["crash_class"] or (
+        None if printed is not None else "unknown"))
     budget = frozen.get("constants", {}).get("TIME_BUDGET")
     clock = frozen.get("budget_clock", "wall")
     seconds = attest.eval_seconds(got, clock)
@@ -573,7 +577,8 @@ def attested_facts(repo: str, facts: dict, channel: dict, frozen: dict, opts: di
         reason = attest.honest_time(seconds, budget, frozen.get("attest_overhead_s"),
                                     opts["budget_tolerance"])
         cls = "over-budget" if reason else None
-    out = dict(facts, value=got["value"] if cls is None else None)
+    judged = got["value"] if metric == attest.ATTESTED_METRIC else facts["value"]
+    out = dict(facts, value=judged if cls is None else None)
     if cls:
         out.update(crash_class=cls, hint=runlog.hint(cls))
     out["attest"] = {"value": got["attested_value"], "evaluations": got["evaluations"],
