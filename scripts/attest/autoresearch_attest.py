@@ -43,6 +43,7 @@ import time
 
 _T0 = time.monotonic()
 
+import _thread  # noqa: E402
 import hashlib  # noqa: E402
 import math  # noqa: E402
 import hmac  # noqa: E402
@@ -132,7 +133,7 @@ class _State:
         self.in_eval = 0
         self.in_model = 0
         self.eval_done = False
-        self.busy = False
+        self.busy = set()         # threads inside the audit hook (its own calls are not audited)
         self.protected = {}       # id(function) -> label, for the audit hook
         self.entries = []         # (mapping, key, expected, label)
         self.attrs = []           # (object, attribute, expected, label)
@@ -147,7 +148,10 @@ class _State:
         phase = "evaluation" if self.in_eval else "after evaluation" if self.eval_done \
             else "training"
         self.channel.emit("finding", what=what, phase=phase, **_clock())
-        print(f"autoresearch_attest: tamper: {what}", file=sys.stderr, flush=True)
+        try:
+            print(f"autoresearch_attest: tamper: {what}", file=sys.__stderr__, flush=True)
+        except Exception:  # noqa: BLE001 -- the record is written; the line is a courtesy
+            pass
 
     def during_training(self) -> str | None:
         """Why a validation read now is one the candidate made, or None."""
@@ -190,10 +194,13 @@ _STATE: "_State | None" = None
 
 
 def _audit(event, args):
-    state = _STATE
-    if event not in _WATCHED or state is None or state.busy:
+    if event not in _WATCHED:
         return
-    state.busy = True
+    state = _STATE
+    thread = _thread.get_ident()
+    if state is None or thread in state.busy:
+        return
+    state.busy.add(thread)
     try:
         if event.startswith("object."):
             label = state.protected.get(id(args[0]))
@@ -206,10 +213,10 @@ def _audit(event, args):
             return
         if event == "open":
             hit = state.is_val_path(args[0])
-        elif event in ("subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn"):
-            hit = len(args) > 1 and state.names_val(args[1])
-        elif event == "os.system":
-            hit = state.names_val(args[0])
+        elif event in ("subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn",
+                       "os.system"):
+            hit = any(state.names_val(arg) for arg in args
+                      if isinstance(arg, (str, bytes, list, tuple)))
         else:
             hit = state.is_val_path(args[0])
         if hit:
@@ -217,7 +224,7 @@ def _audit(event, args):
     except Exception:  # noqa: BLE001 -- the hook must never break the candidate's own calls
         pass
     finally:
-        state.busy = False
+        state.busy.discard(thread)
 
 
 def _short(value) -> str:
