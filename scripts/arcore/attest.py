@@ -21,10 +21,11 @@ this order: a broken channel (bad MAC, a gap in a process's sequence) or any fin
 launcher or no evaluation -> ``unattested``; more than one -> ``tamper``; a non-finite
 attested value under a finite printed one -> ``unattested``; a printed value that differs
 from the attested one beyond print rounding (4 or more decimals) -> ``tamper``; the model
-never called -> ``unattested``. Otherwise the attested value is the run's value. ``honest_time`` is the budget check:
-time-to-evaluation (on the session's budget clock, wall or process CPU) may exceed
-TIME_BUDGET by the baseline's own start-up overhead plus ``tolerance`` x TIME_BUDGET;
-past that the run is ``crash`` / ``over-budget``.
+never called -> ``unattested``. Otherwise the attested value is the run's value.
+``honest_time`` is the budget check: time-to-evaluation (on the session's budget clock, wall
+or process CPU) may exceed TIME_BUDGET by the baseline's own start-up overhead plus
+``tolerance`` x TIME_BUDGET; past that the run is ``crash`` / ``over-budget``. ``judge_run``
+and ``judge_printed`` apply all of it to one run for run-experiment.sh.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ import secrets
 import shlex
 import shutil
 import tempfile
+
+from arcore import runlog, session
 
 SCRIPTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER_DIR = os.path.join(SCRIPTS, "attest")
@@ -288,3 +291,55 @@ def parse_tolerance(text: str) -> float:
     if not math.isfinite(value) or not 0 <= value <= 1:
         raise ValueError(raw)
     return value
+
+
+# ---------------------------------------------------------------------------
+# One run, judged (run-experiment.sh calls these)
+# ---------------------------------------------------------------------------
+
+
+def judge_run(repo: str, facts: dict, channel: dict, frozen: dict, metric: str,
+              tolerance: float, baseline_run: bool) -> tuple[dict, str | None]:
+    """An attested run's facts (``runlog.summarize``'s, the value replaced by the attested
+    one or the crash class set) from its records, the channel removed; and why it is a
+    crash of one of CLASSES (else None). A baseline run records its overhead in
+    session.json (``attest_overhead_s``, the largest seen); other runs get honest_time."""
+    try:
+        records, problems = read_records(channel["records"], channel["key"])
+    finally:
+        close_channel(channel)
+    printed = facts["value"] if metric == ATTESTED_METRIC else \
+        runlog.metric_value(facts["metrics"], ATTESTED_METRIC)
+    got = verdict(records, problems, printed, facts["crash_class"] or (
+        None if printed is not None else "unknown"))
+    budget = frozen.get("constants", {}).get("TIME_BUDGET")
+    clock = frozen.get("budget_clock", "wall")
+    seconds = eval_seconds(got, clock)
+    reason = got["reason"]
+    cls = got["crash_class"]
+    if cls is None and baseline_run:
+        extra = overhead(seconds, budget)
+        if extra is not None and extra > float(frozen.get("attest_overhead_s") or 0.0):
+            session.update(repo, attest_overhead_s=round(extra, 3))
+    elif cls is None:
+        reason = honest_time(seconds, budget, frozen.get("attest_overhead_s"), tolerance)
+        cls = "over-budget" if reason else None
+    judged = got["value"] if metric == ATTESTED_METRIC else facts["value"]
+    out = dict(facts, value=judged if cls is None else None)
+    if cls:
+        out.update(crash_class=cls, hint=runlog.hint(cls))
+    out["attest"] = {"value": got["attested_value"], "evaluations": got["evaluations"],
+                     "consumed": got["consumed"], "crosscheck": got["crosscheck"],
+                     "findings": got["findings"], "clock": clock, "eval_seconds": seconds,
+                     "reason": reason}
+    return out, reason if cls in CLASSES else None
+
+
+def judge_printed(facts: dict, frozen: dict, tolerance: float) -> tuple[dict, str | None]:
+    """A printed session's facts: a training_seconds past the budget is over-budget."""
+    late = printed_over_budget(facts["metrics"].get("training_seconds"),
+                               frozen.get("constants", {}).get("TIME_BUDGET"), tolerance)
+    if late is None or facts["value"] is None:
+        return facts, None
+    return dict(facts, value=None, crash_class="over-budget",
+                hint=runlog.hint("over-budget")), late

@@ -551,54 +551,6 @@ def attested_command(frozen: dict | None, opts: dict) -> tuple[bool, dict]:
     return True, dict(opts, cmd=cmd)
 
 
-def attested_facts(repo: str, facts: dict, channel: dict, frozen: dict, opts: dict,
-                   baseline_run: bool) -> tuple[dict, str | None]:
-    """The run's facts from its attestation records (the channel is removed), and why it
-    is a crash (None when it is not, or when the log's own class says why)."""
-    try:
-        records, problems = attest.read_records(channel["records"], channel["key"])
-    finally:
-        attest.close_channel(channel)
-    metric = opts["metric"]
-    printed = facts["value"] if metric == attest.ATTESTED_METRIC else \
-        runlog.metric_value(facts["metrics"], attest.ATTESTED_METRIC)
-    got = attest.verdict(records, problems, printed, facts["crash_class"] or (
-        None if printed is not None else "unknown"))
-    budget = frozen.get("constants", {}).get("TIME_BUDGET")
-    clock = frozen.get("budget_clock", "wall")
-    seconds = attest.eval_seconds(got, clock)
-    reason = got["reason"]
-    cls = got["crash_class"]
-    if cls is None and baseline_run:
-        extra = attest.overhead(seconds, budget)
-        if extra is not None and extra > float(frozen.get("attest_overhead_s") or 0.0):
-            frozen = session.update(repo, attest_overhead_s=round(extra, 3))
-    elif cls is None:
-        reason = attest.honest_time(seconds, budget, frozen.get("attest_overhead_s"),
-                                    opts["budget_tolerance"])
-        cls = "over-budget" if reason else None
-    judged = got["value"] if metric == attest.ATTESTED_METRIC else facts["value"]
-    out = dict(facts, value=judged if cls is None else None)
-    if cls:
-        out.update(crash_class=cls, hint=runlog.hint(cls))
-    out["attest"] = {"value": got["attested_value"], "evaluations": got["evaluations"],
-                     "consumed": got["consumed"], "crosscheck": got["crosscheck"],
-                     "findings": got["findings"], "clock": clock, "eval_seconds": seconds,
-                     "reason": reason}
-    return out, reason if cls in attest.CLASSES else None
-
-
-def printed_facts(facts: dict, frozen: dict, opts: dict) -> tuple[dict, str | None]:
-    """A printed session's facts: a training_seconds past the budget is over-budget."""
-    late = attest.printed_over_budget(facts["metrics"].get("training_seconds"),
-                                      frozen.get("constants", {}).get("TIME_BUDGET"),
-                                      opts["budget_tolerance"])
-    if late is None or facts["value"] is None:
-        return facts, None
-    return dict(facts, value=None, crash_class="over-budget",
-                hint=runlog.hint("over-budget")), late
-
-
 def run(opts: dict) -> tuple[int, dict]:
     repo, head = open_repo(opts["repo"])
     lock = take_lock(repo)
@@ -725,8 +677,10 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     else:
         facts = runlog.summarize(log_path, opts["metric"], exit_code, timed_out)
         baseline_run = baseline or judged_row(track[:1], head) is not None
-        facts, why = (attested_facts(repo, facts, channel, frozen, opts, baseline_run)
-                      if channel else printed_facts(facts, frozen, opts))
+        tolerance = opts["budget_tolerance"]
+        facts, why = (attest.judge_run(repo, facts, channel, frozen, opts["metric"], tolerance,
+                                       baseline_run)
+                      if channel else attest.judge_printed(facts, frozen, tolerance))
         if why:
             desc = f"{desc} [{facts['crash_class']}: {why}]"
             log(f"{facts['crash_class']}: {why}")
