@@ -515,6 +515,8 @@ class FakeTensor:
         return FakeTensor(self.data, shape)
 
     def __getitem__(self, picks):
+        if isinstance(picks, slice):
+            picks = list(range(*picks.indices(self.shape[0])))
         width = len(self.data) // self.shape[0]
         rows = [self.data[i * width:(i + 1) * width] for i in picks]
         return FakeTensor([v for row in rows for v in row], (len(picks),) + self.shape[1:])

@@ -25,8 +25,9 @@ runs inside the candidate's process. What it does, in order:
 At each ``evaluate_bpb`` call it re-checks the snapshot (before and after), counts the
 validation data the model was given, cross-checks a loss the model reports itself
 (``model(x, y, reduction='none')``) against the cross-entropy of the same model's logits
-(``model(x)``) at random positions, and writes JSON-lines records to the harness's file,
-each with an HMAC-SHA256 under the run's key and a per-process sequence number::
+(``model(x)`` on one random row of the batch) at random positions, and writes JSON-lines
+records to the harness's file, each with an HMAC-SHA256 under the run's key and a
+per-process sequence number::
 
     {"r": "<canonical JSON of the record>", "mac": "<hex>"}
 
@@ -386,6 +387,11 @@ def _tolist(value):
     return value.tolist() if hasattr(value, "tolist") else list(value)
 
 
+def _below(n: int) -> int:
+    """A uniform pick in range(n) the candidate cannot predict."""
+    return int.from_bytes(os.urandom(8), "big") % n
+
+
 def _cross_entropy(row, target) -> float:
     top = max(row)
     return top + math.log(math.fsum(math.exp(v - top) for v in row)) - row[target]
@@ -431,12 +437,16 @@ class _Model:
         return out
 
     def _logits(self, args, kwargs, stats):
+        """model(x) on one random row of the batch (its logits are small), uncompiled."""
         state = self._s
         plain = getattr(self._m, "_orig_mod", self._m)   # torch.compile: no recompile
         x = args[0] if args else kwargs.get("idx", kwargs.get("x"))
+        shape = tuple(getattr(x, "shape", ()) or ())
+        row = _below(int(shape[0])) if len(shape) >= 2 and int(shape[0]) > 1 else None
+        stats["row"] = row
         state.in_model += 1
         try:
-            return plain(x)
+            return plain(x if row is None else x[row:row + 1])
         except Exception as exc:  # noqa: BLE001
             stats["crosscheck"] = {"skipped": f"model(x) raised {type(exc).__name__}: "
                                               f"{_short(str(exc))}"}
@@ -450,15 +460,18 @@ class _Model:
             shape = tuple(logits.shape)
             y = args[1] if len(args) > 1 else kwargs.get("targets", kwargs.get("y"))
             vocab = int(shape[-1])
-            flat_y = y.reshape(-1)
+            row = stats.get("row")
+            flat_y = (y if row is None else y[row:row + 1]).reshape(-1)
             flat_loss = loss.reshape(-1)
             count = int(flat_y.shape[0])
-            if int(flat_loss.shape[0]) != count or len(shape) < 2 or count == 0:
+            if int(flat_loss.shape[0]) != int(y.reshape(-1).shape[0]) or len(shape) < 2 \
+                    or count == 0:
                 stats["crosscheck"] = {"skipped": "the model's loss is not one value per "
                                                   "target (pass reduction='none')"}
                 return
-            seed = int.from_bytes(os.urandom(4), "big")
-            picks = sorted({(seed * (i + 7919)) % count for i in range(CHECK_POSITIONS)})
+            if row is not None:
+                flat_loss = flat_loss[row * count:(row + 1) * count]
+            picks = sorted({_below(count) for _ in range(CHECK_POSITIONS)})
             rows = _tolist(logits.reshape(-1, vocab)[picks])
             targets = [int(t) for t in _tolist(flat_y[picks])]
             reported = [float(v) for v in _tolist(flat_loss[picks])]
