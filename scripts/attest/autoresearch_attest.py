@@ -38,6 +38,8 @@ tokens; ``crosscheck``); ``eval_error``; ``finding`` (``what``, ``class``: tampe
 (run by hand) it runs train.py unattested, with one line on stderr.
 """
 
+from __future__ import annotations  # the target's Python may be older than the skill's
+
 import os
 import sys
 import time
