@@ -15,7 +15,9 @@
 #      the SVG progress chart (beside the other session files, so the tree stays clean)
 #
 # DIR: a new or empty directory (default: a fresh one under ./demo-run/). The data cache is
-# ~/.cache/autoresearch-cpu, or $AUTORESEARCH_CACHE_DIR.
+# ~/.cache/autoresearch-cpu, or $AUTORESEARCH_CACHE_DIR. The session is always attested: every
+# run goes through the launcher and val_bpb is the evaluator's (AUTORESEARCH_METRIC_SOURCE is
+# ignored here).
 #
 # stdout: key: value lines: repo, branch, head, baseline, best, experiments, ledger, runs,
 # logs, run_log, chart. The steps' own output goes to stderr.
@@ -81,6 +83,7 @@ main() {
   done
   ensure_identity "${dir}"
 
+  unset AUTORESEARCH_METRIC_SOURCE  # the demo shows the attested metric, never a printed one
   ar_log "step 1/3: setup.sh --dir ${dir} --cpu --tag demo"
   setup_out="$(bash "${AR_SCRIPTS_DIR}/setup.sh" --dir "${dir}" --cpu --tag demo \
     --timeout "${RUN_TIMEOUT}")"

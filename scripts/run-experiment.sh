@@ -10,16 +10,30 @@
 # it and refuse if anything changed. Output goes to run.log, archived as
 # .autoresearch/logs/NNNN-<commit>.log.
 #
+# The metric is attested by default: the command runs under the launcher
+# scripts/attest/autoresearch_attest.py (`uv run train.py` becomes
+# `uv run python -m autoresearch_attest train.py`) and the judged val_bpb is the
+# value the frozen prepare.evaluate_bpb returned, read from a signed per-run
+# channel, not the printed line. AUTORESEARCH_METRIC_SOURCE=printed in the
+# environment of the first run (the freeze) makes a printed session instead
+# (stand-ins without an evaluator); it warns on every run.
+#
 # Options:
 #   --desc TEXT              description for results.tsv (default: the commit subject)
-#   --cmd CMD                training command (default: uv run train.py)
+#   --cmd CMD                training command (default: uv run train.py); attested
+#                            sessions take `uv run [python] train.py` or
+#                            `python3 train.py`, optionally after VAR=value words
 #   --launcher PREFIX        prefix for cluster runners, e.g. "srun --gres=gpu:1"
 #   --timeout SEC            hard timeout for the run (default: 600)
 #   --grace SEC              SIGTERM-to-SIGKILL grace for the process group (default: 10)
 #   --metric NAME            summary key that decides (default: val_bpb)
 #   --higher-is-better       the metric is better when higher (default: lower)
-#   --budget-tolerance SEC   training_seconds may exceed TIME_BUDGET by this much
-#                            and still be kept (default: 10)
+#   --budget-tolerance FRACTION
+#                            a fraction of TIME_BUDGET (0.1 or 10%, default 0.1)
+#                            the time to evaluation may exceed TIME_BUDGET by, on top
+#                            of the baseline's own start-up overhead (printed
+#                            sessions: the printed training_seconds); past it the
+#                            run is a crash (over-budget)
 #   --worker ID              worker label recorded in runs.jsonl
 #   --rerun                  run HEAD again although this track already judged it
 #   --json                   print one JSON object instead of key: value lines
@@ -27,12 +41,18 @@
 #   -h, --help               print this help
 #
 # Output (stdout): status, commit, metric, value, memory_gb, best, delta,
-# crash_class, hint, seconds, log, description, reverted.
+# crash_class, hint, seconds, log, description, reverted. Crash classes: the
+# log's (oom, nan, timeout, syntax, import, compile, kernel, data, killed,
+# truncated, unknown) and the judge's: unattested (no attested evaluate_bpb
+# call), tamper (the lint refused it; the evaluator, its dependencies or the
+# validation split were touched; the printed value differs from the attested
+# one; the channel was forged), over-budget (trained past the budget).
 #
 # Exit codes:
 #   0    judged (keep, discard or crash)
 #   1    internal error
-#   2    usage (bad option, not the top of a git repository)
+#   2    usage (bad option, not the top of a git repository, a --cmd an
+#        attested session cannot run under the launcher)
 #   3    harness changed since the session froze, or results.tsv lost rows of
 #        this track (truncated, replaced, deleted); nothing run
 #   4    unsafe git state: tracked changes, a merge/rebase, results.tsv or run.log

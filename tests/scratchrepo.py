@@ -4,6 +4,11 @@
 prepare.py, pyproject.toml, uv.lock, program.md (tests/fixtures/standins/target/) and the
 ``ok.py`` stand-in as train.py, all committed. ``commit_train`` swaps train.py for another
 stand-in (or edits its constants) and commits, as an agent's experiment would.
+
+The stand-ins print a val_bpb without calling an evaluator, so their sessions are frozen with
+``PRINTED`` in the environment (``AUTORESEARCH_METRIC_SOURCE=printed``): tests/conftest.py
+sets it for every test; a test that builds its environment from scratch adds it itself, and
+a test of the attested metric removes it (tests/test_attest.py).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import subprocess
 from pathlib import Path
 
 STANDINS = Path(__file__).parent / "fixtures" / "standins"
+PRINTED = {"AUTORESEARCH_METRIC_SOURCE": "printed"}
 
 
 def git(repo: Path, *args: str) -> str:

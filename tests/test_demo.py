@@ -182,6 +182,16 @@ def test_demo_end_to_end_runs_a_real_session_with_a_keep_a_discard_and_a_crash(
     crashed = [r for r in runs if r["description"] == "raise the learning rate to 5.0"]
     assert crashed[0]["crash_class"] == "nan" and "learning rate" in crashed[0]["hint"]
 
+    # Attested (although this test's environment asks for printed sessions): every run went
+    # through the launcher, each judged value is the one evaluate_bpb returned, no false alarm
+    assert os.environ.get("AUTORESEARCH_METRIC_SOURCE") == "printed"
+    for record in runs:
+        assert record["metric_source"] == "attested"
+        assert "-m autoresearch_attest train.py" in record["cmd"]
+        if record["status"] != "crash":
+            assert record["value"] == round(record["attest"]["value"], 6)
+            assert record["attest"]["findings"] == [] and record["attest"]["evaluations"] == 1
+
     # git: the branch sits at the last kept commit; losers reverted but reachable; clean tree
     kept = [row for row in rows if row["status"] == "keep"]
     head = git(repo, "rev-parse", "HEAD")

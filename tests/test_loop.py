@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from arcore import ledger, loop
+from scratchrepo import PRINTED
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_LOOP = ROOT / "scripts" / "run-loop.sh"
@@ -71,7 +72,7 @@ def env(tmp_path: Path) -> dict:
                                                                      "STANDIN_"))}
     out.update(PATH=f"{AGENTS}:{os.environ['PATH']}", FAKE_AGENT_DIR=str(agent_dir),
                AUTORESEARCH_CACHE_DIR=str(cache), LOOP_TEST_ID=uuid.uuid4().hex,
-               AUTORESEARCH_LOOP_HOOK_DIR=str(tmp_path / "hook"))
+               AUTORESEARCH_LOOP_HOOK_DIR=str(tmp_path / "hook"), **PRINTED)
     (tmp_path / "hook").mkdir()
     return out
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from arcore import presets, setup
+from scratchrepo import PRINTED
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -87,7 +88,7 @@ class Machine:
                     if not k.startswith(("GIT_", "FAKE_", "AUTORESEARCH_"))}
         self.env.update(HOME=str(self.home), PATH=f"{self.bin}:{os.environ['PATH']}",
                         FAKE_UV_LOG=str(self.uv_log), GIT_CONFIG_NOSYSTEM="1",
-                        GIT_CONFIG_GLOBAL=str(tmp / "gitconfig"))
+                        GIT_CONFIG_GLOBAL=str(tmp / "gitconfig"), **PRINTED)
         self.upstream = self.make_upstream()
         self.clone = tmp / "clone"
 

@@ -18,9 +18,10 @@ that owns the training run. The steps, in order (nothing is written before step 
    git untouched, exit 130.
 7. The judge (``judge``): no metric -> ``crash`` + class; the first run of a track with no
    kept row yet is the baseline (``keep``, never reverted); later, strictly better than the
-   best kept value (compared at the ledger's 6 decimals) -> ``keep``, else ``discard``; a run
-   whose ``training_seconds`` exceeds TIME_BUDGET by more than ``--budget-tolerance`` seconds
-   is never kept.
+   best kept value (compared at the ledger's 6 decimals) -> ``keep``, else ``discard``. An
+   attested session (``arcore.attest``) judges the value evaluate_bpb returned, else
+   ``crash`` (``unattested``/``tamper``); a run that trained past TIME_BUDGET x (1 +
+   ``--budget-tolerance``) plus the baseline's overhead is ``crash`` (``over-budget``).
 8. One row appended to results.tsv, one object to ``.autoresearch/runs.jsonl``.
 9. ``discard``/``crash`` (not a baseline, not a commit already kept in the track): the
    commit is kept reachable as ``refs/autoresearch/discarded/<sha>`` and HEAD moves back one
@@ -41,7 +42,7 @@ import subprocess
 import sys
 import time
 
-from arcore import cli, ledger, runlog, session, tamper, usage
+from arcore import attest, cli, ledger, runlog, session, tamper, usage
 
 # ---------------------------------------------------------------------------
 # Constants and errors
@@ -50,13 +51,16 @@ from arcore import cli, ledger, runlog, session, tamper, usage
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_HARNESS, EXIT_UNSAFE, EXIT_DONE, EXIT_INT = \
     0, 1, 2, 3, 4, 5, 130
 DEFAULTS = {"cmd": "uv run train.py", "launcher": "", "timeout": 600.0, "grace": 10.0,
-            "metric": "val_bpb", "budget_tolerance": 10.0}
+            "metric": "val_bpb", "budget_tolerance": attest.DEFAULT_TOLERANCE}
 LEDGER = "results.tsv"
 RUN_LOG = "run.log"
 RUNS = "runs.jsonl"
 DISCARDED = "refs/autoresearch/discarded/"
 TAMPER_HINT = ("the candidate must change train.py only and leave the evaluator, its "
                "constants and the data cache alone (see the finding in the description)")
+PRINTED_WARNING = ("warning: this session's metric is the val_bpb train.py prints, not one "
+                   "the evaluator attested (AUTORESEARCH_METRIC_SOURCE=printed at freeze); "
+                   "a cheating train.py can be kept")
 KEYS = ("status", "commit", "metric", "value", "memory_gb", "best", "delta", "crash_class",
         "hint", "seconds", "log", "description", "reverted")
 
@@ -90,9 +94,9 @@ def better(value: float, best: float, higher_is_better: bool = False) -> bool:
 
 
 def over_budget(metrics: dict, time_budget, tolerance: float) -> bool:
-    seconds = metrics.get("training_seconds")
-    return (isinstance(seconds, float) and isinstance(time_budget, (int, float))
-            and seconds > time_budget + tolerance)
+    """A printed session's check: training_seconds past TIME_BUDGET x (1 + tolerance)."""
+    return attest.printed_over_budget(metrics.get("training_seconds"), time_budget,
+                                      tolerance) is not None
 
 
 def judge(value: float | None, best: float | None, baseline: bool,
@@ -390,7 +394,7 @@ def _catch_signals() -> None:
 
 USAGE = """usage: run-experiment.sh [--desc TEXT] [--cmd CMD] [--launcher PREFIX] [--timeout SEC]
                          [--grace SEC] [--metric NAME] [--higher-is-better] [--worker ID]
-                         [--budget-tolerance SEC] [--rerun] [--json] [--repo DIR]"""
+                         [--budget-tolerance FRACTION] [--rerun] [--json] [--repo DIR]"""
 
 
 def parse_args(argv: list[str]) -> dict:
@@ -403,7 +407,12 @@ def parse_args(argv: list[str]) -> dict:
         cli.parse_options(argv, opts, valued, flags)
     except ValueError as exc:
         raise Stop(EXIT_USAGE, f"{exc} (see --help)")
-    for key in ("timeout", "grace", "budget_tolerance"):
+    try:
+        opts["budget_tolerance"] = attest.parse_tolerance(opts["budget_tolerance"])
+    except ValueError:
+        raise Stop(EXIT_USAGE, "--budget-tolerance must be a fraction of TIME_BUDGET "
+                   "between 0 and 1 (0.1 or 10%)")
+    for key in ("timeout", "grace"):
         try:
             opts[key] = float(opts[key])
         except ValueError:
@@ -527,6 +536,21 @@ def command_argv(opts: dict) -> list[str]:
     return ["bash", "-c", line]
 
 
+def attested_command(frozen: dict | None, opts: dict) -> tuple[bool, dict]:
+    """(attested?, the options with --cmd run under the launcher) for the session, or for
+    the one a freeze would make now. A command the launcher cannot wrap is refused (exit 2),
+    nothing frozen or run. (A printed session warns on every run.)"""
+    source = frozen.get("metric_source", "printed") if frozen else session.metric_source()
+    if source != "attested":
+        return False, opts
+    cmd = attest.rewrite_command(opts["cmd"])
+    if cmd is None:
+        raise Stop(EXIT_USAGE, f"--cmd {opts['cmd']!r} cannot run under the attestation "
+                   "launcher: use `uv run train.py`, `python3 train.py` or `uv run python "
+                   "train.py` (VAR=value words before it are fine)")
+    return True, dict(opts, cmd=cmd)
+
+
 def run(opts: dict) -> tuple[int, dict]:
     repo, head = open_repo(opts["repo"])
     lock = take_lock(repo)
@@ -575,6 +599,7 @@ def restore_ledger(repo: str, path: str, before: bytes | None, after: bytes | No
 def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     check_git_state(repo)
     ref = current_ref(repo)
+    attested, run_opts = attested_command(session.load(repo), opts)  # before any freeze
     frozen = load_session(repo, opts)
     higher = bool(frozen.get("higher_is_better"))
     ledger_path = os.path.join(repo, LEDGER)
@@ -606,6 +631,7 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     env = dict(os.environ, AUTORESEARCH_WORKER=str(opts["worker"]))
     env["PATH"] = env.pop("AR_CALLER_PATH", None) or env.get("PATH", os.defpath)
     exit_code, timed_out, seconds = None, False, 0.0
+    channel = None
     if refused:
         with open(log_path, "a", encoding="utf-8") as out:
             out.write("run-experiment.sh: refused by the tamper lint, nothing was run:\n")
@@ -613,11 +639,21 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
         log("refused by the tamper lint: " + "; ".join(refused))
     else:
         ledger_before = read_bytes(ledger_path)
+        if not attested:
+            log(PRINTED_WARNING)
+        channel = attest.open_channel(os.path.join(session.session_dir(repo), "attest")
+                                      if opts["launcher"].strip() else None) if attested else None
+        if channel:
+            env = attest.run_env(env, channel, os.path.join(repo, "prepare.py"),
+                                 frozen.get("files", {}).get("prepare.py"),
+                                 frozen.get("validation", {}))
         _catch_signals()
         try:
             exit_code, timed_out, seconds = run_command(
-                repo, command_argv(opts), log_path, opts["timeout"], opts["grace"], env)
+                repo, command_argv(run_opts), log_path, opts["timeout"], opts["grace"], env)
         except Interrupted:
+            if channel:
+                attest.close_channel(channel)
             finish_log(repo, log_path)
             raise Stop(EXIT_INT, "interrupted: the run was stopped; no row written, git untouched")
     _ignore_signals()
@@ -633,17 +669,23 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
                        f"scripts' alone); restored, the changed copy kept as {aside}"]
             log("refused: " + refused[0])
     if refused:
+        if channel:
+            attest.close_channel(channel)
         facts = {"value": None, "memory_gb": None, "metrics": {}, "crash_class": "tamper",
                  "hint": TAMPER_HINT}
         desc = f"{desc} [refused: {'; '.join(refused)}]"
     else:
         facts = runlog.summarize(log_path, opts["metric"], exit_code, timed_out)
-    too_long = over_budget(facts["metrics"], frozen.get("constants", {}).get("TIME_BUDGET"),
-                           opts["budget_tolerance"])
-    status = judge(facts["value"], kept["val_bpb"] if kept else None, baseline, higher, too_long)
-    if too_long and facts["value"] is not None:
-        log(f"training_seconds {facts['metrics'].get('training_seconds')} is over TIME_BUDGET "
-            f"+ {opts['budget_tolerance']:g}s: this run cannot be kept")
+        baseline_run = baseline or judged_row(track[:1], head) is not None
+        tolerance = opts["budget_tolerance"]
+        facts, why = (attest.judge_run(repo, facts, channel, frozen, opts["metric"], tolerance,
+                                       baseline_run)
+                      if channel else attest.judge_printed(facts, frozen, tolerance))
+        if why:
+            desc = f"{desc} [{facts['crash_class']}: {why}]"
+            log(f"{facts['crash_class']}: {why}")
+    too_long = facts.get("crash_class") == "over-budget"
+    status = judge(facts["value"], kept["val_bpb"] if kept else None, baseline, higher)
     best = kept["val_bpb"] if kept else None
     value = facts["value"]
     delta = value - best if value is not None and best is not None else None
@@ -674,7 +716,8 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     record = dict(result, commit=head, short=short, time=_now(), worker=opts["worker"],
                   baseline=baseline, over_budget=too_long, exit_code=exit_code,
                   timed_out=timed_out, tamper=refused, metrics=facts["metrics"],
-                  cmd=command_argv(opts)[2])
+                  cmd=command_argv(run_opts)[2], attest=facts.get("attest"),
+                  metric_source="attested" if attested else "printed")
     proposer_usage = usage.from_env(os.environ)  # what the loop's proposal of HEAD cost
     if proposer_usage:
         record["proposer_usage"] = proposer_usage

@@ -577,6 +577,9 @@ def render_text(rep: dict, ledger: str) -> list[str]:
                      f"{clip(best['description'], TEXT_WIDTH)}")
     else:
         lines.append("val_bpb: no kept run with a measurement yet")
+    if rep.get("metric_source") == "printed":
+        lines.append("metric: unattested (the val_bpb train.py printed; the session was frozen "
+                     "with AUTORESEARCH_METRIC_SOURCE=printed)")
     lines.append(f"noise: {rep['noise']['note']}")
     runs = rep["runs_jsonl"]
     if runs:
@@ -920,6 +923,7 @@ def _main(argv: list[str]) -> int:
     track = number_rows(rows, start)
     rep = analyse_track(track, len(rows), load_runs(session_dir), noise_floor(session),
                         opts["top"], with_tried=opts["tried"] or opts["json"])
+    rep["metric_source"] = session.get("metric_source") if session else None  # arcore.attest
     if opts["plot"]:
         try:
             svgplot.write(opts["plot"], svgplot.progress_svg(track))

@@ -14,7 +14,8 @@ block plus the last TAIL_LINES lines (each capped) are kept in memory.
 
 When there is no usable metric the run is a crash, and ``classify`` names its class:
 oom, nan, timeout, syntax, import, compile, kernel, data, killed, truncated, unknown,
-each with a one-line next action (HINTS).
+each with a one-line next action (HINTS). HINTS also holds the classes only the judge gives:
+unattested, tamper, over-budget (see arcore.attest).
 
 CLI::
 
@@ -193,8 +194,16 @@ HINTS = {
     "truncated": "the log stops mid-training with no error: the process or machine was lost; "
                  "rerun to confirm",
     "unknown": "no metric and no known failure: read `tail -n 50 run.log`",
+    # Given by the judge (arcore.attest, arcore.experiment), never by classify:
+    "unattested": "the score must come from prepare.evaluate_bpb, called once by train.py, "
+                  "its value printed as it is; no attested evaluation was recorded",
+    "tamper": "the evaluator, its inputs and the validation split are the harness's: train "
+              "on the training split only and print evaluate_bpb's value as it is",
+    "over-budget": "training ran past TIME_BUDGET plus the baseline's start-up overhead "
+                   "(--budget-tolerance): a longer run is a different experiment",
 }
-CLASSES = tuple(HINTS)
+JUDGE_CLASSES = ("unattested", "tamper", "over-budget")   # arcore.attest.CLASSES
+CLASSES = tuple(name for name in HINTS if name not in JUDGE_CLASSES)  # what classify gives
 
 # Checked in this order against the tail of the log (case-insensitive regexes).
 _PATTERNS = (

@@ -14,7 +14,10 @@
       "files": {"prepare.py": "<sha256>", "pyproject.toml": ..., "uv.lock": ..., "program.md": ...},
       "constants": {"TIME_BUDGET": 300, "MAX_SEQ_LEN": 2048, "EVAL_TOKENS": 20971520},
       "data_cache": {"dir": "/root/.cache/autoresearch", "val_shard": "shard_06542.parquet",
-                     "fingerprint": "<sha256>", "entries": 3}
+                     "fingerprint": "<sha256>", "entries": 3},
+      "metric_source": "attested",          # or "printed": AUTORESEARCH_METRIC_SOURCE at freeze
+      "budget_clock": "wall",               # or "process": prepare.py's TIME_BUDGET_CLOCK
+      "validation": {"files": [...], "loaders": ["make_dataloader"], "split": "val"}
     }
 
 A missing file hashes as null; a later appearance counts as a change. Other modules add
@@ -45,6 +48,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -241,6 +245,63 @@ def facts(repo: str) -> dict:
 
 
 # ---------------------------------------------------------------------------
+# Attestation facts (arcore.attest): metric source, budget clock, validation data
+# ---------------------------------------------------------------------------
+
+METRIC_SOURCES = ("attested", "printed")
+METRIC_SOURCE_ENV = "AUTORESEARCH_METRIC_SOURCE"
+BUDGET_CLOCKS = ("wall", "process")
+
+
+def metric_source(environ=None) -> str:
+    """``printed`` only when asked for at freeze time; anything else is ``attested``."""
+    value = (os.environ if environ is None else environ).get(METRIC_SOURCE_ENV, "")
+    return "printed" if value.strip().lower() == "printed" else "attested"
+
+
+def _default_cache(source: str) -> str:
+    """The cache folder prepare.py builds by default: `".cache", "NAME"` in its source."""
+    match = re.search(r"""["']\.cache["']\s*,\s*["']([\w.\-]+)["']""", source)
+    return os.path.join("~", ".cache", match.group(1)) if match else DEFAULT_CACHE
+
+
+def validation_facts(repo: str) -> dict:
+    """The files and loader calls that hold the validation split (read only by evaluation).
+
+    Upstream: ``<cache>/data/<pinned val shard>`` and ``make_dataloader(..., "val")``; the
+    CPU target's layout: ``<cache>/corpus-<CORPUS_VERSION>/val.bin`` and
+    ``load_split("val")``. Loaders are prepare.py's functions with a ``split`` parameter.
+    """
+    path = os.path.join(repo, "prepare.py")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            source = handle.read()
+        tree = ast.parse(source)
+    except (OSError, SyntaxError, ValueError):
+        return {"files": [], "loaders": [], "split": "val"}
+    constants = module_constants(path)
+    cache = os.environ.get("AUTORESEARCH_CACHE_DIR") or (
+        constants["CACHE_DIR"] if isinstance(constants.get("CACHE_DIR"), str)
+        else _default_cache(source))
+    cache = os.path.abspath(os.path.expanduser(cache))
+    _, shard = cache_location(repo)
+    files = [os.path.join(cache, "data", shard)]
+    if isinstance(constants.get("CORPUS_VERSION"), str):
+        files.append(os.path.join(cache, f"corpus-{constants['CORPUS_VERSION']}", "val.bin"))
+    loaders = [node.name for node in tree.body if isinstance(node, ast.FunctionDef)
+               and "split" in [a.arg for a in node.args.args + node.args.kwonlyargs]]
+    return {"files": files, "loaders": loaders, "split": "val"}
+
+
+def attest_facts(repo: str) -> dict:
+    """The keys freeze adds for the attested metric (never verified: prepare.py's hash is)."""
+    clock = module_constants(os.path.join(repo, "prepare.py")).get("TIME_BUDGET_CLOCK")
+    return {"metric_source": metric_source(),
+            "budget_clock": clock if clock in BUDGET_CLOCKS else "wall",
+            "validation": validation_facts(repo)}
+
+
+# ---------------------------------------------------------------------------
 # Freeze, load, update, verify
 # ---------------------------------------------------------------------------
 
@@ -305,6 +366,7 @@ def freeze(repo: str, new: bool = False, metric: str = "val_bpb",
             "higher_is_better": bool(higher_is_better),
         }
         data.update(facts(repo))
+        data.update(attest_facts(repo))
         _write(repo, data)
         return data
 

@@ -2,12 +2,14 @@
 # Shared bats helpers: scratch target repositories and fakes on PATH.
 #
 #   load helpers                       (in a .bats file)
-#   ar_setup_env                       HOME, cache dir and a fake bin dir in $BATS_TEST_TMPDIR
+#   ar_setup_env                       HOME, cache dir and a fake bin dir in $BATS_TEST_TMPDIR;
+#                                      AUTORESEARCH_METRIC_SOURCE=printed (the stand-ins print
+#                                      a val_bpb without an evaluator; unset it to attest)
 #   ar_make_repo [DIR]                 a committed upstream-layout repo (stand-in scripts);
 #                                      sets REPO
 #   ar_use_standin NAME [MSG]          train.py <- tests/fixtures/standins/NAME, committed
 #   ar_set_constant NAME VALUE [MSG]   edit train.py's `NAME = ...` line, committed
-#   ar_fake_uv                         `uv run X...` runs `python3 X...` (no network, no venv)
+#   ar_fake_uv                         `uv run [python] X...` runs `python3 X...` (no network, no venv)
 #   ar_fake_nvidia_smi [NAME...]       nvidia-smi printing these GPU names (default: one H100)
 #   ar_fake NAME BODY                  any fake command: a bash script with BODY
 #   ar_head / ar_rows                  HEAD's sha / the number of results.tsv data rows
@@ -28,6 +30,7 @@ ar_setup_env() {
   mkdir -p "${HOME}" "${AUTORESEARCH_CACHE_DIR}" "${AR_FAKE_BIN}"
   export PATH="${AR_FAKE_BIN}:${PATH}"
   export GIT_CONFIG_NOSYSTEM=1
+  export AUTORESEARCH_METRIC_SOURCE=printed
   export GIT_AUTHOR_NAME=Test GIT_AUTHOR_EMAIL=test@example.com
   export GIT_COMMITTER_NAME=Test GIT_COMMITTER_EMAIL=test@example.com
 }
@@ -61,7 +64,7 @@ ar_fake() {
 
 ar_fake_uv() {
   # shellcheck disable=SC2016  # the body is the fake's own code
-  ar_fake uv 'if [[ "${1:-}" == run ]]; then shift; exec python3 "$@"; fi
+  ar_fake uv 'if [[ "${1:-}" == run ]]; then shift; [[ "${1:-}" == python* ]] && shift; exec python3 "$@"; fi
 echo "fake uv: unsupported: $*" >&2; exit 2'
 }
 
