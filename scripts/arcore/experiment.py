@@ -41,7 +41,7 @@ import subprocess
 import sys
 import time
 
-from arcore import cli, ledger, runlog, session, tamper
+from arcore import cli, ledger, runlog, session, tamper, uvenv
 
 # ---------------------------------------------------------------------------
 # Constants and errors
@@ -605,6 +605,10 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     log_path = new_log(repo, short)
     env = dict(os.environ, AUTORESEARCH_WORKER=str(opts["worker"]))
     env["PATH"] = env.pop("AR_CALLER_PATH", None) or env.get("PATH", os.defpath)
+    if uvenv.uses_uv(command_argv(opts)[2]):  # uv found as every script finds it
+        env["PATH"], uv_note = uvenv.path_with_uv(env["PATH"])
+        if uv_note:
+            log(uv_note)
     exit_code, timed_out, seconds = None, False, 0.0
     if refused:
         with open(log_path, "a", encoding="utf-8") as out:
@@ -622,6 +626,8 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
             raise Stop(EXIT_INT, "interrupted: the run was stopped; no row written, git untouched")
     _ignore_signals()
     finish_log(repo, log_path)
+    if not refused:
+        stop_on_environment_failure(log_path, exit_code, timed_out, repo)
 
     # -- judge ----------------------------------------------------------------
     if not refused:
@@ -690,6 +696,16 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
         log(f"judged {status} but not reverted: {why_not}; {advice}")
         return EXIT_UNSAFE, result
     return EXIT_OK, result
+
+
+def stop_on_environment_failure(log_path: str, exit_code, timed_out: bool, repo: str) -> None:
+    """A run that failed before train.py started (arcore.uvenv.environment_failure) is no
+    verdict on the idea: no row, nothing reverted, exit 1 with the fix."""
+    found = uvenv.environment_failure(uvenv.read_head(log_path), exit_code, timed_out)
+    if found:
+        raise Stop(EXIT_ERROR, f"the run failed before train.py started ({found['what']}): "
+                   f"an environment failure, not a verdict on the idea; no row written, nothing "
+                   f"reverted (log: {os.path.relpath(log_path, repo)}); fix: {found['fix']}")
 
 
 def _now() -> str:
