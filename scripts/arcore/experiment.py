@@ -41,7 +41,7 @@ import subprocess
 import sys
 import time
 
-from arcore import cli, ledger, runlog, session, tamper, uvenv
+from arcore import cli, ledger, runlog, seedonly, session, tamper, uvenv
 
 # ---------------------------------------------------------------------------
 # Constants and errors
@@ -601,6 +601,7 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
 
     base = tamper_base(repo, head, last_kept, frozen)
     refused = tamper.check(repo, base, head) if base else []
+    seed_change = seed_only_change(repo, base, head, baseline)
 
     log_path = new_log(repo, short)
     env = dict(os.environ, AUTORESEARCH_WORKER=str(opts["worker"]))
@@ -653,6 +654,9 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     best = kept["val_bpb"] if kept else None
     value = facts["value"]
     delta = value - best if value is not None and best is not None else None
+    if seed_change and status != "crash":  # a noise sample, not an idea: never kept
+        status, desc = "discard", f"{desc} {SEED_NOTE}"
+        log(f"seed-only change: logged as a noise sample (value - best = {delta:+.6f}), never kept")
 
     row = ledger.format_row(head, value, facts["memory_gb"], status, desc)
     try:
@@ -681,6 +685,8 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
                   baseline=baseline, over_budget=too_long, exit_code=exit_code,
                   timed_out=timed_out, tamper=refused, metrics=facts["metrics"],
                   cmd=command_argv(opts)[2])
+    if seed_change:
+        record.update(seed_only=True, noise_sample=None if delta is None else round(delta, 6))
     try:
         append_jsonl(os.path.join(session.session_dir(repo), RUNS), record)
     except OSError as exc:  # the sidecar may be missing; results.tsv has the row
@@ -696,6 +702,17 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
         log(f"judged {status} but not reverted: {why_not}; {advice}")
         return EXIT_UNSAFE, result
     return EXIT_OK, result
+
+
+SEED_NOTE = "[seed-only change: a noise sample, never kept]"
+
+
+def seed_only_change(repo: str, base: str | None, head: str, baseline: bool) -> bool:
+    """Whether HEAD differs from the track's last kept commit only in a random seed
+    (arcore.seedonly); never for a baseline."""
+    if baseline or not base:
+        return False
+    return seedonly.seed_only(git(repo, "diff", "-U0", base, head, "--", check=False))
 
 
 def stop_on_environment_failure(log_path: str, exit_code, timed_out: bool, repo: str) -> None:
