@@ -8,6 +8,13 @@
 # The default text is at most 40 lines: counts, keep rate, baseline -> best,
 # top N, the improvement timeline of kept runs (delta vs the previous kept run),
 # crash patterns, best gains, repeated failures and a next experiment family.
+# The baseline, repeats and seed-only changes are not ideas: keep rates and kept
+# counts leave them out. The noise floor comes from what the ledger has
+# (session.json's, repeats of one commit, seed-only changes) and says so; a kept
+# gain below it is marked "within noise" in every view and the chart.
+# Delta (every script): delta = value - reference (here the previous kept run;
+# run-experiment.sh: the standing best), so negative = lower val_bpb = better;
+# a "gain" is -delta.
 #
 # Options:
 #   --ledger FILE       the ledger (default: ./results.tsv)
@@ -15,9 +22,11 @@
 #   --top N             how many runs to list by val_bpb (default: 5)
 #   --all               every row, ignoring session.json's ledger_start (the track)
 #   --tried             print the body of program.md's "What has been tried":
-#                       Kept:, Discarded:, Crashed:, one line per idea
+#                       Kept:, Discarded:, Crashed:, one line per knob (at most
+#                       10 per section; the rest counted, all of it in --json)
 #   --json              print one JSON object (everything, for agents)
-#   --plot FILE.svg     also write the progress chart (upstream's progress.png) as SVG
+#   --plot FILE.svg     also write the progress chart (upstream's progress.png) as SVG:
+#                       every kept run, the running best, a sample of the rest
 #                       (a name ending in .svg; never the ledger itself)
 #   -h, --help          print this help
 #
