@@ -510,7 +510,7 @@ def check_ledger(repo: str, ledger_path: str, frozen: dict) -> None:
                 if len(rows) < start else f"has no row for the kept run of {missing[0][:ledger.SHORT]}"
                 " that .autoresearch/runs.jsonl records")
         raise Stop(EXIT_HARNESS, f"{LEDGER} {what} (it was truncated, replaced or deleted): "
-                   "restore it, or start a new comparison track (session freeze --new)")
+                   "restore it, or " + session.NEW_TRACK.removeprefix("to compare on the new harness, "))
 
 
 def judged_row(rows: list[dict], head: str) -> dict | None:
@@ -598,6 +598,9 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     already_kept = any(r["status"] == "keep" and judged_row([r], head) for r in track)
     desc = opts["desc"] if opts["desc"] is not None else git(repo, "log", "-1", "--format=%s")
     desc = ledger.flatten(desc) or "(no description)"
+    repeat = opts["rerun"] and previous is not None  # a repeat measurement, not an idea
+    if repeat and "repeat" not in desc.lower():
+        desc = f"{desc} [repeat of {short}: not an idea]"
 
     base = tamper_base(repo, head, last_kept, frozen)
     refused = tamper.check(repo, base, head) if base else []
@@ -668,6 +671,8 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
                    f"was judged {status} (value {value}); nothing reverted, HEAD is still "
                    f"{short}; the row was: {row}")
 
+    if repeat:
+        say_if_the_bar_moved(ledger_path, frozen, kept, repo, head, higher)
     should_revert = status != "keep" and not baseline and not already_kept
     why_not = revert(repo, head, ref) if should_revert else None
     reverted = should_revert and why_not is None
@@ -702,6 +707,19 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
         log(f"judged {status} but not reverted: {why_not}; {advice}")
         return EXIT_UNSAFE, result
     return EXIT_OK, result
+
+
+def say_if_the_bar_moved(ledger_path: str, frozen: dict, kept: dict | None, repo: str,
+                         head: str, higher: bool) -> None:
+    """A repeat changes the mean a kept commit is valued by (arcore.ledger.standing_best):
+    never silently."""
+    track = ledger.track_rows(ledger.read_ledger(ledger_path), frozen.get("ledger_start", 0))
+    after = ledger.standing_best(track, session.on_branch(repo, head), higher)
+    if not kept or not after:
+        return
+    if after["commit"] != kept["commit"] or round(after["val_bpb"], 6) != round(kept["val_bpb"], 6):
+        log(f"the bar moved: the standing best was {kept['commit']} at {kept['val_bpb']:.6f}, now "
+            f"{after['commit']} at {after['val_bpb']:.6f} (the mean of its {after['runs']} runs)")
 
 
 SEED_NOTE = "[seed-only change: a noise sample, never kept]"
