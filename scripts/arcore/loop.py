@@ -1134,6 +1134,7 @@ class Loop:
         shared with setup.sh); their std is the noise floor."""
         if first is not None and first["status"] != "keep":
             return
+        self.state["base"] = head(self.repo)  # a repeat is judged against HEAD, never reverted
 
         def run_one(desc: str) -> dict | None:
             self.check_stop()

@@ -51,7 +51,7 @@ def noise_floor(values: list[float]) -> float | None:
 
 def track_of(repo: str) -> list[dict]:
     frozen = session.load(repo) or {}
-    rows = ledger.read_ledger(os.path.join(repo, frozen.get("ledger", "results.tsv")))
+    rows = ledger.read_ledger(os.path.join(repo, frozen.get("ledger") or "results.tsv"))
     return ledger.track_rows(rows, int(frozen.get("ledger_start", 0) or 0))
 
 
