@@ -116,3 +116,13 @@ def test_every_exit_3_message_names_setup_sh_new_track(machine, tmp_path):
                            str(machine.clone), "--cmd", "python3 train.py", "--rerun"],
                           env=machine.env, capture_output=True, text=True, timeout=60)
     assert lost.returncode == 3 and "setup.sh --new-track" in lost.stderr
+
+
+def test_a_preset_leaves_no_stale_size_comment():
+    from arcore import presets
+    text = (ROOT / "tests" / "fixtures" / "setup" / "upstream" / "train-constants.py").read_text()
+    new, missing = presets.apply(text, {"TOTAL_BATCH_SIZE": 2**15})
+    assert not missing
+    line = next(x for x in new.splitlines() if x.startswith("TOTAL_BATCH_SIZE"))
+    assert line == "TOTAL_BATCH_SIZE = 2**15 # ~33K tokens per optimizer step"
+    assert presets.approx(524288) == "524K" and presets.approx(2**24) == "17M"
