@@ -44,7 +44,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 main() {
   ar_help_if_asked "$@"
-  AR_NAME="${AR_NAME}" ar_core report "$@"
+  ar_find_python
+  # -S: arcore is stdlib only, so site-packages (and their .pth start-up cost) are skipped.
+  AR_NAME="${AR_NAME}" PYTHONPATH="${AR_SCRIPTS_DIR}${PYTHONPATH:+:${PYTHONPATH}}" \
+    "${AR_PY[@]}" -S -m arcore report "$@"
 }
 
 main "$@"

@@ -20,6 +20,8 @@ Used by arcore.report (show-results.sh). Everything here takes report.number_row
 
 from __future__ import annotations
 
+import bisect
+import functools
 import math
 import re
 
@@ -31,6 +33,9 @@ _REPEAT = re.compile(r"(?i)\b(?:repeat|repeats|repeated run|rerun of|re-run of|n
 _SEED = re.compile(r"(?i)\b(?:random\s+|rng\s+|torch\s+|numpy\s+|np\s+|data\s+)?seeds?\b")
 _SEED_FILLER = frozenset("random rng change changed only noise sample to from vs a the of and".split())
 SEED_NOTE = "seed-only change"
+
+
+_HINTS = ("seed", "repeat", "rerun", "re-run", "noise run")
 
 
 def is_repeat_description(desc: str) -> bool:
@@ -49,26 +54,52 @@ def seed_only_description(desc: str) -> bool:
     return not left
 
 
+def hinted(descriptions: list[str]) -> set[int]:
+    """Indexes of the descriptions that mention a seed or a repeat: one scan of the joined,
+    lower-cased text (substring search is fast on any text; a regex per row is not)."""
+    joined = "\n".join(descriptions).lower()
+    if len(joined) != sum(map(len, descriptions)) + max(0, len(descriptions) - 1):
+        return set(range(len(descriptions)))  # lower() changed a length: check every row
+    starts, at = [], 0
+    for desc in descriptions:
+        starts.append(at)
+        at += len(desc) + 1
+    hits: set[int] = set()
+    for hint in _HINTS:
+        i = joined.find(hint)
+        while i >= 0:
+            hits.add(bisect.bisect_right(starts, i) - 1)
+            i = joined.find(hint, i + 1)
+    return hits
+
+
 def classify(track: list[dict], seed_commits: frozenset[str] = frozenset()) -> dict:
     """Marks each record: ``role`` is baseline / repeat / seed / idea. Returns counts."""
     seen: set[str] = set()
     baseline_n = next((r["n"] for r in track if r["status"] == "keep" and r["val_bpb"]), None)
     counts = {"baseline": 0, "repeat": 0, "seed": 0, "idea": 0}
-    for row in track:
-        commit = (row.get("commit") or "")[:7]
+    maybe = hinted([row["description"] for row in track])
+    for index, row in enumerate(track):
+        commit = row["commit"][:7]
+        desc = row["description"]
         if row["n"] == baseline_n:
             role = "baseline"
-        elif (commit and commit in seen and commit != "baselin") \
-                or is_repeat_description(row["description"]):
+        elif commit in seen and commit != "baselin":
             role = "repeat"
-        elif commit in seed_commits or seed_only_description(row["description"]):
+        elif commit in seed_commits:
+            role = "seed"
+        elif index not in maybe:
+            role = "idea"
+        elif is_repeat_description(desc):
+            role = "repeat"
+        elif seed_only_description(desc):
             role = "seed"
         else:
             role = "idea"
-        if commit:
-            seen.add(commit)
+        seen.add(commit)
         row["role"] = role
         counts[role] += 1
+    counts.pop("", None)
     return counts
 
 
@@ -161,6 +192,7 @@ _VERBS = frozenset("""
     replace replaced more less much tiny small smaller big bigger larger short shorter long longer
     new extra higher fix fixed revert reverted rerun retry again back only just also with without
     for of on in at into by to from vs and or no not is are was be it its this that
+    up down
     """.split())
 _STOP_AT = re.compile(r"^(?:to|->|→|=>|by|from|vs|:|=|,|;|\+|x|/)$")
 _IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+$")  # FINAL_LR_FRAC, x0_lambda
@@ -170,9 +202,34 @@ _VALUEISH = re.compile(r"\d|^[SLsl]{3,}$|^[0-9a-f]{6,}$")  # 0.5, 524K, 2**15, S
 
 def knob(desc: str) -> str:
     """The knob a description changes (see the module doc); '' when it names none."""
-    text = re.sub(r"\([^)]*\)|\[[^\]]*\]", " ", desc or "")
+    text = desc or ""
+    if "(" in text or "[" in text:
+        text = _PARENS.sub(" ", text)
+    # The words before the first digit decide it when they end at a space and name a knob:
+    # the next token is a value, where the walk stops. Cached, so 100k rows cost little.
+    head = _BEFORE_DIGIT.match(text).group()
+    if head != text and head[-1:].isspace():
+        found = _knob_of_text(head)
+        if found:
+            return found
+    return _knob_of_text(text)
+
+
+_BEFORE_DIGIT = re.compile(r"\D*")
+
+
+@functools.lru_cache(maxsize=65536)
+def _knob_of_text(text: str) -> str:
+    return _knob_of_words(tuple(text.split(None, _HEAD_TOKENS)[:_HEAD_TOKENS]))
+
+
+_PARENS = re.compile(r"\([^)]*\)|\[[^\]]*\]")
+_HEAD_TOKENS = 8  # a knob is named in the first words; the rest never changes the answer
+
+
+def _knob_of_words(tokens: tuple[str, ...]) -> str:
     words: list[str] = []
-    for raw in text.split():
+    for raw in tokens:
         token = raw.strip(".,;:'\"`")
         name, has_value, _ = token.partition("=")
         if _IDENT.match(name) or _WORDNUM.match(name):  # a constant or a name like beta1

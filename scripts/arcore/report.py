@@ -268,20 +268,21 @@ def number_rows(rows: list[dict], start: int = 0) -> list[dict]:
     """The track's rows (after the first ``start``) as records: ``n`` (1-based row number),
     commit, val_bpb (a real measurement or None), memory_gb, status, description (one clean
     line) and ``fail`` (crashed, or ended without a measurement: some ledgers log aborted runs
-    as discard). The analysis functions below take these records."""
-    out = []
-    for index, row in enumerate(rows[start:], start=start + 1):
+    as discard). The analysis functions below take these records. read_ledger()'s dicts are
+    completed in place (their other keys stay), so call it on rows read for the report."""
+    out = rows[start:]
+    for index, row in enumerate(out, start=start + 1):  # in place: 100k dicts not made twice
         status = row.get("status", "")
-        value = measured(row)
-        out.append({
-            "n": index,
-            "commit": row.get("commit", ""),
-            "val_bpb": value,
-            "memory_gb": row.get("memory_gb"),
-            "status": status,
-            "description": clean(row.get("description", "")),
-            "fail": status == "crash" or (status != "keep" and value is None),
-        })
+        value = row.get("val_bpb")
+        if value.__class__ is not float or not 0 < value < math.inf:  # the fast case first
+            value = measured(row)
+        row["n"] = index
+        row["commit"] = row.get("commit", "")
+        row["val_bpb"] = value
+        row["memory_gb"] = row.get("memory_gb")
+        row["status"] = status
+        row["description"] = clean(row.get("description", ""))
+        row["fail"] = status == "crash" or (status != "keep" and value is None)
     return out
 
 
@@ -492,7 +493,11 @@ def tried_lists(rows: list[dict], runs: dict[str, dict] | None = None) -> dict[s
         value = row["val_bpb"]
         if value is not None and (item["val_bpb"] is None or value < item["val_bpb"]):
             item["val_bpb"] = value
-    return {k: list(v.values()) for k, v in out.items()}
+    return {k: list(v.values())[-TRIED_JSON_MAX:] for k, v in out.items()}
+
+
+MAX_VARIANTS = 50  # variants listed per knob (the rest counted as more_variants)
+TRIED_JSON_MAX = 500  # ideas per outcome in --json's "tried" (the latest; tried_counts has all)
 
 
 def tried_by_knob(rows: list[dict], kept: list[dict], runs: dict | None = None) -> list[dict]:
@@ -511,10 +516,14 @@ def tried_by_knob(rows: list[dict], kept: list[dict], runs: dict | None = None) 
                                     "other": 0, "best_gain": None, "variants": {}}
         bucket = _bucket(row)
         group[bucket] += 1
-        text = findings.variant(row["description"], name) or "(no description)"
-        entry = group["variants"].get((bucket, text))
+        key = (bucket, row["description"])  # one description is one variant
+        entry = group["variants"].get(key)
+        if entry is None and len(group["variants"]) >= MAX_VARIANTS:
+            group["more_variants"] = group.get("more_variants", 0) + 1  # counted, not listed
+            continue
         if entry is None:
-            entry = group["variants"][(bucket, text)] = {"text": text, "outcome": bucket,
+            text = findings.variant(row["description"], name) or "(no description)"
+            entry = group["variants"][key] = {"text": text, "outcome": bucket,
                                                          "n": row["n"], "count": 0,
                                                          "gain": None, "within": False,
                                                          "status": row["status"],
@@ -605,9 +614,11 @@ def analyse_track(track: list[dict], total: int, runs_info: dict | None = None,
         "crash_patterns": patterns,
         "repeated_failures": repeated_failures(patterns, stats)[:FAILURE_LINES + 2],
         "next_family": next_family(stats, by_n, best_item["n"] if best_item else None),
-        "tried_counts": tried_counts(track),
-        "tried": tried_lists(track, runs) if with_tried else None,
-        "tried_by_knob": tried_by_knob(track, kept, runs) if with_tried else None,
+        "tried_counts": tried_counts(track),  # all of them; "tried" lists the latest
+        "tried_json_max": TRIED_JSON_MAX,
+        "tried": tried_lists(track, runs) if with_tried and with_tried != "knobs" else None,
+        "tried_by_knob": tried_by_knob(track[-THEME_WINDOW:], kept, runs) if with_tried
+        else None,
     }
 
 
@@ -800,6 +811,8 @@ def render_tried(rep: dict) -> list[str]:
         summary += f"; val_bpb {_bpb(base['val_bpb'])} (baseline) -> {_bpb(best['val_bpb'])} (best)"
     counts = {key: sum(g[key] for g in groups) for key in ("kept", "discarded", "crashed")}
     summary += "; " + ", ".join(f"{n} {key}" for key, n in counts.items())
+    if rep["themes_from_last"] < rep["experiments"]:
+        summary += f" in the last {rep['themes_from_last']} runs"
     lines = [summary + ".", f"Noise: {rep['noise']['note']}.", ""]
     for title, key in (("Kept", "kept"), ("Discarded", "discarded"), ("Crashed", "crashed"),
                        ("Other", "other")):
@@ -925,7 +938,8 @@ def _main(argv: list[str]) -> int:
     start = 0 if opts["all"] else min(ledger_start(session), len(rows))
     track = number_rows(rows, start)
     rep = analyse_track(track, len(rows), load_runs(session_dir), noise_floor(session),
-                        opts["top"], with_tried=opts["tried"] or opts["json"])
+                        opts["top"], with_tried=True if opts["json"] else
+                        ("knobs" if opts["tried"] else False))
     if opts["plot"]:
         try:
             within = {k["n"] for k in rep["timeline"] if k["verdict"] == "within noise"}
