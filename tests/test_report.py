@@ -671,3 +671,23 @@ def test_mar8_chart_marks_kept_gains_within_noise_and_stays_small(tmp_path, caps
     rep = json.loads(run(["--ledger", str(MAR8), "--json"], capsys)[1])
     assert len(within) == rep["noise"]["within"]["within_noise"]
     assert "within noise" in plot.read_text(encoding="utf-8")
+
+
+def test_runs_jsonl_noise_samples_give_the_floor_even_when_the_description_says_nothing(tmp_path,
+                                                                                         capsys):
+    ledger = write_ledger(tmp_path / "results.tsv", [
+        ("d000001", 1.000, "keep", "baseline"),
+        ("d000002", 0.990, "keep", "matrix LR 0.05"),
+        ("d000003", 0.984, "discard", "another try"),
+        ("d000004", 0.985, "keep", "warmdown 0.6"),
+    ])
+    (tmp_path / ".autoresearch").mkdir()
+    (tmp_path / ".autoresearch" / "runs.jsonl").write_text(json.dumps(
+        {"commit": "d000003" + "0" * 33, "status": "discard", "seed_only": True,
+         "noise_sample": -0.006}) + "\n")
+    rep = json.loads(run(["--ledger", str(ledger), "--json"], capsys)[1])
+    assert rep["noise"]["source"] == "seed-only changes"
+    assert rep["noise"]["floor"] == pytest.approx(0.006)
+    assert rep["ideas"]["roles"]["seed"] == 1 and rep["keep_rate"] == pytest.approx(1.0)
+    verdicts = {k["n"]: k["verdict"] for k in rep["timeline"]}
+    assert verdicts == {1: "baseline", 2: "gain", 4: "within noise"}
