@@ -616,7 +616,8 @@ def analyse_track(track: list[dict], total: int, runs_info: dict | None = None,
         "next_family": next_family(stats, by_n, best_item["n"] if best_item else None),
         "tried_counts": tried_counts(track),  # all of them; "tried" lists the latest
         "tried_json_max": TRIED_JSON_MAX,
-        "tried": tried_lists(track, runs) if with_tried and with_tried != "knobs" else None,
+        "tried": tried_lists(track[-THEME_WINDOW:], runs) if with_tried and with_tried != "knobs"
+        else None,  # the latest THEME_WINDOW runs (tried_counts covers them all)
         "tried_by_knob": tried_by_knob(track[-THEME_WINDOW:], kept, runs) if with_tried
         else None,
     }
