@@ -1132,7 +1132,8 @@ class Loop:
     def noise_baseline(self, first: dict | None) -> None:
         """--baseline-repeats R: top the track up to R runs of its baseline (arcore.repeats,
         shared with setup.sh); their std is the noise floor."""
-        if first is not None and first["status"] != "keep":
+        if int(self.opts.baseline_repeats or 1) < 2 or (first is not None
+                                                        and first["status"] != "keep"):
             return
         self.state["base"] = head(self.repo)  # a repeat is judged against HEAD, never reverted
 
