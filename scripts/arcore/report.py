@@ -40,7 +40,7 @@ import re
 import sys
 from collections import Counter
 
-from arcore import cli, findings, svgplot
+from arcore import cli, findings
 from arcore.ledger import flatten, read_ledger
 
 # ---------------------------------------------------------------------------
@@ -944,6 +944,7 @@ def _main(argv: list[str]) -> int:
     if opts["plot"]:
         try:
             within = {k["n"] for k in rep["timeline"] if k["verdict"] == "within noise"}
+            from arcore import svgplot  # only a chart needs it (start-up time)
             svgplot.write(opts["plot"], svgplot.progress_svg(track, within))
         except OSError as exc:
             _err(f"cannot write {opts['plot']}: {exc.strerror or exc}")
