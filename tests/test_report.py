@@ -691,3 +691,22 @@ def test_runs_jsonl_noise_samples_give_the_floor_even_when_the_description_says_
     assert rep["ideas"]["roles"]["seed"] == 1 and rep["keep_rate"] == pytest.approx(1.0)
     verdicts = {k["n"]: k["verdict"] for k in rep["timeline"]}
     assert verdicts == {1: "baseline", 2: "gain", 4: "within noise"}
+
+
+def test_a_100k_row_chart_draws_every_kept_run_and_a_sample_of_the_rest(tmp_path):
+    rng = random.Random(3)
+    rows, best = [], 1.0
+    for i in range(20000):
+        value = 0.95 + 0.05 * 0.5 ** (i / 2000) + rng.gauss(0, 0.003)
+        status = "keep" if i == 0 or value < best else "discard"
+        best = min(best, value) if status == "keep" else best
+        rows.append((f"{i:07x}", value, status, f"idea {i}"))
+    ledger = write_ledger(tmp_path / "results.tsv", rows)
+    track = report.number_rows(read_ledger(str(ledger)))
+    svg = svgplot.progress_svg(track)
+    root = ET.fromstring(svg)
+    kept = [c for c in root.iter(f"{SVG}circle") if "kept" in (c.get("class") or "")]
+    others = [c for c in root.iter(f"{SVG}circle") if c.get("class") == "discarded"]
+    assert len(kept) == sum(1 for r in rows if r[2] == "keep")
+    assert len(others) <= svgplot.MAX_OTHER_POINTS and "other runs drawn" in svg
+    assert len(svg) < 400_000

@@ -217,6 +217,11 @@ def progress_svg(rows: list[dict], within: set | frozenset = frozenset()) -> str
                      f"{len(candidates)} kept runs labelled (overlaps left out, largest gains "
                      "first)</text>")
 
+    if stride > 1:
+        parts.append(f'<text class="note" x="{LEFT}" y="{TOP + PLOT_H + 44}" font-size="11" '
+                     f'fill="#666">{len(others[::stride])} of {len(others)} other runs drawn '
+                     "(an even sample)</text>")
+
     # frame, axis titles, legend
     parts.append(f'<rect x="{LEFT}" y="{TOP}" width="{PLOT_W}" height="{PLOT_H}" fill="none" '
                  'stroke="#333"/>')
