@@ -41,26 +41,40 @@ ar_help_if_asked() {
 }
 
 # ---------------------------------------------------------------------------
-# uv: already on PATH, in ~/.local/bin, else the official installer, else pip.
+# uv: found the one way every script finds it (arcore.uvenv.find_uv: PATH, then
+# the directories below, in this order), else the official installer, else pip.
 # ---------------------------------------------------------------------------
 
 readonly AR_UV_INSTALLER="https://astral.sh/uv/install.sh"
+# Same places and order as arcore.uvenv.UV_DIRS_FOR_BASH (a test keeps them equal).
+AR_UV_DIRS=("${UV_INSTALL_DIR:-}" "${XDG_BIN_HOME:-}" "${HOME}/.local/bin" "${CARGO_HOME:-}/bin" "${HOME}/.cargo/bin")
+
+# ar_find_uv: puts uv's directory on PATH when uv is off it, saying where; 1 when none.
+ar_find_uv() {
+  command -v uv >/dev/null 2>&1 && return 0
+  local dir
+  for dir in "${AR_UV_DIRS[@]}"; do
+    [[ -n "${dir}" && "${dir}" != /bin && -x "${dir}/uv" ]] || continue
+    export PATH="${dir}:${PATH}"
+    ar_log "uv is not on PATH; using ${dir}/uv (add ${dir} to PATH to use it yourself)"
+    return 0
+  done
+  return 1
+}
 
 ar_ensure_uv() {
-  command -v uv >/dev/null 2>&1 && return 0
-  export PATH="${HOME}/.local/bin:${HOME}/.cargo/bin:${PATH}"
-  command -v uv >/dev/null 2>&1 && return 0
+  ar_find_uv && return 0
   ar_log "uv not found: installing it with the official installer (${AR_UV_INSTALLER})"
   if command -v curl >/dev/null 2>&1 \
     && curl -LsSf --max-time 120 "${AR_UV_INSTALLER}" 2>/dev/null | sh >&2 \
-    && command -v uv >/dev/null 2>&1; then
+    && ar_find_uv; then
     return 0
   fi
   ar_log "the official installer failed: trying python3 -m pip install --user uv"
   if command -v python3 >/dev/null 2>&1; then
     python3 -m pip install --quiet --user uv >&2 || python3 -m pip install --quiet uv >&2 || true
   fi
-  command -v uv >/dev/null 2>&1 \
+  ar_find_uv \
     || ar_die 1 "could not install uv: install it by hand (https://docs.astral.sh/uv/) and rerun"
 }
 
@@ -74,7 +88,7 @@ ar_find_python() {
   if command -v python3 >/dev/null 2>&1 \
     && python3 -S -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
     AR_PY=(python3)
-  elif command -v uv >/dev/null 2>&1; then
+  elif ar_find_uv; then
     AR_PY=(uv run --quiet --no-project --python '>=3.10' python)
   else
     ar_die 1 "no python3 >= 3.10 and no uv found; install uv (https://docs.astral.sh/uv/)"

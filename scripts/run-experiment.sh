@@ -47,10 +47,17 @@
 # call), tamper (the lint refused it; the evaluator, its dependencies or the
 # validation split were touched; the printed value differs from the attested
 # one; the channel was forged), over-budget (trained past the budget).
+# delta = value - best (the standing best), the convention of every script:
+# negative = lower val_bpb = better (show-results.sh: vs the previous kept run).
+# A candidate whose diff only changes a random seed is run and logged as a
+# seed-only change (a noise sample in runs.jsonl), never kept. A run that fails
+# before train.py starts (command not found, exit 127; uv cannot create the venv
+# or reach its index) is an environment failure: no row, nothing reverted, exit 1.
 #
 # Exit codes:
 #   0    judged (keep, discard or crash)
-#   1    internal error
+#   1    internal error, or an environment failure (no row, nothing reverted;
+#        the fix on stderr)
 #   2    usage (bad option, not the top of a git repository, a --cmd an
 #        attested session cannot run under the launcher)
 #   3    harness changed since the session froze, or results.tsv lost rows of

@@ -25,7 +25,9 @@
 #                        direction (default 5; 0: never)
 #   --prompt FILE        prompt template (default templates/proposer-prompt.md)
 # Noise-aware acceptance (default: strictly better wins):
-#   --baseline-repeats R run the baseline R times; record the std as the noise floor
+#   --baseline-repeats R top the track up to R runs of its baseline (also when
+#                        setup.sh ran it; rows say "baseline repeat i/R", not ideas);
+#                        record their std as the noise floor
 #   --confirm K          re-run a keep whose gain is within the noise floor K more times;
 #                        keep it only if the mean still beats the best
 # Passed to run-experiment.sh:

@@ -12,6 +12,13 @@
 # what the agent cost: tokens and dollars for the session, per kept gain and the
 # dearest experiments (all of them under agent_cost in --json; Codex reports no
 # dollars, and none are assumed).
+# The baseline, repeats and seed-only changes are not ideas: keep rates and kept
+# counts leave them out. The noise floor comes from what the ledger has
+# (session.json's, repeats of one commit, seed-only changes) and says so; a kept
+# gain below it is marked "within noise" in every view and the chart.
+# Delta (every script): delta = value - reference (here the previous kept run;
+# run-experiment.sh: the standing best), so negative = lower val_bpb = better;
+# a "gain" is -delta.
 #
 # Options:
 #   --ledger FILE       the ledger (default: ./results.tsv)
@@ -19,9 +26,11 @@
 #   --top N             how many runs to list by val_bpb (default: 5)
 #   --all               every row, ignoring session.json's ledger_start (the track)
 #   --tried             print the body of program.md's "What has been tried":
-#                       Kept:, Discarded:, Crashed:, one line per idea
+#                       Kept:, Discarded:, Crashed:, one line per knob (at most
+#                       10 per section; the rest counted, all of it in --json)
 #   --json              print one JSON object (everything, for agents)
-#   --plot FILE.svg     also write the progress chart (upstream's progress.png) as SVG
+#   --plot FILE.svg     also write the progress chart (upstream's progress.png) as SVG:
+#                       every kept run, the running best, a sample of the rest
 #                       (a name ending in .svg; never the ledger itself)
 #   -h, --help          print this help
 #
@@ -39,7 +48,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 main() {
   ar_help_if_asked "$@"
-  AR_NAME="${AR_NAME}" ar_core report "$@"
+  ar_find_python
+  # -S: arcore is stdlib only, so site-packages (and their .pth start-up cost) are skipped.
+  AR_NAME="${AR_NAME}" PYTHONPATH="${AR_SCRIPTS_DIR}${PYTHONPATH:+:${PYTHONPATH}}" \
+    "${AR_PY[@]}" -S -m arcore report "$@"
 }
 
 main "$@"

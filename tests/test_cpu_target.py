@@ -258,3 +258,24 @@ def test_a_diverging_learning_rate_prints_fail_and_exits_1(target_python, cache_
                      cache_dir)
     assert done.returncode == 1
     assert done.stdout.rstrip().endswith("FAIL") and "val_bpb:" not in done.stdout
+
+
+def test_the_budget_is_the_process_s_own_cpu_time_so_a_busy_wall_clock_takes_no_steps(
+        target_python, cache_dir, tmp_path):
+    """A wall clock that races ahead (as on a machine busy with other work) must not cut the
+    run short: the budget counts time.process_time, as prepare.py's TIME_BUDGET_CLOCK says."""
+    work = scratch_target(tmp_path, budget=1)
+    (work / "sitecustomize.py").write_text(
+        "import time\n_real = time.time\n_calls = [0]\n"
+        "def _racing():\n    _calls[0] += 1\n    return _real() + 5.0 * _calls[0]\n"
+        "time.time = _racing\n")
+    env = dict(os.environ, AUTORESEARCH_CACHE_DIR=str(cache_dir), PYTHONDONTWRITEBYTECODE="1",
+               PYTHONPATH=str(work))
+    done = subprocess.run([target_python, "train.py"], cwd=work, env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    values = dict(line.split(":", 1) for line in done.stdout.split("\n---\n", 1)[1].splitlines())
+    assert float(values["num_steps"]) > 100  # a wall-clock budget stops after 12 steps here
+    constants = run_py(target_python, "import json, prepare; "
+                       "print(json.dumps({'clock': prepare.TIME_BUDGET_CLOCK}))", cache_dir)
+    assert constants["clock"] == "process"

@@ -170,7 +170,7 @@ def test_only_the_module_level_line_is_rewritten():
 def test_values_are_written_in_upstreams_style():
     new, missing = presets.apply(SOURCE, {"TOTAL_BATCH_SIZE": 2**14, "WINDOW_PATTERN": "L"})
     assert missing == []
-    assert "TOTAL_BATCH_SIZE = 2**14 # ~524K" in new
+    assert "TOTAL_BATCH_SIZE = 2**14 # ~16K tokens" in new  # the size comment follows the value
     assert 'WINDOW_PATTERN = "L" # sliding' in new
 
 

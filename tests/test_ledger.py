@@ -26,7 +26,7 @@ def test_every_corpus_ledger_reads_by_header_name(name):
     assert rows, name
     for row in rows:
         assert set(ledger.HEADER) <= set(row)
-        assert len(row["commit"]) == 7
+        assert len(row["commit"]) == 7 or row["commit"] == "baseline"  # mar8 names its first row so
         assert row["val_bpb"] is None or isinstance(row["val_bpb"], float)
         assert row["status"] in {"keep", "discard", "crash", "tentative", "repair", "support"}
     assert rows[0]["line"] == 2

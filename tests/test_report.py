@@ -97,7 +97,7 @@ def test_the_upstream_ledger_matches_the_notebooks_numbers(capsys):
     code, out, _ = run(["--ledger", str(CORPUS / "mlx-upstream-5col.tsv"), "--json"], capsys)
     rep = json.loads(out)
     assert code == 0
-    assert rep["keep_rate"] == pytest.approx(9 / 11)
+    assert rep["keep_rate"] == pytest.approx(8 / 10)  # ideas: the baseline is not one
     assert rep["baseline"]["val_bpb"] == pytest.approx(2.667)
     assert rep["best"]["val_bpb"] == pytest.approx(1.416715)
     assert rep["best"]["description"] == "SiLU activation (batch 2^13)"
@@ -105,7 +105,7 @@ def test_the_upstream_ledger_matches_the_notebooks_numbers(capsys):
     assert rep["improvement"]["percent"] == pytest.approx(46.88, abs=0.005)
     deltas = {k["n"]: k["delta"] for k in rep["timeline"]}
     assert deltas[1] is None
-    assert deltas[5] == pytest.approx(2.533728 - 1.807902)
+    assert deltas[5] == pytest.approx(1.807902 - 2.533728)  # value - previous: negative = better
     assert rep["best_gains"][0]["description"] == "reduce depth from 8 to 4"
     assert rep["gains_total"] == pytest.approx(2.667 - 1.416715)
 
@@ -113,7 +113,7 @@ def test_the_upstream_ledger_matches_the_notebooks_numbers(capsys):
 def test_the_text_report_shows_baseline_best_and_improvement(capsys):
     code, out, _ = run(["--ledger", str(CORPUS / "mlx-upstream-5col.tsv")], capsys)
     assert code == 0
-    assert "keep rate: 9/11 = 81.8%" in out
+    assert "keep rate: 8/10 ideas = 80.0%; 8 kept improvements (not counted: 1 baseline)" in out
     assert "2.667000 (baseline) -> 1.416715 (best)  improvement: 1.250285 (46.88%)" in out
     assert "best experiment: #11 38acd33 SiLU activation (batch 2^13)" in out
 
@@ -151,7 +151,7 @@ def test_an_empty_ledger_reports_zero_experiments(tmp_path, capsys, content):
     rep = json.loads(out)
     assert rep["experiments"] == 0 and rep["best"] is None and rep["keep_rate"] is None
     code, out, _ = run(["--ledger", str(ledger), "--tried"], capsys)
-    assert out.startswith("0 experiments.") and "Kept:\n- none" in out
+    assert out.startswith("0 experiments (0 ideas)") and "Kept:\n- none" in out
 
 
 def test_a_ledger_of_only_crashes_groups_them_by_the_class_in_parentheses(tmp_path, capsys):
@@ -272,15 +272,16 @@ def test_ledger_start_limits_the_report_to_the_current_track_and_all_lifts_it(
 def test_best_gains_are_ordered_by_delta_vs_the_previous_kept_run(session_ledger):
     rep = report.analyse(read_ledger(str(session_ledger)))
     gains = [(k["description"], round(k["delta"], 6)) for k in rep["best_gains"]]
-    assert gains == [("warmdown ratio 0.5", 0.0195), ("raise matrix LR to 0.05", 0.01),
-                     ("matrix LR 0.05 -> 0.06", 0.0005)]
+    assert gains == [("warmdown ratio 0.5", -0.0195), ("raise matrix LR to 0.05", -0.01),
+                     ("matrix LR 0.05 -> 0.06", -0.0005)]
+    assert [round(k["gain"], 6) for k in rep["best_gains"]] == [0.0195, 0.01, 0.0005]
 
 
 def test_a_theme_that_never_kept_is_a_repeated_failure(session_ledger):
     rep = report.analyse(read_ledger(str(session_ledger)))
     themes = {f["what"]: f for f in rep["repeated_failures"]}
-    assert themes["weight"]["count"] == 2 and themes["weight"]["kept"] == 0
-    assert "matrix" not in themes
+    assert themes["weight decay"]["count"] == 2 and themes["weight decay"]["kept"] == 0
+    assert "matrix lr" not in themes
 
 
 def test_the_next_family_is_the_theme_whose_kept_runs_gained_most(tmp_path):
@@ -294,7 +295,7 @@ def test_the_next_family_is_the_theme_whose_kept_runs_gained_most(tmp_path):
     ])
     rep = report.analyse(read_ledger(str(ledger)))
     family = rep["next_family"]
-    assert family["theme"] in ("batch", "size")
+    assert family["theme"] == "batch size"
     assert family["kept"] == 2 and family["tried"] == 3
     assert family["anchor"] == "batch size 2^14"
 
@@ -311,13 +312,18 @@ def test_the_tried_block_fits_the_program_md_template_one_line_per_idea(tmp_path
     code, out, _ = run(["--ledger", str(ledger), "--tried"], capsys)
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == "9 experiments; val_bpb 1.000000 (baseline) -> 0.970000 (best)."
+    assert lines[0] == ("9 experiments (8 ideas); val_bpb 1.000000 (baseline) -> 0.970000 (best)"
+                        "; 3 kept, 3 discarded, 2 crashed.")
     kept, discarded, crashed = (lines.index(f"{s}:") for s in ("Kept", "Discarded", "Crashed"))
     assert kept < discarded < crashed
-    assert "- warmdown ratio 0.5 (0.970000, gain 0.019500)" in lines[kept:discarded]
-    assert "- weight decay 0.2 (0.999000, x2)" in lines[discarded:crashed]
-    assert "- double width (oom)" in lines[crashed:]
-    assert sum(1 for line in lines if "weight decay 0.2" in line) == 1
+    assert "- warmdown ratio: 0.5 (-0.019500)" in lines[kept:discarded]
+    assert "- matrix lr x2: 0.05 -> 0.06 (-0.000500); raise matrix LR to 0.05 (-0.010000)" \
+        in lines[kept:discarded] or any("matrix lr x2" in line for line in lines[kept:discarded])
+    assert "- weight decay x3: lower weight decay to 0.1 (0.995000); 0.2 (0.999000, same " \
+        "description x2)" in lines[discarded:crashed]
+    assert not any(line.startswith("- baseline") for line in lines)  # not a kept idea
+    assert "- width: double width (oom)" in lines[crashed:]
+    assert sum(1 for line in lines if "weight decay" in line) == 1
 
 
 def test_other_statuses_are_counted_and_listed_apart(capsys):
@@ -421,7 +427,7 @@ def test_the_chart_draws_kept_green_discarded_grey_and_the_running_best(tmp_path
     paths = [p.get("d") for p in root.iter(f"{SVG}path") if p.get("class") == "running-best"]
     assert len(paths) == 1 and paths[0].startswith("M") and paths[0].count("V") == 3
     title = root.find(f"{SVG}title").text
-    assert title == "Autoresearch Progress: 9 Experiments, 4 Kept Improvements"
+    assert title == "Autoresearch Progress: 9 Experiments, 3 Kept Improvements"  # the baseline is no improvement
     labels = [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "label"]
     assert labels == ["baseline", "raise matrix LR to 0.05", "matrix LR 0.05 -> 0.06",
                       "warmdown ratio 0.5"]
@@ -468,11 +474,11 @@ def test_reruns_of_one_commit_give_a_noise_estimate_when_the_session_has_none(tm
     ])
     code, out, _ = run(["--ledger", str(ledger), "--json"], capsys)
     rep = json.loads(out)
-    assert rep["noise"]["source"] == "reruns"
+    assert rep["noise"]["source"] == "repeats"
     assert rep["noise"]["floor"] == pytest.approx(0.0041633, abs=1e-6)
     verdicts = [k["verdict"] for k in rep["timeline"]]
-    assert verdicts == ["baseline", "within noise", "gain"]  # 0.002 < 0.0042 < 0.008
-    assert "estimated from 3 runs of 1 rerun commit(s)" in rep["noise"]["note"]
+    assert verdicts == ["baseline", "repeat", "gain"]  # a repeat is no gain; 0.0042 < 0.010
+    assert "std of 3 runs of 1 repeated commit(s)" in rep["noise"]["note"]
 
 
 def test_runs_jsonl_adds_run_time_and_workers_to_the_summary(session_ledger, capsys):
@@ -585,3 +591,122 @@ def test_a_ledger_that_is_a_named_pipe_is_refused_instead_of_blocking(tmp_path):
                           text=True, timeout=30)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "not a readable regular file" in done.stderr
+
+
+# ---------------------------------------------------------------------------
+# The mar8 H100 ledger (upstream exp/H100/mar8): noise from what the ledger holds, knobs
+# ---------------------------------------------------------------------------
+
+MAR8 = CORPUS / "h100-mar8-5col.tsv"
+
+
+def test_mar8_a_seed_only_row_gives_the_noise_floor_and_most_kept_gains_are_within_it(capsys):
+    code, out, _ = run(["--ledger", str(MAR8), "--json"], capsys)
+    rep = json.loads(out)
+    assert rep["noise"]["source"] == "seed-only changes"
+    assert rep["noise"]["floor"] == pytest.approx(0.973799 - 0.973104, abs=1e-9)
+    assert "#15" in rep["noise"]["note"]
+    within = rep["noise"]["within"]
+    assert within["kept"] == 22 and within["within_noise"] > 11 and within["more_than_half"]
+    marked = [k for k in rep["timeline"] if k["verdict"] == "within noise"]
+    assert len(marked) == within["within_noise"]
+    code, text, _ = run(["--ledger", str(MAR8)], capsys)
+    assert f"{within['within_noise']} of 22 kept gains are smaller than the noise floor" in text
+    assert "more than half" in text and "no noise floor measured" not in text
+
+
+def test_mar8_keep_rate_and_kept_count_leave_out_the_baseline_and_the_seed_change(capsys):
+    rep = json.loads(run(["--ledger", str(MAR8), "--json"], capsys)[1])
+    assert rep["ideas"]["keep"] == 22 and rep["ideas"]["roles"]["seed"] == 1
+    assert rep["keep_rate"] == pytest.approx(22 / (22 + 101))
+    assert rep["tried_counts"]["kept"] == 22
+    assert all(k["description"] != "baseline" for k in rep["tried"]["kept"])
+
+
+def test_mar8_families_are_knobs_not_words(capsys):
+    rep = json.loads(run(["--ledger", str(MAR8), "--json"], capsys)[1])
+    knobs = {g["knob"] for g in rep["tried_by_knob"]}
+    assert {"embedding lr", "warmdown", "FINAL_LR_FRAC", "matrix lr", "depth"} <= knobs
+    assert not knobs & {"min", "few", "too"}
+    themes = [f["what"] for f in rep["repeated_failures"]] + [rep["next_family"]["theme"]]
+    assert not set(themes) & {"min", "few", "steps", "worse"}
+
+
+def test_a_rerun_description_with_a_commit_hash_is_no_family(tmp_path):
+    ledger = write_ledger(tmp_path / "results.tsv", [
+        ("c000001", 1.00, "keep", "baseline"), ("c000002", 0.98, "keep", "warmdown 0.5 to 0.7"),
+        ("c000002", 0.981, "keep", "rerun f989ea1"), ("c000003", 0.99, "discard", "rerun f989ea1")])
+    rep = report.analyse(read_ledger(str(ledger)))
+    assert "f989ea1" not in {f["what"] for f in rep["repeated_failures"]}
+    assert all(findings_knob != "f989ea1" for findings_knob in
+               (g["knob"] for g in report.tried_by_knob(report.number_rows(
+                   read_ledger(str(ledger))), rep["timeline"])))
+
+
+def test_mar8_tried_is_one_screen_grouped_by_knob_and_says_what_it_merged(capsys):
+    code, out, _ = run(["--ledger", str(MAR8), "--tried"], capsys)
+    lines = out.splitlines()
+    assert code == 0 and len(lines) <= 40
+    assert any(line.startswith("- embedding lr x2: 0.6 to 0.8") for line in lines)
+    assert any("same description x2" in line for line in lines)
+    assert any("more knobs" in line and "--json" in line for line in lines)
+    assert any("within noise" in line for line in lines)
+
+
+def test_the_delta_convention_is_stated_and_the_same_as_run_experiments(capsys):
+    rep = json.loads(run(["--ledger", str(MAR8), "--json"], capsys)[1])
+    assert "negative" in rep["delta_convention"]
+    second = rep["timeline"][1]
+    assert second["delta"] == pytest.approx(0.986041 - 0.997900)  # value - reference
+    for script in ("show-results.sh", "run-experiment.sh"):
+        help_text = (ROOT / "scripts" / script).read_text(encoding="utf-8")
+        assert "delta = value - " in help_text and "negative" in help_text, script
+
+
+def test_mar8_chart_marks_kept_gains_within_noise_and_stays_small(tmp_path, capsys):
+    plot = tmp_path / "p.svg"
+    assert run(["--ledger", str(MAR8), "--plot", str(plot)], capsys)[0] == 0
+    root = ET.parse(plot).getroot()
+    within = [c for c in root.iter(f"{SVG}circle") if "within-noise" in (c.get("class") or "")]
+    rep = json.loads(run(["--ledger", str(MAR8), "--json"], capsys)[1])
+    assert len(within) == rep["noise"]["within"]["within_noise"]
+    assert "within noise" in plot.read_text(encoding="utf-8")
+
+
+def test_runs_jsonl_noise_samples_give_the_floor_even_when_the_description_says_nothing(tmp_path,
+                                                                                         capsys):
+    ledger = write_ledger(tmp_path / "results.tsv", [
+        ("d000001", 1.000, "keep", "baseline"),
+        ("d000002", 0.990, "keep", "matrix LR 0.05"),
+        ("d000003", 0.984, "discard", "another try"),
+        ("d000004", 0.985, "keep", "warmdown 0.6"),
+    ])
+    (tmp_path / ".autoresearch").mkdir()
+    (tmp_path / ".autoresearch" / "runs.jsonl").write_text(json.dumps(
+        {"commit": "d000003" + "0" * 33, "status": "discard", "seed_only": True,
+         "noise_sample": -0.006}) + "\n")
+    rep = json.loads(run(["--ledger", str(ledger), "--json"], capsys)[1])
+    assert rep["noise"]["source"] == "seed-only changes"
+    assert rep["noise"]["floor"] == pytest.approx(0.006)
+    assert rep["ideas"]["roles"]["seed"] == 1 and rep["keep_rate"] == pytest.approx(1.0)
+    verdicts = {k["n"]: k["verdict"] for k in rep["timeline"]}
+    assert verdicts == {1: "baseline", 2: "gain", 4: "within noise"}
+
+
+def test_a_100k_row_chart_draws_every_kept_run_and_a_sample_of_the_rest(tmp_path):
+    rng = random.Random(3)
+    rows, best = [], 1.0
+    for i in range(20000):
+        value = 0.95 + 0.05 * 0.5 ** (i / 2000) + rng.gauss(0, 0.003)
+        status = "keep" if i == 0 or value < best else "discard"
+        best = min(best, value) if status == "keep" else best
+        rows.append((f"{i:07x}", value, status, f"idea {i}"))
+    ledger = write_ledger(tmp_path / "results.tsv", rows)
+    track = report.number_rows(read_ledger(str(ledger)))
+    svg = svgplot.progress_svg(track)
+    root = ET.fromstring(svg)
+    kept = [c for c in root.iter(f"{SVG}circle") if "kept" in (c.get("class") or "")]
+    others = [c for c in root.iter(f"{SVG}circle") if c.get("class") == "discarded"]
+    assert len(kept) == sum(1 for r in rows if r[2] == "keep")
+    assert len(others) <= svgplot.MAX_OTHER_POINTS and "other runs drawn" in svg
+    assert len(svg) < 400_000

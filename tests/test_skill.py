@@ -251,3 +251,51 @@ def test_every_option_the_docs_give_a_script_is_in_that_scripts_help():
                     unknown.append(f"{doc}: {script} {option}")
     assert helps, "no script mentioned in the docs"
     assert not unknown, "options missing from --help: " + ", ".join(unknown)
+
+
+# ---------------------------------------------------------------------------
+# The front door (issue 13)
+# ---------------------------------------------------------------------------
+
+def test_every_script_skill_md_tells_to_run_with_help_is_executable_in_git():
+    listing = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-s", "scripts/*.sh"],
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+    modes = {line.split("\t")[1]: line.split()[0] for line in listing}
+    not_exec = [p for p, mode in modes.items() if mode != "100755" and not p.endswith("common.sh")]
+    assert modes and not not_exec, f"not executable in git: {not_exec}"
+
+
+def test_the_prompt_route_out_names_anthropics_skill_creator_and_its_description_loop():
+    for md in (SKILL_MD, ROOT / "references" / "operating-modes-and-route-outs.md"):
+        row = next(line for line in md.read_text(encoding="utf-8").splitlines()
+                   if line.startswith("|") and "SKILL.md" in line and "prompt" in line)
+        assert "skill-creator" in row and "Anthropic" in row, (md.name, row)
+        assert "description" in row and "optimi" in row, (md.name, row)
+
+
+def test_the_route_out_check_comes_before_the_intake_and_runs_no_script():
+    ops = (ROOT / "references" / "operating-modes-and-route-outs.md").read_text(encoding="utf-8")
+    section = ops.split("## 1.", 1)[1].split("\n", 1)[1].split("| #", 1)[0]
+    assert section.index("route") < section.index("intake"), section
+    text = SKILL_MD.read_text(encoding="utf-8")
+    intake = text.split("## Intake packet", 1)[1].split("\n## ", 1)[0]
+    assert "route" in intake.split("1.", 1)[0].lower(), intake[:300]
+
+
+def test_results_interpretation_lists_as_many_things_as_it_says():
+    ops = (ROOT / "references" / "operating-modes-and-route-outs.md").read_text(encoding="utf-8")
+    head, body = ops.split("**D. Results interpretation**", 1)
+    title, body = body.split("\n", 1)
+    bullets = [line for line in body.split("\n\n", 1)[0].splitlines() if line.startswith("- ")]
+    numbers = {"three": 3, "four": 4, "five": 5, "six": 6}
+    said = [n for w, n in numbers.items() if w in title]
+    assert said == [len(bullets)], (title, len(bullets))
+
+
+def test_hardware_config_says_the_smaller_tiers_lower_device_batch_size_as_its_table_does():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from arcore import presets
+    batches = [t.values["DEVICE_BATCH_SIZE"] for t in presets.TIERS]
+    assert batches == sorted(batches, reverse=True) and batches[-1] < batches[0]
+    text = (ROOT / "references" / "hardware-config.md").read_text(encoding="utf-8")
+    assert not re.search(r"rais\w* `?DEVICE_BATCH_SIZE`? to compensate", text)

@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 
-from arcore import attest, cli, ledger, runlog, session, tamper, usage
+from arcore import attest, cli, ledger, runlog, seedonly, session, tamper, usage, uvenv
 
 # ---------------------------------------------------------------------------
 # Constants and errors
@@ -519,7 +519,7 @@ def check_ledger(repo: str, ledger_path: str, frozen: dict) -> None:
                 if len(rows) < start else f"has no row for the kept run of {missing[0][:ledger.SHORT]}"
                 " that .autoresearch/runs.jsonl records")
         raise Stop(EXIT_HARNESS, f"{LEDGER} {what} (it was truncated, replaced or deleted): "
-                   "restore it, or start a new comparison track (session freeze --new)")
+                   "restore it, or " + session.NEW_TRACK.removeprefix("to compare on the new harness, "))
 
 
 def judged_row(rows: list[dict], head: str) -> dict | None:
@@ -623,13 +623,21 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     already_kept = any(r["status"] == "keep" and judged_row([r], head) for r in track)
     desc = opts["desc"] if opts["desc"] is not None else git(repo, "log", "-1", "--format=%s")
     desc = ledger.flatten(desc) or "(no description)"
+    repeat = opts["rerun"] and previous is not None  # a repeat measurement, not an idea
+    if repeat and "repeat" not in desc.lower():
+        desc = f"{desc} [repeat of {short}: not an idea]"
 
     base = tamper_base(repo, head, last_kept, frozen)
     refused = tamper.check(repo, base, head) if base else []
+    seed_change = seed_only_change(repo, base, head, baseline)
 
     log_path = new_log(repo, short)
     env = dict(os.environ, AUTORESEARCH_WORKER=str(opts["worker"]))
     env["PATH"] = env.pop("AR_CALLER_PATH", None) or env.get("PATH", os.defpath)
+    if uvenv.uses_uv(command_argv(opts)[2]):  # uv found as every script finds it
+        env["PATH"], uv_note = uvenv.path_with_uv(env["PATH"])
+        if uv_note:
+            log(uv_note)
     exit_code, timed_out, seconds = None, False, 0.0
     channel = None
     if refused:
@@ -658,6 +666,8 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
             raise Stop(EXIT_INT, "interrupted: the run was stopped; no row written, git untouched")
     _ignore_signals()
     finish_log(repo, log_path)
+    if not refused:
+        stop_on_environment_failure(log_path, exit_code, timed_out, repo)
 
     # -- judge ----------------------------------------------------------------
     if not refused:
@@ -689,6 +699,9 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     best = kept["val_bpb"] if kept else None
     value = facts["value"]
     delta = value - best if value is not None and best is not None else None
+    if seed_change and status != "crash":  # a noise sample, not an idea: never kept
+        status, desc = "discard", f"{desc} {SEED_NOTE}"
+        log(f"seed-only change: logged as a noise sample (value - best = {delta:+.6f}), never kept")
 
     row = ledger.format_row(head, value, facts["memory_gb"], status, desc)
     try:
@@ -700,6 +713,8 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
                    f"was judged {status} (value {value}); nothing reverted, HEAD is still "
                    f"{short}; the row was: {row}")
 
+    if repeat:
+        say_if_the_bar_moved(ledger_path, frozen, kept, repo, head, higher)
     should_revert = status != "keep" and not baseline and not already_kept
     why_not = revert(repo, head, ref) if should_revert else None
     reverted = should_revert and why_not is None
@@ -718,6 +733,8 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
                   timed_out=timed_out, tamper=refused, metrics=facts["metrics"],
                   cmd=command_argv(run_opts)[2], attest=facts.get("attest"),
                   metric_source="attested" if attested else "printed")
+    if seed_change:
+        record.update(seed_only=True, noise_sample=None if delta is None else round(delta, 6))
     proposer_usage = usage.from_env(os.environ)  # what the loop's proposal of HEAD cost
     if proposer_usage:
         record["proposer_usage"] = proposer_usage
@@ -736,6 +753,40 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
         log(f"judged {status} but not reverted: {why_not}; {advice}")
         return EXIT_UNSAFE, result
     return EXIT_OK, result
+
+
+def say_if_the_bar_moved(ledger_path: str, frozen: dict, kept: dict | None, repo: str,
+                         head: str, higher: bool) -> None:
+    """A repeat changes the mean a kept commit is valued by (arcore.ledger.standing_best):
+    never silently."""
+    track = ledger.track_rows(ledger.read_ledger(ledger_path), frozen.get("ledger_start", 0))
+    after = ledger.standing_best(track, session.on_branch(repo, head), higher)
+    if not kept or not after:
+        return
+    if after["commit"] != kept["commit"] or round(after["val_bpb"], 6) != round(kept["val_bpb"], 6):
+        log(f"the bar moved: the standing best was {kept['commit']} at {kept['val_bpb']:.6f}, now "
+            f"{after['commit']} at {after['val_bpb']:.6f} (the mean of its {after['runs']} runs)")
+
+
+SEED_NOTE = "[seed-only change: a noise sample, never kept]"
+
+
+def seed_only_change(repo: str, base: str | None, head: str, baseline: bool) -> bool:
+    """Whether HEAD differs from the track's last kept commit only in a random seed
+    (arcore.seedonly); never for a baseline."""
+    if baseline or not base:
+        return False
+    return seedonly.seed_only(git(repo, "diff", "-U0", base, head, "--", check=False))
+
+
+def stop_on_environment_failure(log_path: str, exit_code, timed_out: bool, repo: str) -> None:
+    """A run that failed before train.py started (arcore.uvenv.environment_failure) is no
+    verdict on the idea: no row, nothing reverted, exit 1 with the fix."""
+    found = uvenv.environment_failure(uvenv.read_head(log_path), exit_code, timed_out)
+    if found:
+        raise Stop(EXIT_ERROR, f"the run failed before train.py started ({found['what']}): "
+                   f"an environment failure, not a verdict on the idea; no row written, nothing "
+                   f"reverted (log: {os.path.relpath(log_path, repo)}); fix: {found['fix']}")
 
 
 def _now() -> str:

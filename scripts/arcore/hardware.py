@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import sys
 
-from arcore import presets, session
+from arcore import presets, session, uvenv
 
 SCHEMA = 1
 UPSTREAM_FILES = ("prepare.py", "train.py", "program.md", "pyproject.toml", "uv.lock")
@@ -207,7 +207,9 @@ def probe_amd() -> dict:
 def probe_tools() -> dict:
     tools = {}
     for name in ("python3", "uv", "git"):
-        result = run([name, "--version"])
+        # uv: found the way every script finds it (arcore.uvenv), on PATH or where it installs
+        exe = (uvenv.find_uv()[0] or name) if name == "uv" else name
+        result = run([exe, "--version"])
         text = result["out"] + result["err"]
         tools[name] = parse_version(text) if result["found"] and result["rc"] == 0 else None
     return tools
@@ -294,6 +296,7 @@ def gather(repo: str | None, cache_dir: str | None, torch: bool = True,
         "nvidia": probe_nvidia(wsl=plat["os"] == "wsl"),
         "amd": probe_amd(),
         "tools": probe_tools(),
+        "uv_found": dict(zip(("path", "where"), uvenv.find_uv())),
         "disk": probe_disk(disk_at),
         "repo": repo_facts,
     }
@@ -463,6 +466,10 @@ def assess(facts: dict, gpu_needed: bool = True, data_blocks: bool = True) -> di
     if not tools.get("uv"):
         blockers.append("uv is not installed: run scripts/setup.sh, or "
                         "`curl -LsSf https://astral.sh/uv/install.sh | sh`.")
+    elif (facts.get("uv_found") or {}).get("where", "PATH") != "PATH":
+        warnings.append(f"uv is not on PATH; the scripts use {facts['uv_found']['path']} (found in "
+                        f"{facts['uv_found']['where']}); to use it yourself: export PATH="
+                        f"\"{os.path.dirname(facts['uv_found']['path'])}:$PATH\".")
     if not tools.get("git"):
         blockers.append("git is not installed: install it (e.g. `sudo apt-get install git`).")
     if not tools.get("python3"):

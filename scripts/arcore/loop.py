@@ -61,7 +61,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from arcore import experiment, ledger, session, usage
+from arcore import experiment, ledger, repeats, session, usage
 
 # ---------------------------------------------------------------------------
 # Constants
@@ -1106,7 +1106,7 @@ class Loop:
         self.idle(counted=False)
         if code == HARNESS:
             raise LoopError(HARNESS, "run-experiment.sh: the harness changed since the freeze; "
-                                     "nothing was run (start a new track)")
+                                     "nothing was run (start a new track: scripts/setup.sh --new-track)")
         if code == UNSAFE:
             raise LoopError(UNSAFE, "run-experiment.sh refused: unsafe git state")
         if code == NOTHING:
@@ -1130,6 +1130,7 @@ class Loop:
         """An empty track (or one with no kept row) starts with HEAD unmodified."""
         rows = track_rows(self.repo)
         if any(r["status"] == "keep" for r in rows):
+            self.noise_baseline(None)  # issue 13: top up to --baseline-repeats R runs
             return
         base = head(self.repo)
         self.state["base"] = base
@@ -1139,23 +1140,22 @@ class Loop:
         self.judged(row)
         self.noise_baseline(row)
 
-    def noise_baseline(self, first: dict) -> None:
-        """--baseline-repeats R: R-1 more baseline runs; their std is the noise floor."""
-        repeats = int(self.opts.baseline_repeats or 1)
-        if repeats < 2 or first["status"] != "keep":
+    def noise_baseline(self, first: dict | None) -> None:
+        """--baseline-repeats R: top the track up to R runs of its baseline (arcore.repeats,
+        shared with setup.sh); their std is the noise floor."""
+        if int(self.opts.baseline_repeats or 1) < 2 or (first is not None
+                                                        and first["status"] != "keep"):
             return
-        values = [first["val_bpb"]]
-        for i in range(2, repeats + 1):
+        self.state["base"] = head(self.repo)  # a repeat is judged against HEAD, never reverted
+
+        def run_one(desc: str) -> dict | None:
             self.check_stop()
-            row = self.experiment("baseline", self.describe(f"baseline repeat {i}/{repeats}"),
-                                  rerun=True)
+            row = self.experiment("baseline", self.describe(desc), rerun=True)
             self.judged(row)
-            if row["val_bpb"] is not None and row["status"] != "crash":
-                values.append(row["val_bpb"])
-        floor = noise_floor(values)
-        if floor is not None:
-            session.update(self.repo, noise_floor=floor)
-            log(f"noise floor: std {floor:.6f} over {len(values)} baseline runs")
+            return row
+
+        repeats.top_up(self.repo, int(self.opts.baseline_repeats or 1), head(self.repo),
+                       run_one, log)
 
     # -- candidates ------------------------------------------------------------
 

@@ -734,7 +734,8 @@ class Rounds:
         harness = [c for c in failed if c.get("exit") == HARNESS]
         if harness:
             raise ParallelError(HARNESS, "run-experiment.sh: the harness changed since the "
-                                         "freeze; nothing was run (start a new track)")
+                                         "freeze; nothing was run (start a new track: "
+                                         "scripts/setup.sh --new-track)")
         if failed:
             raise ParallelError(FAILED, f"run-experiment.sh failed in {failed[0]['worker']} "
                                         f"(exit {failed[0]['exit']}) without judging "

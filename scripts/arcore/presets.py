@@ -183,8 +183,22 @@ def set_constant(text: str, name: str, value) -> str:
     match = pattern.search(text)
     if not match:
         raise KeyError(name)
-    new = match.group("lhs") + render_value(name, value) + match.group("tail")
+    tail = match.group("tail")
+    if isinstance(value, int) and not isinstance(value, bool):
+        tail = _APPROX.sub(lambda _m: "~" + approx(value), tail)  # no stale "~524K" comment
+    new = match.group("lhs") + render_value(name, value) + tail
     return text[:match.start()] + new + text[match.end():]
+
+
+_APPROX = re.compile(r"~\d+(?:\.\d+)?[KMG]?\b")
+
+
+def approx(number: int) -> str:
+    """524288 -> '524K', 32768 -> '33K', 2**24 -> '17M' (a comment's rough size)."""
+    for unit, size in (("G", 10**9), ("M", 10**6), ("K", 10**3)):
+        if number >= size:
+            return f"{round(number / size)}{unit}"
+    return str(number)
 
 
 def apply(text: str, values: dict) -> tuple[str, list[str]]:

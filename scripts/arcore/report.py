@@ -7,7 +7,10 @@ junk; the ledger is the truth.
 
 The numbers follow upstream's analysis notebook: keep rate = keep / (keep + discard), baseline =
 the track's first kept measured row, best = the lowest kept val_bpb, each kept run's delta =
-previous kept val_bpb - its val_bpb (positive = better). Rows after session.json's
+its val_bpb - the previous kept val_bpb (arcore.findings: one delta convention for every script,
+value - reference, so an improvement in val_bpb is negative; a "gain" is -delta). The baseline,
+repeats and seed-only changes are not ideas: no keep rate or kept count includes them. Rows after
+session.json's
 ``ledger_start`` form the track (``--all`` lifts it).
 
 Views: the default text (at most 40 lines: summary, top N, timeline, crash patterns, then the
@@ -42,13 +45,15 @@ import re
 import sys
 from collections import Counter
 
-from arcore import cli, svgplot
+from arcore import cli, findings
 from arcore.ledger import flatten, read_ledger
 
 # ---------------------------------------------------------------------------
 # Constants
 # ---------------------------------------------------------------------------
 
+DELTA_CONVENTION = ("delta = value - reference (the previous kept run here, the standing best in "
+                    "run-experiment.sh): negative = lower val_bpb = better; gain = -delta")
 DEFAULT_TOP = 5
 TEXT_WIDTH = 72  # description characters in the text view
 TRIED_WIDTH = 160  # description characters in the --tried block
@@ -130,7 +135,25 @@ def load_runs(session_dir: str | None) -> dict | None:
     return {"records": len(_COMMIT.findall(data)),
             "seconds": sum(seconds) if seconds else None,
             "workers": dict(workers),
-            "crashes": crashes}
+            "crashes": crashes,
+            "noise_samples": _noise_samples(data)}
+
+
+_SEED_ONLY = re.compile(rb'"seed_only"\s*:\s*true')
+
+
+def _noise_samples(data: bytes) -> dict[str, float]:
+    """{short commit: noise_sample} of runs.jsonl's seed-only records (arcore.experiment)."""
+    out: dict[str, float] = {}
+    for match in _SEED_ONLY.finditer(data):
+        begin = data.rfind(b"\n", 0, match.start()) + 1
+        end = data.find(b"\n", match.end())
+        record = _json_object(data[begin:] if end < 0 else data[begin:end])
+        sample = (record or {}).get("noise_sample")
+        if isinstance(record.get("commit") if record else None, str) and \
+                isinstance(sample, (int, float)) and not isinstance(sample, bool):
+            out[record["commit"][:7]] = float(sample)
+    return out
 
 
 def _json_object(line: bytes) -> dict | None:
@@ -210,6 +233,15 @@ def words(text: str) -> frozenset[str]:
     return frozenset(_WORD.findall(text.lower())) - STOPWORDS
 
 
+def row_knob(row: dict) -> tuple[str, ...]:
+    """The knob a record's description changes (arcore.findings.knob), as a 0- or 1-tuple."""
+    cached = row.get("_knob")
+    if cached is None:
+        name = findings.knob(row["description"])
+        cached = row["_knob"] = (name,) if name else ()
+    return cached
+
+
 def row_words(row: dict) -> frozenset[str]:
     """words() of a record's description, computed once per record."""
     cached = row.get("_words")
@@ -241,20 +273,21 @@ def number_rows(rows: list[dict], start: int = 0) -> list[dict]:
     """The track's rows (after the first ``start``) as records: ``n`` (1-based row number),
     commit, val_bpb (a real measurement or None), memory_gb, status, description (one clean
     line) and ``fail`` (crashed, or ended without a measurement: some ledgers log aborted runs
-    as discard). The analysis functions below take these records."""
-    out = []
-    for index, row in enumerate(rows[start:], start=start + 1):
+    as discard). The analysis functions below take these records. read_ledger()'s dicts are
+    completed in place (their other keys stay), so call it on rows read for the report."""
+    out = rows[start:]
+    for index, row in enumerate(out, start=start + 1):  # in place: 100k dicts not made twice
         status = row.get("status", "")
-        value = measured(row)
-        out.append({
-            "n": index,
-            "commit": row.get("commit", ""),
-            "val_bpb": value,
-            "memory_gb": row.get("memory_gb"),
-            "status": status,
-            "description": clean(row.get("description", "")),
-            "fail": status == "crash" or (status != "keep" and value is None),
-        })
+        value = row.get("val_bpb")
+        if value.__class__ is not float or not 0 < value < math.inf:  # the fast case first
+            value = measured(row)
+        row["n"] = index
+        row["commit"] = row.get("commit", "")
+        row["val_bpb"] = value
+        row["memory_gb"] = row.get("memory_gb")
+        row["status"] = status
+        row["description"] = clean(row.get("description", ""))
+        row["fail"] = status == "crash" or (status != "keep" and value is None)
     return out
 
 
@@ -274,11 +307,15 @@ def timeline(rows: list[dict], floor: float | None) -> list[dict]:
         if row["status"] != "keep" or value is None:
             continue
         item = _entry(row)
-        delta = None if previous is None else previous - value
+        role = row.get("role", "idea")
+        delta = None if previous is None or role == "baseline" else value - previous
         item["delta"] = delta
-        item["verdict"] = verdict(delta, floor)
+        item["gain"] = None if delta is None else -delta
+        item["role"] = role
+        item["verdict"] = verdict(delta, floor) if role != "repeat" else "repeat"
         out.append(item)
-        previous = value
+        if role != "repeat" or previous is None:
+            previous = value
     return out
 
 
@@ -287,9 +324,9 @@ def verdict(delta: float | None, floor: float | None) -> str:
         return "baseline"
     if floor is not None and abs(delta) < floor:
         return "within noise"
-    if delta < 0:
+    if delta > 0:
         return "worse than previous kept"
-    return "gain" if delta > 0 else "tie"
+    return "gain" if delta < 0 else "tie"
 
 
 def failure_class(row: dict, runs: dict[str, dict]) -> tuple[str | None, str, str | None]:
@@ -368,7 +405,7 @@ def word_stats(rows: list[dict], kept_gain: dict[int, float]) -> dict[str, dict]
         if status not in ("keep", "discard", "crash"):
             continue
         outcome = "fail" if row["fail"] else status
-        for word in row_words(row):
+        for word in row_knob(row):
             entry = stats.get(word)
             if entry is None:
                 entry = stats[word] = {"keep": 0, "discard": 0, "fail": 0, "gain": 0.0,
@@ -430,9 +467,12 @@ def _bucket(row: dict) -> str:
 
 
 def tried_counts(rows: list[dict]) -> dict[str, int]:
-    """How many distinct ideas (descriptions) each outcome holds."""
+    """How many distinct ideas (descriptions) each outcome holds; the baseline, repeats and
+    seed-only changes are not ideas."""
     seen: dict[str, set] = {"kept": set(), "discarded": set(), "crashed": set(), "other": set()}
     for row in rows:
+        if row.get("role", "idea") != "idea":
+            continue
         seen[_bucket(row)].add(row["description"])
     return {k: len(v) for k, v in seen.items()}
 
@@ -442,6 +482,8 @@ def tried_lists(rows: list[dict], runs: dict[str, dict] | None = None) -> dict[s
     runs = runs or {}
     out: dict[str, dict[str, dict]] = {"kept": {}, "discarded": {}, "crashed": {}, "other": {}}
     for row in rows:
+        if row.get("role", "idea") != "idea":
+            continue
         status, bucket = row["status"], _bucket(row)
         desc = row["description"] or "(no description)"
         item = out[bucket].get(desc)
@@ -456,7 +498,59 @@ def tried_lists(rows: list[dict], runs: dict[str, dict] | None = None) -> dict[s
         value = row["val_bpb"]
         if value is not None and (item["val_bpb"] is None or value < item["val_bpb"]):
             item["val_bpb"] = value
-    return {k: list(v.values()) for k, v in out.items()}
+    return {k: list(v.values())[-TRIED_JSON_MAX:] for k, v in out.items()}
+
+
+MAX_VARIANTS = 50  # variants listed per knob (the rest counted as more_variants)
+TRIED_JSON_MAX = 500  # ideas per outcome in --json's "tried" (the latest; tried_counts has all)
+
+
+def tried_by_knob(rows: list[dict], kept: list[dict], runs: dict | None = None) -> list[dict]:
+    """Ideas grouped by the knob they change (arcore.findings.knob), in order of first try:
+    {knob, kept, discarded, crashed, best_gain, variants: [{text, outcome, n, count, within}]}.
+    A description tried more than once is one variant with its count."""
+    verdicts = {k["n"]: k for k in kept}
+    groups: dict[str, dict] = {}
+    for row in rows:
+        if row.get("role", "idea") != "idea":
+            continue
+        name = (row_knob(row) or ("",))[0] or "(other)"
+        group = groups.get(name)
+        if group is None:
+            group = groups[name] = {"knob": name, "kept": 0, "discarded": 0, "crashed": 0,
+                                    "other": 0, "best_gain": None, "variants": {}}
+        bucket = _bucket(row)
+        group[bucket] += 1
+        key = (bucket, row["description"])  # one description is one variant
+        entry = group["variants"].get(key)
+        if entry is None and len(group["variants"]) >= MAX_VARIANTS:
+            group["more_variants"] = group.get("more_variants", 0) + 1  # counted, not listed
+            continue
+        if entry is None:
+            text = findings.variant(row["description"], name) or "(no description)"
+            entry = group["variants"][key] = {"text": text, "outcome": bucket,
+                                                         "n": row["n"], "count": 0,
+                                                         "gain": None, "within": False,
+                                                         "status": row["status"],
+                                                         "val_bpb": None, "class": None}
+        entry["count"] += 1
+        if bucket == "crashed" and not entry["class"]:
+            cls, _, _ = failure_class(row, runs or {})
+            if cls and f"({cls})" not in row["description"]:
+                entry["class"] = cls
+        value = row["val_bpb"]
+        if value is not None and (entry["val_bpb"] is None or value < entry["val_bpb"]):
+            entry["val_bpb"] = value
+        k = verdicts.get(row["n"])
+        if k is not None and k["gain"] is not None:
+            entry["gain"], entry["within"] = k["gain"], k["verdict"] == "within noise"
+            if group["best_gain"] is None or k["gain"] > group["best_gain"]:
+                group["best_gain"] = k["gain"]
+    out = []
+    for group in groups.values():
+        group["variants"] = list(group["variants"].values())
+        out.append(group)
+    return out
 
 
 def analyse(rows: list[dict], runs: dict | None = None,
@@ -472,14 +566,21 @@ def analyse_track(track: list[dict], total: int, runs_info: dict | None = None,
     load_runs()'s answer, ``floor`` session.json's noise_floor (else reruns estimate one).
     ``with_tried=False`` skips the per-idea lists (the text view needs only their counts)."""
     runs = (runs_info or {}).get("crashes") or {}
-    noise = noise_note(floor, rerun_noise(track) if floor is None else None)
+    recorded = (runs_info or {}).get("noise_samples") or {}
+    roles = findings.classify(track, frozenset(recorded))
+    noise = findings.floor_from(floor, rerun_noise(track) if floor is None else None,
+                                findings.noise_samples(track, recorded))
     floor = noise["floor"]
     start = track[0]["n"] - 1 if track else total
     counts = status_counts(track)
-    decided = counts["keep"] + counts["discard"]
     first_keep = next((r for r in track if r["status"] == "keep" and r["val_bpb"]), None)
     base_row = first_keep or next((r for r in track if r["val_bpb"]), None)
     kept = timeline(track, floor)
+    ideas = findings.idea_counts(track)
+    within = findings.within_noise_summary(kept, floor)
+    if within:
+        noise["note"] += f"; {within['line']}"
+    noise["within"] = within
     best_item = min(kept, key=lambda k: k["val_bpb"]) if kept else None
     baseline = _entry(base_row) if base_row else None
     improvement = None
@@ -488,11 +589,11 @@ def analyse_track(track: list[dict], total: int, runs_info: dict | None = None,
         improvement = {"absolute": absolute, "percent": 100.0 * absolute / baseline["val_bpb"]}
     ranked = heapq.nsmallest(max(0, top), (r for r in track if r["val_bpb"] is not None),
                              key=lambda r: r["val_bpb"])
-    gains = sorted((k for k in kept if k["delta"] is not None and k["delta"] > 0),
-                   key=lambda k: -k["delta"])
+    gains = sorted((k for k in kept if k["delta"] is not None and k["delta"] < 0
+                    and k["role"] == "idea"), key=lambda k: k["delta"])
     patterns = crash_patterns(track, runs)
-    kept_gain = {k["n"]: k["delta"] for k in kept if k["verdict"] == "gain"}  # beyond noise
-    stats = word_stats([r for r in track[-THEME_WINDOW:] if r is not base_row], kept_gain)
+    kept_gain = {k["n"]: k["gain"] for k in kept if k["verdict"] == "gain"}  # beyond noise
+    stats = word_stats([r for r in track[-THEME_WINDOW:] if r.get("role") == "idea"], kept_gain)
     by_n = {r["n"]: r for r in track}
     return {
         "rows": total,
@@ -502,7 +603,9 @@ def analyse_track(track: list[dict], total: int, runs_info: dict | None = None,
         "counts": counts,
         "other_statuses": dict(Counter(r.get("status", "") for r in track
                                        if r.get("status") not in ("keep", "discard", "crash"))),
-        "keep_rate": counts["keep"] / decided if decided else None,
+        "keep_rate": ideas["keep_rate"],  # ideas only: no baseline, repeats, seed changes
+        "ideas": dict(ideas, roles=roles),
+        "delta_convention": DELTA_CONVENTION,
         "baseline": baseline,
         "best": best_item,
         "improvement": improvement,
@@ -512,12 +615,16 @@ def analyse_track(track: list[dict], total: int, runs_info: dict | None = None,
         "top": [_entry(r) for r in ranked],
         "timeline": kept,
         "best_gains": gains,
-        "gains_total": sum(k["delta"] for k in gains),
+        "gains_total": sum(k["gain"] for k in gains),
         "crash_patterns": patterns,
         "repeated_failures": repeated_failures(patterns, stats)[:FAILURE_LINES + 2],
         "next_family": next_family(stats, by_n, best_item["n"] if best_item else None),
-        "tried_counts": tried_counts(track),
-        "tried": tried_lists(track, runs) if with_tried else None,
+        "tried_counts": tried_counts(track),  # all of them; "tried" lists the latest
+        "tried_json_max": TRIED_JSON_MAX,
+        "tried": tried_lists(track[-THEME_WINDOW:], runs) if with_tried and with_tried != "knobs"
+        else None,  # the latest THEME_WINDOW runs (tried_counts covers them all)
+        "tried_by_knob": tried_by_knob(track[-THEME_WINDOW:], kept, runs) if with_tried
+        else None,
     }
 
 
@@ -567,8 +674,7 @@ def render_text(rep: dict, ledger: str) -> list[str]:
         lines.append("no experiments yet: run one, then look again")
         return lines
     if rep["keep_rate"] is not None:
-        lines.append(f"keep rate: {c['keep']}/{c['keep'] + c['discard']} = "
-                     f"{100 * rep['keep_rate']:.1f}%")
+        lines.append(keep_rate_line(rep["ideas"]))
     base, best, imp = rep["baseline"], rep["best"], rep["improvement"]
     if base and best and imp:
         lines.append(f"val_bpb: {_bpb(base['val_bpb'])} (baseline) -> {_bpb(best['val_bpb'])}"
@@ -603,6 +709,19 @@ def render_text(rep: dict, ledger: str) -> list[str]:
     return lines
 
 
+def keep_rate_line(ideas: dict) -> str:
+    """Keep rate over ideas: the baseline, repeats and seed-only changes are left out."""
+    roles = ideas["roles"]
+    left_out = [f"{roles['baseline']} baseline"] if roles["baseline"] else []
+    left_out += [f"{roles['repeat']} repeat{'s' if roles['repeat'] != 1 else ''}"] \
+        if roles["repeat"] else []
+    left_out += [f"{roles['seed']} seed-only change{'s' if roles['seed'] != 1 else ''}"] \
+        if roles["seed"] else []
+    line = (f"keep rate: {ideas['keep']}/{ideas['keep'] + ideas['discard']} ideas = "
+            f"{100 * ideas['keep_rate']:.1f}%; {ideas['keep']} kept improvements")
+    return line + (f" (not counted: {', '.join(left_out)})" if left_out else "")
+
+
 def _timeline_lines(kept: list[dict]) -> list[str]:
     if len(kept) < 2:
         return []
@@ -610,18 +729,20 @@ def _timeline_lines(kept: list[dict]) -> list[str]:
     if len(kept) > TIMELINE_LINES:  # the first, the best, the latest, then the largest steps
         best = min(kept, key=lambda k: k["val_bpb"])
         keep_ns = {kept[0]["n"], best["n"], kept[-1]["n"]}
-        for k in sorted(kept[1:], key=lambda k: -(k["delta"] or 0)):
+        for k in sorted(kept[1:], key=lambda k: k["delta"] or 0):
             if len(keep_ns) >= TIMELINE_LINES:
                 break
             keep_ns.add(k["n"])
         shown = [k for k in kept if k["n"] in keep_ns]
-    title = "improvement timeline (kept runs, delta vs previous kept)"
+    title = "improvement timeline (kept runs, delta vs previous kept; negative = better)"
     if len(shown) < len(kept):
         hidden = len(kept) - len(shown)
         title += f"; {hidden} smaller step{'s' if hidden > 1 else ''} not shown"
     lines = [title + ":"]
     for k in shown:
         mark = "" if k["verdict"] in ("gain", "baseline") else f" [{k['verdict']}]"
+        if k["role"] == "baseline" and k is not kept[0]:
+            mark = " [baseline]"
         lines.append(f"  #{k['n']:<4} {_bpb(k['val_bpb'])} {_signed(k['delta']) or 'baseline':>9}"
                      f"  {clip(k['description'], TEXT_WIDTH - 12)}{mark}")
     return lines
@@ -680,44 +801,68 @@ def _four_things(rep: dict) -> list[str]:
     return lines
 
 
+TRIED_SECTION_LINES = 10  # knob lines per outcome in --tried: one screen in all
+
+
 def render_tried(rep: dict) -> list[str]:
-    """The body of program.md's "What has been tried" section (templates/program.md): one line
-    per idea under Kept:, Discarded:, Crashed: (and Other: for unknown statuses)."""
-    t = rep["tried"]
-    gains = {k["n"]: k for k in rep["timeline"]}
-    base, best = rep["baseline"], rep["best"]
-    summary = f"{rep['experiments']} experiments"
+    """The body of program.md's "What has been tried" section (templates/program.md): under
+    Kept:, Discarded:, Crashed: one line per knob (arcore.findings.knob) with its variants,
+    at most TRIED_SECTION_LINES lines each (the rest named in a count; all of it in --json).
+    The baseline, repeats and seed-only changes are not ideas: the summary counts them."""
+    groups = rep["tried_by_knob"] or []
+    base, best, roles = rep["baseline"], rep["best"], rep["ideas"]["roles"]
+    summary = f"{rep['experiments']} experiments ({rep['ideas']['ideas']} ideas"
+    summary += "".join(f", {roles[k]} {name if roles[k] != 1 else name[:-1]}" for k, name in (("repeat", "repeats"),
+                                                                        ("seed", "seed-only changes"))
+                       if roles[k])
+    summary += ")"
     if base and best:
         summary += f"; val_bpb {_bpb(base['val_bpb'])} (baseline) -> {_bpb(best['val_bpb'])} (best)"
-    lines = [summary + ".", ""]
+    counts = {key: sum(g[key] for g in groups) for key in ("kept", "discarded", "crashed")}
+    summary += "; " + ", ".join(f"{n} {key}" for key, n in counts.items())
+    if rep["themes_from_last"] < rep["experiments"]:
+        summary += f" in the last {rep['themes_from_last']} runs"
+    lines = [summary + ".", f"Noise: {rep['noise']['note']}.", ""]
     for title, key in (("Kept", "kept"), ("Discarded", "discarded"), ("Crashed", "crashed"),
                        ("Other", "other")):
-        if not t[key] and key == "other":
+        chosen = [g for g in groups if g[key]]
+        if key == "kept":
+            chosen.sort(key=lambda g: -(g["best_gain"] or 0.0))
+        else:
+            chosen.sort(key=lambda g: -g[key])
+        if not chosen and key == "other":
             continue
         lines.append(f"{title}:")
-        if not t[key]:
+        if not chosen:
             lines.append("- none")
-        for item in t[key]:
-            lines.append(f"- {clip(item['description'], TRIED_WIDTH)}{_tried_tail(item, gains)}")
+        for group in chosen[:TRIED_SECTION_LINES]:
+            lines.append(_tried_knob_line(group, key))
+        if len(chosen) > TRIED_SECTION_LINES:
+            rest = chosen[TRIED_SECTION_LINES:]
+            lines.append(f"- ... {len(rest)} more knob{'s' if len(rest) != 1 else ''} "
+                         f"({sum(g[key] for g in rest)} ideas): show-results.sh --json")
         lines.append("")
     return lines[:-1]
 
 
-def _tried_tail(item: dict, gains: dict[int, dict]) -> str:
-    extra = []
-    if item.get("class"):
-        extra.append(item["class"])
-    if item["status"] not in ("keep", "discard", "crash"):
-        extra.append(item["status"] or "no status")
-    if item["val_bpb"] is not None:
-        extra.append(_bpb(item["val_bpb"]))
-    kept = gains.get(item["n"])
-    if kept and kept["delta"] is not None:
-        extra.append(f"gain {kept['delta']:.6f}" + (" within noise"
-                                                     if kept["verdict"] == "within noise" else ""))
-    if item["count"] > 1:
-        extra.append(f"x{item['count']}")
-    return f" ({', '.join(extra)})" if extra else ""
+def _tried_knob_line(group: dict, bucket: str) -> str:
+    parts = []
+    for v in group["variants"]:
+        if v["outcome"] != bucket:
+            continue
+        extra = [v["status"] or "no status"] if bucket == "other" else []
+        if v.get("class"):
+            extra.append(v["class"])
+        if v["val_bpb"] is not None and bucket != "kept":
+            extra.append(_bpb(v["val_bpb"]))
+        if v["gain"] is not None:
+            extra.append(f"{-v['gain']:+.6f}" + (" within noise" if v["within"] else ""))
+        if v["count"] > 1:
+            extra.append(f"same description x{v['count']}")
+        parts.append(v["text"] + (f" ({', '.join(extra)})" if extra else ""))
+    count = group[bucket]
+    head = f"- {group['knob']}" + (f" x{count}" if count > 1 else "") + ": "
+    return clip(head + "; ".join(parts), TRIED_WIDTH)
 
 
 # ---------------------------------------------------------------------------
@@ -922,11 +1067,14 @@ def _main(argv: list[str]) -> int:
     start = 0 if opts["all"] else min(ledger_start(session), len(rows))
     track = number_rows(rows, start)
     rep = analyse_track(track, len(rows), load_runs(session_dir), noise_floor(session),
-                        opts["top"], with_tried=opts["tried"] or opts["json"])
+                        opts["top"], with_tried=True if opts["json"] else
+                        ("knobs" if opts["tried"] else False))
     rep["metric_source"] = session.get("metric_source") if session else None  # arcore.attest
     if opts["plot"]:
         try:
-            svgplot.write(opts["plot"], svgplot.progress_svg(track))
+            within = {k["n"] for k in rep["timeline"] if k["verdict"] == "within noise"}
+            from arcore import svgplot  # only a chart needs it (start-up time)
+            svgplot.write(opts["plot"], svgplot.progress_svg(track, within))
         except OSError as exc:
             _err(f"cannot write {opts['plot']}: {exc.strerror or exc}")
             return EXIT_FAIL

@@ -417,7 +417,11 @@ def verify(repo: str, data: dict | None = None) -> list[str]:
 
 def verify_message(changes: list[str]) -> str:
     return ("harness changed since the session froze: " + "; ".join(changes)
-            + " -- start a new comparison track (session freeze --new)")
+            + " -- " + NEW_TRACK)
+
+
+NEW_TRACK = ("to compare on the new harness, start a new comparison track: scripts/setup.sh "
+             "--new-track (it freezes again; the next run is the new track's baseline)")
 
 
 # ---------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import shutil
 import subprocess
 import sys
 
-from arcore import hardware, ledger, presets, runlog, session
+from arcore import hardware, ledger, presets, repeats, runlog, session, uvenv
 
 DEFAULT_URL = "https://github.com/karpathy/autoresearch.git"
 SCRIPTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,9 +63,11 @@ def log(message: str) -> None:
 
 VALUE_OPTS = {"--dir": "dir", "--repo-url": "repo_url", "--from": "source", "--tag": "tag",
               "--preset": "preset", "--seq-len": "seq_len", "--eval-tokens": "eval_tokens",
-              "--num-shards": "num_shards", "--cmd": "cmd", "--timeout": "timeout"}
+              "--num-shards": "num_shards", "--cmd": "cmd", "--timeout": "timeout",
+              "--baseline-repeats": "baseline_repeats"}
 FLAG_OPTS = {"--no-prepare": "no_prepare", "--no-sync": "no_sync", "--no-gpu-check": "no_gpu",
-             "--cpu": "no_gpu", "--no-baseline": "no_baseline", "--new-track": "new_track"}
+             "--cpu": "no_gpu", "--no-baseline": "no_baseline", "--new-track": "new_track",
+             "--dry-run": "dry_run"}
 
 
 def _positive_int(opts: dict, key: str, flag: str, allow_all: bool = False) -> None:
@@ -109,6 +111,10 @@ def parse_args(argv: list[str]) -> dict:
     _positive_int(opts, "seq_len", "--seq-len")
     _positive_int(opts, "eval_tokens", "--eval-tokens")
     _positive_int(opts, "num_shards", "--num-shards", allow_all=True)
+    _positive_int(opts, "baseline_repeats", "--baseline-repeats")
+    if opts["dry_run"] and not (opts["preset"] or opts["seq_len"] or opts["eval_tokens"]):
+        raise Stop(2, "--dry-run shows a preset's diff: pass --preset TIER (or --seq-len/"
+                      "--eval-tokens) with it")
     if opts["timeout"] is not None:
         try:
             if float(opts["timeout"]) <= 0:
@@ -227,9 +233,31 @@ def sync(repo: str, opts: dict) -> None:
         return
     argv = ["uv", "sync"] + (["--locked"] if os.path.isfile(os.path.join(repo, "uv.lock")) else [])
     log(" ".join(argv))
-    if sh(argv, cwd=repo).returncode != 0:
-        raise Stop(1, f"`{' '.join(argv)}` failed in {repo} (see above); a stale uv.lock needs "
-                      "`uv lock` first")
+    done = sh(argv, cwd=repo, capture=True)
+    sys.stderr.write(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise Stop(1, sync_failure(argv, repo, done.stdout + done.stderr, done.returncode))
+
+
+_STALE_LOCK = re.compile(r"(?i)lockfile .*needs to be updated|uv\.lock.*(?:out of date|stale)")
+
+
+def sync_failure(argv: list[str], repo: str, output: str, code: int) -> str:
+    """What failed in `uv sync`, said plainly; never advice to rewrite uv.lock (it is frozen
+    with the session: prepare.py, pyproject.toml and uv.lock are the harness)."""
+    cmd = " ".join(argv)
+    found = uvenv.environment_failure(output, code or 1)
+    if found and found["kind"] == "network":
+        return (f"`{cmd}` failed in {repo}: uv could not reach its package index (network: "
+                f"{found['what']}); connect the machine or set a proxy / UV_INDEX_URL to a "
+                "mirror and rerun, or pass --no-sync where .venv is already synced")
+    if found and found["kind"] == "venv":
+        return f"`{cmd}` failed in {repo}: {found['what']}; {found['fix']}"
+    if _STALE_LOCK.search(output):
+        return (f"`{cmd}` failed in {repo}: uv.lock does not match pyproject.toml; both are part "
+                "of the frozen harness, so do not rewrite them: restore the clone's committed "
+                "ones (git checkout -- pyproject.toml uv.lock) and rerun")
+    return f"`{cmd}` failed in {repo} (exit {code}; its output is above)"
 
 
 def machine_gate(opts: dict) -> None:
@@ -293,8 +321,9 @@ def apply_preset(repo: str, name: str | None, values: dict, frozen: bool, new_tr
         return None
     if frozen and not new_track:
         raise Stop(3, f"preset {name} would change prepare.py/train.py but a session is frozen "
-                      "(.autoresearch/session.json): presets apply only before the freeze; pass "
-                      "--new-track to start a new comparison track")
+                      "(.autoresearch/session.json): presets apply only before the freeze; rerun "
+                      "as scripts/setup.sh --new-track --preset ... to start a new comparison "
+                      "track")
     new_texts = {}
     for fname, wanted in split.items():
         new, missing = presets.apply(texts[fname], wanted)
@@ -335,6 +364,11 @@ def data_complete(repo: str, shards: int) -> bool:
 def prepare(repo: str, opts: dict) -> None:
     if opts["no_prepare"]:
         log("skipping prepare.py (--no-prepare)")
+        cache, _ = session.cache_location(repo)
+        if not cache_has_files(cache):
+            log(f"warning: the data cache {cache} is empty and the session freezes it so; when "
+                "the data arrives, every run will refuse (exit 3) until you start a new track: "
+                "scripts/setup.sh --new-track (or drop --no-prepare to prepare the data first)")
         return
     shards = opts["num_shards"] or DEFAULT_SHARDS
     if data_complete(repo, shards):
@@ -346,6 +380,26 @@ def prepare(repo: str, opts: dict) -> None:
     log(" ".join(argv))
     if sh(argv, cwd=repo).returncode != 0:
         raise Stop(1, f"`{' '.join(argv)}` failed in {repo} (see above)")
+
+
+def cache_has_files(cache: str) -> bool:
+    for _root, _dirs, files in os.walk(cache):
+        if files:
+            return True
+    return False
+
+
+def check_untracked_ledger(repo: str) -> None:
+    """results.tsv and run.log must not be tracked (upstream sessions often commit
+    results.tsv): every run would leave a tracked change and exit 4. Said before anything."""
+    tracked = [name for name in ("results.tsv", "run.log") if git(repo, "ls-files", "--", name)]
+    if tracked:
+        names = " ".join(tracked)
+        raise Stop(4, f"{names} {'is' if len(tracked) == 1 else 'are'} tracked by git in {repo} "
+                      "(upstream sessions often commit results.tsv), so every run would exit 4: "
+                      f"untrack {'it' if len(tracked) == 1 else 'them'} first, keeping the file: "
+                      f"git -C {shlex.quote(repo)} rm --cached {names} && git -C "
+                      f"{shlex.quote(repo)} commit -m 'untrack {names}'; then rerun setup.sh")
 
 
 def ensure_files(repo: str, tag: str) -> None:
@@ -414,6 +468,28 @@ def _peak_vram(repo: str, commit: str, log_path: str | None, memory_gb: str | No
         return "unknown"
 
 
+def run_experiment(repo: str, opts: dict, desc: str, rerun: bool = False) -> tuple:
+    """run-experiment.sh on HEAD: (the finished process, its key: value facts)."""
+    argv = ["bash", RUN_EXPERIMENT, "--desc", desc, "--repo", repo] + (["--rerun"] if rerun else [])
+    if opts["cmd"]:
+        argv += ["--cmd", opts["cmd"]]
+    if opts["timeout"]:
+        argv += ["--timeout", str(opts["timeout"])]
+    log(f"running the {'baseline' if not rerun else desc}: "
+        + " ".join(shlex.quote(a) for a in argv[1:]))
+    try:
+        done = subprocess.run(argv, text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=sys.stderr)
+    except KeyboardInterrupt:
+        raise Stop(130, "interrupted during the baseline: no row was written for it") from None
+    facts = {}
+    for line in done.stdout.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep:
+            facts[key.strip()] = value.strip()
+    return done, facts
+
+
 def baseline(repo: str, data: dict, opts: dict) -> dict:
     row = _baseline_row(repo, data)
     if row is not None:
@@ -427,22 +503,7 @@ def baseline(repo: str, data: dict, opts: dict) -> dict:
         return {}
     if not os.path.isfile(RUN_EXPERIMENT):
         raise Stop(1, f"{RUN_EXPERIMENT} is missing: cannot run the baseline (--no-baseline)")
-    argv = ["bash", RUN_EXPERIMENT, "--desc", "baseline", "--repo", repo]
-    if opts["cmd"]:
-        argv += ["--cmd", opts["cmd"]]
-    if opts["timeout"]:
-        argv += ["--timeout", str(opts["timeout"])]
-    log("running the baseline: " + " ".join(shlex.quote(a) for a in argv[1:]))
-    try:
-        done = subprocess.run(argv, text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=sys.stderr)
-    except KeyboardInterrupt:
-        raise Stop(130, "interrupted during the baseline: no row was written for it") from None
-    facts = {}
-    for line in done.stdout.splitlines():
-        key, sep, value = line.partition(": ")
-        if sep:
-            facts[key.strip()] = value.strip()
+    done, facts = run_experiment(repo, opts, "baseline")
     if done.returncode != 0:
         raise Stop(done.returncode if done.returncode in (3, 4, 130) else 1,
                    f"run-experiment.sh exited {done.returncode}: no baseline")
@@ -463,9 +524,52 @@ def baseline(repo: str, data: dict, opts: dict) -> dict:
 # ---------------------------------------------------------------------------
 
 
+def dry_run(opts: dict) -> str:
+    """--preset TIER --dry-run: the preset's diff against the clone's prepare.py/train.py (or,
+    without a clone, against the upstream defaults' constants), on stdout; nothing written,
+    no network."""
+    name, values = wanted_values(opts)
+    cwd = os.getcwd()
+    target = os.path.abspath(opts["dir"] or cwd)
+    if not hardware.is_clone(target):
+        lines = [f"# no clone at {target}: the values {name} sets"]
+        lines += [f"{k} = {presets.render_value(k, v)}" for k, v in values.items()]
+        return "\n".join(lines) + "\n"
+    out = []
+    for fname, keys in (("prepare.py", presets.PREPARE_KEYS), ("train.py", presets.TRAIN_KEYS)):
+        with open(os.path.join(target, fname), encoding="utf-8") as handle:
+            text = handle.read()
+        new, missing = presets.apply(text, {k: v for k, v in values.items() if k in keys})
+        if missing:
+            out.append(f"# {fname} defines no {', '.join(missing)}\n")
+        out.extend(difflib.unified_diff(text.splitlines(True), new.splitlines(True),
+                                        f"a/{fname}", f"b/{fname}"))
+    return "".join(out) or f"# preset {name}: nothing would change in {target}\n"
+
+
+def run_repeats(repo: str, opts: dict, result: dict) -> None:
+    """--baseline-repeats R: top the track up to R runs of its baseline (arcore.repeats)."""
+    total = opts.get("baseline_repeats") or 0
+    if total < 2 or result.get("status") not in ("keep", "discard"):
+        return
+    head = git(repo, "rev-parse", "HEAD")
+
+    def run_one(desc: str) -> dict | None:
+        done, facts = run_experiment(repo, opts, desc, rerun=True)
+        return facts if done.returncode == 0 and facts.get("status") else None
+
+    floor = repeats.top_up(repo, total, head, run_one, log)
+    if floor is not None:
+        result["noise_floor"] = f"{floor:.6f}"
+
+
 def run_setup(opts: dict) -> dict:
+    if opts.get("dry_run"):
+        sys.stdout.write(dry_run(opts))
+        return {}
     machine_gate(opts)
     repo = ensure_clone(opts)
+    check_untracked_ledger(repo)
     check_clean(repo)
     sync(repo, opts)
     report = hardware_gate(repo, opts)
@@ -475,7 +579,8 @@ def run_setup(opts: dict) -> dict:
     if existing and existing.get("branch") and existing["branch"] != f"autoresearch/{tag}" \
             and not opts["new_track"]:
         raise Stop(3, f"a session is frozen on {existing['branch']}: rerun with --tag "
-                      f"{existing['branch'].removeprefix('autoresearch/')}, or pass --new-track")
+                      f"{existing['branch'].removeprefix('autoresearch/')}, or start a new comparison "
+                      "track there: scripts/setup.sh --new-track")
     branch = ensure_branch(repo, tag)
     name, values = wanted_values(opts)
     preset_info = apply_preset(repo, name, values, existing is not None, opts["new_track"])
@@ -491,17 +596,30 @@ def run_setup(opts: dict) -> dict:
               "preset": (data.get("preset") or {}).get("name", "none"),
               "session": f"frozen {data.get('created')} ledger_start {data.get('ledger_start')}"}
     result.update(baseline(repo, data, opts))
+    run_repeats(repo, opts, result)
     if result.get("status") == "crash":
         result["next"] = ("fix the crash (see the hint and run.log), commit, and rerun "
                           "scripts/run-experiment.sh --desc baseline --repo " + shlex.quote(repo))
     elif result.get("val_bpb"):
-        result["next"] = ("start the loop: point your coding agent at program.md in "
-                          f"{repo} (see SKILL.md), or run scripts/run-loop.sh --repo "
-                          + shlex.quote(repo))
+        result["next"] = next_loop_command(repo)
     else:
         result["next"] = ("run the baseline: scripts/run-experiment.sh --desc baseline --repo "
                           + shlex.quote(repo))
     return result
+
+
+RUN_LOOP = os.path.join(SCRIPTS, "run-loop.sh")
+PROPOSER = ('claude -p "$(cat "$AUTORESEARCH_CONTEXT")" --permission-mode acceptEdits '
+            '--max-turns 40')
+
+
+def next_loop_command(repo: str) -> str:
+    """The `next:` line: a loop command that runs as printed (run-loop.sh needs a source of
+    candidates), plus where the other proposers are."""
+    command = " ".join([shlex.quote(RUN_LOOP), "--repo", shlex.quote(repo), "--max", "20",
+                        "--propose", shlex.quote(PROPOSER)])
+    return (f"fill in program.md, then start the loop: {command} (other agents and a patch "
+            "queue: references/proposer-recipes.md)")
 
 
 def main(argv: list[str]) -> int:
@@ -516,7 +634,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         log("interrupted")
         return 130
-    for key, value in result.items():
+    for key, value in result.items():  # (--dry-run printed its diff and returns {})
         if value is not None:
             print(f"{key}: {value}")
     return 1 if result.get("status") == "crash" else 0

@@ -88,11 +88,22 @@ def _measured(row: dict) -> float | None:
     return float(value)
 
 
-def progress_svg(rows: list[dict]) -> str:
-    """The chart for rows carrying ``n`` (experiment number), val_bpb, status, description."""
+MAX_OTHER_POINTS = 1500  # discarded runs drawn: an even sample of them beyond this
+
+
+def progress_svg(rows: list[dict], within: set | frozenset = frozenset()) -> str:
+    """The chart for rows carrying ``n`` (experiment number), val_bpb, status, description
+    (and ``role`` from arcore.findings.classify when known). Every kept run and the running best
+    are drawn; of the rest an even sample of at most MAX_OTHER_POINTS. Kept runs whose ``n`` is
+    in ``within`` (gains below the noise floor) are hollow and marked within noise."""
     total = len(rows)
-    kept_count = sum(1 for r in rows if r.get("status") == "keep")
+    kept_count = sum(1 for r in rows if r.get("status") == "keep"
+                     and r.get("role", "idea") == "idea")
+    if not any("role" in r for r in rows):
+        kept_count = max(0, kept_count - 1)  # the first kept run is the baseline
     title = f"Autoresearch Progress: {total} Experiments, {kept_count} Kept Improvements"
+    if within:
+        title += f" ({len(within)} within noise)"
     valid = [(r["n"], _measured(r), r) for r in rows
              if r.get("status") != "crash" and _measured(r) is not None]
     if not valid:
@@ -138,8 +149,10 @@ def progress_svg(rows: list[dict]) -> str:
     # data, clipped to the plot area
     parts.append('<g clip-path="url(#plot)">')
     seen: set[tuple[int, int]] = set()
-    for n, v, r in valid:
-        if r.get("status") == "keep" or not y_lo <= v <= y_hi:
+    others = [(n, v, r) for n, v, r in valid if r.get("status") != "keep"]
+    stride = max(1, math.ceil(len(others) / MAX_OTHER_POINTS))
+    for n, v, r in others[::stride]:
+        if not y_lo <= v <= y_hi:
             continue
         key = (round(px(n)), round(py(v)))  # one dot per pixel is all the eye can see
         if key in seen:
@@ -161,6 +174,11 @@ def progress_svg(rows: list[dict]) -> str:
         parts.append(f'<path class="running-best" d="{"".join(path)}" fill="none" '
                      f'stroke="{STEP}" stroke-width="2" stroke-opacity="0.7"/>')
         for n, v, _ in kept:
+            if n in within:
+                parts.append(f'<circle class="kept within-noise" cx="{px(n):.1f}" '
+                             f'cy="{py(v):.1f}" r="4.5" fill="#fff" stroke="{GREEN}" '
+                             f'stroke-width="1.6"><title>within noise</title></circle>')
+                continue
             parts.append(f'<circle class="kept" cx="{px(n):.1f}" cy="{py(v):.1f}" r="4.5" '
                          f'fill="{GREEN}" stroke="#000" stroke-width="0.6"/>')
     parts.append("</g>")
@@ -199,6 +217,11 @@ def progress_svg(rows: list[dict]) -> str:
                      f"{len(candidates)} kept runs labelled (overlaps left out, largest gains "
                      "first)</text>")
 
+    if stride > 1:
+        parts.append(f'<text class="note" x="{LEFT}" y="{TOP + PLOT_H + 44}" font-size="11" '
+                     f'fill="#666">{len(others[::stride])} of {len(others)} other runs drawn '
+                     "(an even sample)</text>")
+
     # frame, axis titles, legend
     parts.append(f'<rect x="{LEFT}" y="{TOP}" width="{PLOT_W}" height="{PLOT_H}" fill="none" '
                  'stroke="#333"/>')
@@ -208,8 +231,13 @@ def progress_svg(rows: list[dict]) -> str:
     parts.append(f'<text x="22" y="{mid}" transform="rotate(-90 22 {mid})" '
                  'text-anchor="middle" font-size="14">Validation BPB (lower is better)</text>')
     lx, ly = LEFT + PLOT_W - 150, TOP + 10
-    parts.append(f'<rect x="{lx}" y="{ly}" width="140" height="66" fill="#fff" '
-                 'fill-opacity="0.85" stroke="#ccc" rx="3"/>')
+    parts.append(f'<rect x="{lx}" y="{ly}" width="140" height="{84 if within else 66}" '
+                 'fill="#fff" fill-opacity="0.85" stroke="#ccc" rx="3"/>')
+    if within:
+        parts.append(f'<circle cx="{lx + 16}" cy="{ly + 69}" r="4.5" fill="#fff" '
+                     f'stroke="{GREEN}" stroke-width="1.6"/>')
+        parts.append(f'<text x="{lx + 30}" y="{ly + 73}" font-size="12">Kept, within noise'
+                     '</text>')
     parts.append(f'<circle cx="{lx + 16}" cy="{ly + 15}" r="2.5" fill="{GREY}"/>')
     parts.append(f'<text x="{lx + 30}" y="{ly + 19}" font-size="12">Discarded</text>')
     parts.append(f'<circle cx="{lx + 16}" cy="{ly + 33}" r="4.5" fill="{GREEN}" stroke="#000" '
