@@ -82,6 +82,13 @@ ar_find_python() {
   AR_PY_FOUND=1
 }
 
+# ar_git ARGS...: git as the harness runs it (arcore.gitx): no repository hook,
+# no fsmonitor, no pager, no external diff, whatever the repository configures.
+ar_git() {
+  GIT_TERMINAL_PROMPT=0 GIT_ATTR_NOSYSTEM=1 git -c core.hooksPath=/dev/null \
+    -c core.fsmonitor=false -c core.pager=cat -c diff.external= "$@"
+}
+
 # ar_core MODULE ARGS...: runs `python -m arcore MODULE ARGS...`.
 ar_core() {
   ar_find_python

@@ -41,7 +41,7 @@ import subprocess
 import sys
 import time
 
-from arcore import cli, ledger, runlog, session, tamper
+from arcore import cli, gitx, ledger, runlog, session, tamper
 
 # ---------------------------------------------------------------------------
 # Constants and errors
@@ -113,16 +113,14 @@ def judge(value: float | None, best: float | None, baseline: bool,
 
 
 def git(repo: str, *args: str, check: bool = True) -> str:
-    done = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
+    done = gitx.run(repo, *args)
     if check and done.returncode != 0:
         raise Stop(EXIT_ERROR, f"git {' '.join(args)} failed: {done.stderr.strip()[:300]}")
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def git_ok(repo: str, *args: str) -> bool:
-    return subprocess.run(["git", "-C", repo, *args], capture_output=True,
-                          stdin=subprocess.DEVNULL).returncode == 0
+    return gitx.ok(repo, *args)
 
 
 def tracked_changes(repo: str) -> list[str]:
@@ -185,8 +183,7 @@ def revert(repo: str, candidate: str, ref: str | None = None) -> str | None:
         return "the candidate is a root commit; there is nothing to go back to"
     git(repo, "update-ref", "-m", "autoresearch: discarded experiment",
         DISCARDED + candidate, candidate)
-    done = subprocess.run(["git", "-C", repo, "reset", "--quiet", "--keep", "HEAD~1"],
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    done = gitx.run(repo, "reset", "--quiet", "--keep", "HEAD~1")
     if done.returncode != 0:
         return f"git reset --keep HEAD~1 refused: {done.stderr.strip()[:200]}"
     return None
@@ -427,9 +424,8 @@ def open_repo(path: str) -> tuple[str, str]:
     path = os.path.abspath(path or ".")
     if not os.path.isdir(path):
         raise Stop(EXIT_USAGE, f"no such directory: {path}")
-    done = subprocess.run(["git", "-C", path, "rev-parse", "--show-toplevel", "--verify",
-                           "--quiet", "HEAD^{commit}"], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
+    done = gitx.run(path, "rev-parse", "--show-toplevel", "--verify", "--quiet",
+                    "HEAD^{commit}")
     lines = done.stdout.split("\n")
     if not lines[0]:
         raise Stop(EXIT_USAGE, f"not a git repository: {path}")
@@ -446,6 +442,9 @@ def check_git_state(repo: str) -> None:
             raise Stop(EXIT_UNSAFE, f"{name} is tracked by git, so every run would leave a "
                        f"tracked change and no loser could be reverted; untrack it: "
                        f"git rm --cached {name} && git commit")
+    flags = gitx.index_flags(repo)
+    if flags:
+        raise Stop(EXIT_UNSAFE, gitx.flag_message(flags))
     busy = in_progress(repo)
     if busy:
         raise Stop(EXIT_UNSAFE, f"{busy} is in progress; finish or abort it first")

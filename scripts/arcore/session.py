@@ -48,7 +48,7 @@ import os
 import subprocess
 import sys
 
-from arcore import ledger
+from arcore import gitx, ledger
 
 # ---------------------------------------------------------------------------
 # Paths
@@ -71,7 +71,7 @@ def manifest_path(repo: str) -> str:
 
 
 def git(repo: str, *args: str, check: bool = True) -> str:
-    done = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True)
+    done = gitx.run(repo, *args)
     if check and done.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)}: {done.stderr.strip()}")
     return done.stdout.strip() if done.returncode == 0 else ""
@@ -347,8 +347,7 @@ def verify(repo: str, data: dict | None = None) -> list[str]:
     if data.get("branch") and branch != data["branch"]:
         changes.append(f"branch {data['branch']} -> {branch or '(detached)'}")
     base = data.get("base_commit", "")
-    if base and subprocess.run(["git", "-C", repo, "merge-base", "--is-ancestor", base, "HEAD"],
-                               capture_output=True).returncode != 0:
+    if base and not gitx.ok(repo, "merge-base", "--is-ancestor", base, "HEAD"):
         changes.append(f"base commit {base[:7]} is no longer below HEAD")
     return changes
 

@@ -1,0 +1,151 @@
+"""Nothing a candidate or a proposer does reaches what is not theirs (issue 12).
+
+One test per attack: each shows the user's files, branches and refs intact, the ledger holding
+only the harness's rows, and the next honest candidate judged at its true value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from arcore import gitx, ledger
+from scratchrepo import commit_train, git, make_repo
+
+SCRIPT = Path(__file__).parent.parent / "scripts" / "run-experiment.sh"
+CMD = "python3 train.py"
+GHOST = "ghost00\t0.100000\t1.0\tkeep\tghost best\n"
+
+
+@pytest.fixture()
+def repo(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTORESEARCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", "/usr/local/bin:/usr/bin:/bin:" + os.path.dirname(
+        subprocess.run(["which", "python3"], capture_output=True, text=True).stdout.strip()))
+    return make_repo(tmp_path)
+
+
+def run(repo: Path, *args: str, cmd: str = CMD) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), "--repo", str(repo), "--cmd", cmd, "--json",
+                           *args], capture_output=True, text=True, timeout=120)
+
+
+def result(done: subprocess.CompletedProcess) -> dict:
+    assert done.stdout.count("\n") == 1, done.stderr
+    return json.loads(done.stdout)
+
+
+def rows(repo: Path) -> list[dict]:
+    return ledger.read_ledger(str(repo / "results.tsv"))
+
+
+def refs(repo: Path) -> dict:
+    out = git(repo, "for-each-ref", "--format=%(refname) %(objectname)")
+    return dict(line.split() for line in out.splitlines())
+
+
+def user_state(repo: Path) -> dict:
+    """What the user owns: a branch, an untracked file, the refs."""
+    return {"refs": {k: v for k, v in refs(repo).items()
+                     if not k.startswith(("refs/autoresearch/", "refs/heads/autoresearch/"))},
+            "notes": (repo / "notes.txt").read_text()}
+
+
+def setup_user(repo: Path) -> None:
+    git(repo, "branch", "user-branch")
+    (repo / "notes.txt").write_text("my untracked notes\n")
+
+
+def honest_next(repo: Path, value: float = 0.95) -> None:
+    """The next honest candidate is judged at its true value and kept."""
+    commit_train(repo, "honest", VAL_BPB=value)
+    out = result(run(repo))
+    assert out["status"] == "keep" and out["value"] == value, out
+    assert all(r["description"] != "ghost best" for r in rows(repo))
+
+
+def hook(repo: Path, name: str, body: str) -> Path:
+    path = Path(git(repo, "rev-parse", "--git-path", f"hooks/{name}"))
+    path = path if path.is_absolute() else repo / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+# ---------------------------------------------------------------------------
+# A. The harness's own git is not the repository's
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["reference-transaction", "post-checkout"])
+def test_a_repository_hook_never_runs_inside_the_harness_git(repo, name):
+    setup_user(repo)
+    assert result(run(repo))["status"] == "keep"
+    ledger_file = repo / "results.tsv"
+    base = git(repo, "rev-parse", "HEAD")
+    commit_train(repo, "worse", VAL_BPB=1.2)
+    hook(repo, name, f"printf '{GHOST}' >> '{ledger_file}'\ntouch '{repo}/.hook-ran'\n")
+    before = user_state(repo)
+    out = result(run(repo))
+    assert out["status"] == "discard" and out["reverted"] is True
+    assert git(repo, "rev-parse", "HEAD") == base
+    assert not (repo / ".hook-ran").exists()
+    assert [r["description"] for r in rows(repo)] == ["baseline", "worse"]
+    assert user_state(repo) == before
+    os.unlink(hook(repo, name, ""))
+    honest_next(repo)
+    assert user_state(repo) == before
+
+
+def test_a_clean_filter_the_repository_defines_never_runs_inside_the_harness_git(repo):
+    (repo / ".gitattributes").write_text("train.py filter=evil\n")
+    git(repo, "add", ".gitattributes")
+    git(repo, "commit", "-qm", "attributes")
+    marker = repo.parent / "filter-ran"
+    git(repo, "config", "filter.evil.clean", f"touch '{marker}'; cat")
+    git(repo, "config", "filter.evil.smudge", f"touch '{marker}'; cat")
+    assert result(run(repo))["status"] == "keep"
+    commit_train(repo, "worse", VAL_BPB=1.2)
+    marker.unlink(missing_ok=True)  # our own commit ran it: the harness must not
+    out = result(run(repo))
+    assert out["status"] == "discard" and out["reverted"] is True
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(("flag", "clear"), [("--skip-worktree", "--no-skip-worktree"),
+                                             ("--assume-unchanged", "--no-assume-unchanged")])
+def test_an_index_entry_that_hides_a_file_is_refused_with_exit_four(repo, flag, clear):
+    assert result(run(repo))["status"] == "keep"
+    commit_train(repo, "candidate", VAL_BPB=0.9)
+    git(repo, "update-index", flag, "train.py")
+    (repo / "train.py").write_text((repo / "train.py").read_text().replace(
+        "VAL_BPB = 0.9", "VAL_BPB = 0.1"))  # Python would run this; git would not see it
+    before = (repo / "results.tsv").read_bytes()
+    done = run(repo)
+    assert done.returncode == 4 and done.stdout == ""
+    assert f"git update-index {clear} -- train.py" in done.stderr
+    assert (repo / "results.tsv").read_bytes() == before
+    git(repo, "update-index", clear, "train.py")
+    git(repo, "checkout", "--", "train.py")
+    out = result(run(repo))
+    assert out["status"] == "keep" and out["value"] == 0.9
+
+
+def test_gitx_lists_flagged_entries_and_nothing_else(repo):
+    assert gitx.index_flags(str(repo)) == []
+    git(repo, "update-index", "--skip-worktree", "train.py")
+    git(repo, "update-index", "--assume-unchanged", "prepare.py")
+    assert sorted(gitx.index_flags(str(repo))) == [("prepare.py", "assume-unchanged"),
+                                                   ("train.py", "skip-worktree")]
+
+
+def test_gitx_adds_no_textconv_to_diffs_after_a_commit_identity():
+    words = gitx.argv(None, "-c", "user.name=x", "show", "HEAD")
+    assert words[:3] == ["git", "-c", "core.hooksPath=/dev/null"]
+    assert words[-5:] == ["user.name=x", "show", "--no-ext-diff", "--no-textconv", "HEAD"]
