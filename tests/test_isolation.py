@@ -149,3 +149,124 @@ def test_gitx_adds_no_textconv_to_diffs_after_a_commit_identity():
     words = gitx.argv(None, "-c", "user.name=x", "show", "HEAD")
     assert words[:3] == ["git", "-c", "core.hooksPath=/dev/null"]
     assert words[-5:] == ["user.name=x", "show", "--no-ext-diff", "--no-textconv", "HEAD"]
+
+
+# ---------------------------------------------------------------------------
+# B. Fingerprints that cannot hide a change
+# ---------------------------------------------------------------------------
+
+OK = (Path(__file__).parent / "fixtures" / "standins" / "ok.py").read_text()
+
+
+def commit_attack(repo: Path, message: str, attack: str, value: float = 0.5) -> str:
+    """A train.py that does ``attack`` and then reports ``value`` (passes the lint)."""
+    body = OK.replace("VAL_BPB = 1.000000", f"VAL_BPB = {value}")
+    (repo / "train.py").write_text(attack.strip() + "\n\n" + body)
+    git(repo, "commit", "-q", "-am", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def make_cache(tmp_path: Path) -> Path:
+    cache = tmp_path / "cache"
+    (cache / "tokenizer").mkdir(parents=True)
+    (cache / "tokenizer" / "tokenizer.pkl").write_bytes(b"tokenizer bytes")
+    (cache / "data").mkdir()
+    (cache / "data" / "shard_06542.parquet").write_bytes(b"validation shard " * 64)
+    return cache
+
+
+def make_venv(repo: Path) -> Path:
+    site = repo / ".venv" / "lib" / "python3.11" / "site-packages"
+    (site / "numpy-2.1.0.dist-info").mkdir(parents=True)
+    (repo / ".venv" / "pyvenv.cfg").write_text("home = /nonexistent/bin\nversion_info = 3.11.7\n")
+    return site
+
+
+REWRITE_AND_RESET_MTIME = """
+import os
+_shard = os.path.join(os.environ["AUTORESEARCH" + "_CACHE_DIR"], "data", "shard_06542.parquet")
+_st = os.stat(_shard)
+with getattr(__import__("io"), "op" + "en")(_shard, "r+b") as _f:  # hidden from the lint
+    _f.write(b"V")  # same size: only the content changes
+getattr(os, "ut" + "ime")(_shard, ns=(_st.st_atime_ns, _st.st_mtime_ns))
+"""
+
+
+def test_a_cache_rewritten_with_its_mtime_put_back_is_tamper_and_later_runs_refuse(
+        repo, tmp_path):
+    cache = make_cache(tmp_path)
+    original = (cache / "data" / "shard_06542.parquet").read_bytes()
+    setup_user(repo)
+    assert result(run(repo))["status"] == "keep"
+    before, base = user_state(repo), git(repo, "rev-parse", "HEAD")
+    commit_attack(repo, "rewrite the val shard", REWRITE_AND_RESET_MTIME)
+    out = result(run(repo))
+    assert out["status"] == "crash" and out["crash_class"] == "tamper", out
+    assert "data/shard_06542.parquet was rewritten" in out["description"]
+    assert out["reverted"] is True and git(repo, "rev-parse", "HEAD") == base
+    commit_train(repo, "honest", VAL_BPB=0.95)
+    done = run(repo)
+    assert done.returncode == 3 and "data/shard_06542.parquet was rewritten" in done.stderr
+    assert "uv run prepare.py" in done.stderr
+    (cache / "data" / "shard_06542.parquet").write_bytes(original)  # restored: same content
+    out = result(run(repo))
+    assert out["status"] == "keep" and out["value"] == 0.95
+    assert [r["status"] for r in rows(repo)] == ["keep", "crash", "keep"]
+    assert user_state(repo) == before
+
+
+@pytest.mark.parametrize("name", ["evil.pth", "sitecustomize.py", "usercustomize"])
+def test_a_startup_file_written_into_the_venv_is_tamper_and_named_until_removed(
+        repo, tmp_path, name):
+    make_cache(tmp_path)
+    site = make_venv(repo)
+    assert result(run(repo))["status"] == "keep"
+    commit_attack(repo, "poison the venv", f"""
+import os
+_target = {str(site / name)!r}
+if _target.endswith("customize"):
+    os.makedirs(_target, exist_ok=True)
+    _target = os.path.join(_target, "__init__.py")
+with open(_target, "w") as _f:
+    _f.write("import os\\n")
+""")
+    out = result(run(repo))
+    assert out["status"] == "crash" and out["crash_class"] == "tamper", out
+    assert f"start-up file {site / name} appeared" in out["description"]
+    commit_train(repo, "honest", VAL_BPB=0.95)
+    done = run(repo)
+    assert done.returncode == 3 and f"rm -r '{site / name}'" in done.stderr
+    subprocess.run(["rm", "-r", str(site / name)], check=True)
+    out = result(run(repo))
+    assert out["status"] == "keep" and out["value"] == 0.95
+
+
+def test_a_distribution_version_change_is_named_with_how_to_restore(repo, tmp_path):
+    site = make_venv(repo)
+    from arcore import fingerprint
+    frozen = fingerprint.environment(str(repo))
+    assert frozen["distributions"] == {"numpy": "2.1.0"}
+    (site / "numpy-2.1.0.dist-info").rename(site / "numpy-1.26.4.dist-info")
+    changes = fingerprint.environment_changes(frozen, fingerprint.environment(str(repo)))
+    assert changes == ["distribution numpy 2.1.0 -> 1.26.4 (restore it: uv sync --locked)"]
+
+
+def test_the_cpu_targets_cache_is_read_from_its_prepare_py(monkeypatch, tmp_path):
+    from arcore import session
+    cpu = Path(__file__).parent.parent / "examples" / "cpu-target"
+    monkeypatch.delenv("AUTORESEARCH_CACHE_DIR", raising=False)
+    assert session.cache_location(str(cpu))[0] == os.path.expanduser("~/.cache/autoresearch-cpu")
+    monkeypatch.setenv("AUTORESEARCH_CACHE_DIR", str(tmp_path))
+    assert session.cache_location(str(cpu))[0] == str(tmp_path)
+
+
+def test_a_touched_but_identical_cache_file_is_not_a_change(tmp_path):
+    from arcore import fingerprint
+    cache = make_cache(tmp_path)
+    paths = [str(cache / "data" / "shard_06542.parquet")]
+    frozen = fingerprint.data_integrity(str(cache), paths)
+    os.chmod(paths[0], 0o600)  # moves ctime, keeps the content
+    assert fingerprint.data_changes(frozen, str(cache), paths) == []
+    Path(paths[0]).write_bytes(b"x")
+    assert fingerprint.data_changes(frozen, str(cache), paths)[0].startswith(
+        "data cache file data/shard_06542.parquet was rewritten")

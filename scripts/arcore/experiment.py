@@ -631,6 +631,10 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
             refused = [f"{LEDGER} changed while the run was going (the ledger is the "
                        f"scripts' alone); restored, the changed copy kept as {aside}"]
             log("refused: " + refused[0])
+        harmed = session.run_changes(repo, frozen)
+        if harmed:  # later runs refuse (exit 3) until it is restored
+            refused.append("the run changed the frozen harness: " + "; ".join(harmed))
+            log("refused: " + refused[-1])
     if refused:
         facts = {"value": None, "memory_gb": None, "metrics": {}, "crash_class": "tamper",
                  "hint": TAMPER_HINT}
