@@ -270,3 +270,46 @@ def test_a_touched_but_identical_cache_file_is_not_a_change(tmp_path):
     Path(paths[0]).write_bytes(b"x")
     assert fingerprint.data_changes(frozen, str(cache), paths)[0].startswith(
         "data cache file data/shard_06542.parquet was rewritten")
+
+
+# ---------------------------------------------------------------------------
+# C. The ledger holds only what the harness wrote
+# ---------------------------------------------------------------------------
+
+
+def test_a_row_written_by_anything_but_the_harness_stops_the_next_run_naming_the_line(repo):
+    setup_user(repo)
+    assert result(run(repo))["status"] == "keep"
+    before = user_state(repo)
+    with open(repo / "results.tsv", "a") as handle:
+        handle.write(GHOST)  # e.g. a process a run left behind, after the judge
+    changed = (repo / "results.tsv").read_bytes()
+    commit_train(repo, "honest", VAL_BPB=0.95)
+    done = run(repo)
+    assert done.returncode == 3 and done.stdout == ""
+    assert "results.tsv line 3 was added by something other than the harness" in done.stderr
+    assert "ghost best" in done.stderr
+    assert (repo / "results.tsv").read_bytes() == changed  # nothing thrown away
+    kept = list((repo / ".autoresearch").glob("results.changed.*.tsv"))
+    assert len(kept) == 1 and kept[0].read_bytes() == changed
+    assert (repo / ".autoresearch" / "ledger.sealed.tsv").read_bytes() != changed
+    subprocess.run(["cp", str(repo / ".autoresearch" / "ledger.sealed.tsv"),
+                    str(repo / "results.tsv")], check=True)  # the way back the message names
+    out = result(run(repo))
+    assert out["status"] == "keep" and out["value"] == 0.95 and out["best"] == 1.0
+    assert [r["description"] for r in rows(repo)] == ["baseline", "honest"]
+    assert user_state(repo) == before
+
+
+def test_a_row_changed_in_place_is_named_by_its_line(repo, tmp_path):
+    path = repo / "results.tsv"
+    (repo / ".autoresearch").mkdir()
+    ledger.init(str(path))
+    ledger.append_row(str(path), ledger.format_row("abcdef1", 1.0, 44.0, "keep", "baseline"))
+    ledger.append_row(str(path), ledger.format_row("abcdef2", 1.2, 44.0, "discard", "worse"))
+    assert ledger.verify(str(path)) is None
+    path.write_text(path.read_text().replace("1.200000\t44.0\tdiscard", "0.200000\t44.0\tkeep"))
+    assert ledger.verify(str(path)).startswith("results.tsv line 3 was changed")
+    ledger.append_row(str(path), ledger.format_row("abcdef3", 1.1, 44.0, "discard", "next"))
+    assert ledger.verify(str(path)).startswith("results.tsv line 3 was changed")  # not laundered
+    assert ledger.main(["verify", str(path)]) == 3

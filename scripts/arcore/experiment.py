@@ -512,6 +512,20 @@ def check_ledger(repo: str, ledger_path: str, frozen: dict) -> None:
                    "restore it, or start a new comparison track (session freeze --new)")
 
 
+def check_seal(repo: str, ledger_path: str) -> None:
+    """results.tsv changed since the harness last wrote it: stop (exit 3) naming the line,
+    the changed copy kept aside, nothing thrown away (``ledger.verify``)."""
+    problem = ledger.verify(ledger_path)
+    if problem is None:
+        return
+    aside = ledger.set_aside(ledger_path)
+    scripts = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    kept = f"; the changed copy is kept as {os.path.relpath(aside, repo)}" if aside else ""
+    raise Stop(EXIT_HARNESS, f"{problem}{kept}: put the harness's back with "
+               f"cp .autoresearch/{ledger.SEALED_COPY} {LEDGER}, or accept the change with "
+               f"PYTHONPATH={scripts} python3 -m arcore ledger seal {LEDGER}")
+
+
 def judged_row(rows: list[dict], head: str) -> dict | None:
     for row in reversed(rows):
         if len(row["commit"]) >= 4 and head.startswith(row["commit"]):
@@ -579,6 +593,8 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     ledger_path = os.path.join(repo, LEDGER)
     track = ledger.track_rows(ledger.read_ledger(ledger_path), frozen.get("ledger_start", 0))
     short = head[:ledger.SHORT]
+    if not opts["worker"]:  # a parallel worker's results.tsv is a scratch copy of the main one
+        check_seal(repo, ledger_path)
     check_ledger(repo, ledger_path, frozen)
     previous = judged_row(track, head)
     if previous is not None and not opts["rerun"]:
