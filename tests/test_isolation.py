@@ -313,3 +313,112 @@ def test_a_row_changed_in_place_is_named_by_its_line(repo, tmp_path):
     ledger.append_row(str(path), ledger.format_row("abcdef3", 1.1, 44.0, "discard", "next"))
     assert ledger.verify(str(path)).startswith("results.tsv line 3 was changed")  # not laundered
     assert ledger.main(["verify", str(path)]) == 3
+
+
+# ---------------------------------------------------------------------------
+# D. Runs happen in a disposable checkout of exactly the candidate
+# ---------------------------------------------------------------------------
+
+USES_EVALUATOR = """
+import prepare
+VAL_BPB = prepare.evaluate_bpb(None, None, 1) {offset}
+"""
+
+POISON_PYC = """
+import importlib.util, marshal, os, sys
+_src = "def evaluate_bpb(model, tokenizer, batch_size):\\n    return 0.1\\n"
+_st = os.stat("prepare.py")
+_head = (importlib.util.MAGIC_NUMBER + bytes(4) + (int(_st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
+         + (_st.st_size & 0xFFFFFFFF).to_bytes(4, "little"))
+os.makedirs("__pycache__", exist_ok=True)
+with open(os.path.join("__pycache__", "prepare." + sys.implementation.cache_tag + ".pyc"), "wb") as _f:
+    _f.write(_head + marshal.dumps(compile(_src, "prepare.py", "exec")))
+"""
+
+SHADOW_PACKAGE = """
+import os
+os.makedirs("prepare", exist_ok=True)
+with open(os.path.join("prepare", "__init__.py"), "w") as _f:
+    _f.write("def evaluate_bpb(model, tokenizer, batch_size):\\n    return 0.1\\n")
+"""
+
+
+def commit_evaluated(repo: Path, message: str, attack: str = "", offset: str = "") -> str:
+    """A train.py whose value comes from prepare.evaluate_bpb (1.0 in the stand-in)."""
+    body = OK.replace("VAL_BPB = 1.000000", USES_EVALUATOR.format(offset=offset).strip())
+    (repo / "train.py").write_text(attack.strip() + "\n\n" + body)
+    git(repo, "commit", "-q", "-am", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def test_a_poisoned_prepare_pyc_is_never_loaded_by_this_run_or_the_next(repo):
+    setup_user(repo)
+    assert result(run(repo))["status"] == "keep"
+    before = user_state(repo)
+    commit_evaluated(repo, "poison the bytecode", POISON_PYC)
+    out = result(run(repo))
+    assert out["status"] == "discard" and out["value"] == 1.0, out  # the real evaluator ran
+    assert not (repo / "__pycache__").exists()  # the user's tree never got it
+    commit_evaluated(repo, "honest", offset="- 0.05")
+    out = result(run(repo))
+    assert out["status"] == "keep" and out["value"] == 0.95
+    assert [r["description"] for r in rows(repo)] == ["baseline", "poison the bytecode", "honest"]
+    assert user_state(repo) == before
+
+
+def test_an_untracked_prepare_package_shadowing_prepare_py_is_tamper(repo):
+    setup_user(repo)
+    assert result(run(repo))["status"] == "keep"
+    before = user_state(repo)
+    commit_evaluated(repo, "shadow the evaluator", SHADOW_PACKAGE)
+    out = result(run(repo))
+    assert out["status"] == "crash" and out["crash_class"] == "tamper", out
+    assert "prepare/__init__.py, which could shadow a module" in out["description"]
+    assert out["reverted"] is True and not (repo / "prepare").exists()
+    commit_evaluated(repo, "honest", offset="- 0.05")
+    out = result(run(repo))
+    assert out["status"] == "keep" and out["value"] == 0.95
+    assert user_state(repo) == before
+
+
+REACH_THE_LINT = """
+import importlib.util, os
+_found = importlib.util.find_spec("arcore") is not None
+_env = sorted(k for k in os.environ if k.startswith(("PYTHON", "AR_")))
+print("can reach the lint:", _found, _env)
+"""
+
+
+def test_the_training_process_cannot_reach_the_skills_scripts(repo, tmp_path, monkeypatch):
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "sitecustomize.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")
+    monkeypatch.setenv("PYTHONPATH", str(evil))  # run-experiment.sh adds scripts/ in front
+    monkeypatch.setenv("PYTHONSTARTUP", str(evil / "sitecustomize.py"))
+    assert result(run(repo))["status"] == "keep"
+    commit_attack(repo, "rewrite the lint", REACH_THE_LINT, value=1.2)
+    out = result(run(repo))
+    assert out["status"] == "discard"
+    log = (repo / "run.log").read_text()
+    assert "can reach the lint: False" in log
+    assert "PYTHONPATH" not in log.split("can reach the lint:")[1].split("\n")[0] or \
+        os.path.isdir(Path(__file__).parent.parent / "scripts" / "attest")
+    assert "'PYTHONPYCACHEPREFIX'" in log and "AR_CALLER_PATH" not in log
+    assert not (tmp_path / "ran").exists()
+
+
+def test_the_run_happens_in_a_checkout_of_exactly_the_candidate_and_it_is_removed(repo):
+    assert result(run(repo))["status"] == "keep"
+    (repo / "scratch.py").write_text("untracked\n")
+    sha = commit_attack(repo, "where am I", """
+import os
+print("cwd:", os.getcwd())
+print("files:", sorted(os.listdir(".")))
+""", value=1.2)
+    result(run(repo))
+    log = (repo / "run.log").read_text()
+    cwd = log.split("cwd: ")[1].split("\n")[0]
+    assert cwd != str(repo) and not os.path.exists(cwd)
+    files = log.split("files: ")[1].split("\n")[0]
+    assert files == str(sorted(git(repo, "ls-tree", "--name-only", sha).split()))
+    assert (repo / "scratch.py").read_text() == "untracked\n"

@@ -41,7 +41,7 @@ import subprocess
 import sys
 import time
 
-from arcore import cli, gitx, ledger, runlog, session, tamper
+from arcore import cli, gitx, isolate, ledger, runlog, session, tamper
 
 # ---------------------------------------------------------------------------
 # Constants and errors
@@ -628,13 +628,24 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
         log("refused by the tamper lint: " + "; ".join(refused))
     else:
         ledger_before = read_bytes(ledger_path)
+        try:
+            checkout = isolate.prepare(repo, head, short)
+        except isolate.IsolationError as exc:
+            raise Stop(EXIT_ERROR, str(exc))
         _catch_signals()
         try:
             exit_code, timed_out, seconds = run_command(
-                repo, command_argv(opts), log_path, opts["timeout"], opts["grace"], env)
+                checkout["tree"], command_argv(opts), log_path, opts["timeout"], opts["grace"],
+                isolate.environment(repo, checkout, env))
         except Interrupted:
             finish_log(repo, log_path)
+            isolate.remove(checkout)
             raise Stop(EXIT_INT, "interrupted: the run was stopped; no row written, git untouched")
+        _ignore_signals()
+        try:
+            left = isolate.audit(repo, checkout)
+        finally:
+            isolate.remove(checkout)
     _ignore_signals()
     finish_log(repo, log_path)
 
@@ -647,6 +658,9 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
             refused = [f"{LEDGER} changed while the run was going (the ledger is the "
                        f"scripts' alone); restored, the changed copy kept as {aside}"]
             log("refused: " + refused[0])
+        if left:
+            refused.append("; ".join(left))
+            log("refused: " + refused[-1])
         harmed = session.run_changes(repo, frozen)
         if harmed:  # later runs refuse (exit 3) until it is restored
             refused.append("the run changed the frozen harness: " + "; ".join(harmed))

@@ -94,7 +94,7 @@ def argv(repo: str | None, *args: str) -> list[str]:
     """The full command line for ``git ARGS`` in ``repo`` (None: no ``-C``). ``ARGS`` may
     start with ``-c NAME=VALUE`` pairs (a commit identity) before the subcommand."""
     at = 0
-    while at + 1 < len(args) and args[at] == "-c":
+    while at + 1 < len(args) and args[at] in ("-c", "--work-tree", "--git-dir"):
         at += 2
     command = args[at] if at < len(args) else ""
     words = ["git", *BASE]
