@@ -112,7 +112,8 @@ def audit(repo: str, checkout: dict) -> list[str]:
             if SHADOWS.search(parts[-1]) or any(SHADOWS.search(p) for p in parts[:-1]):
                 findings.append(f"the run left {path}, which could shadow a module "
                                 "(an untracked file Python imports)")
-        else:
+        elif code[1] != " ":  # the worktree against the private index (X is HEAD's, which
+            # the user may move meanwhile)
             findings.append(f"the run changed the tracked file {path} in its checkout")
     return findings
 
