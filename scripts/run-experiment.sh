@@ -8,7 +8,11 @@
 # tree is clean; untracked files are never touched. The first run of a
 # session freezes the harness (.autoresearch/session.json); later runs verify
 # it and refuse if anything changed. Output goes to run.log, archived as
-# .autoresearch/logs/NNNN-<commit>.log.
+# .autoresearch/logs/NNNN-<commit>.log. The command runs in a disposable
+# checkout of exactly HEAD (not your working tree), with the repository's
+# .venv, a fresh bytecode cache and no skill code on PYTHONPATH; every
+# process it starts ends with it (pid namespace, cgroup or an environment
+# tag, whichever works here).
 #
 # Options:
 #   --desc TEXT              description for results.tsv (default: the commit subject)
@@ -20,6 +24,8 @@
 #   --higher-is-better       the metric is better when higher (default: lower)
 #   --budget-tolerance SEC   training_seconds may exceed TIME_BUDGET by this much
 #                            and still be kept (default: 10)
+#   --max-log-mb MIB         stop a run whose log passes MIB (crash, class
+#                            log-flood; the log's head and tail are kept) (default: 256)
 #   --worker ID              worker label recorded in runs.jsonl
 #   --rerun                  run HEAD again although this track already judged it
 #   --json                   print one JSON object instead of key: value lines

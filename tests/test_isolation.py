@@ -422,3 +422,107 @@ print("files:", sorted(os.listdir(".")))
     files = log.split("files: ")[1].split("\n")[0]
     assert files == str(sorted(git(repo, "ls-tree", "--name-only", sha).split()))
     assert (repo / "scratch.py").read_text() == "untracked\n"
+
+
+# ---------------------------------------------------------------------------
+# E. A run's processes end with it; its log is capped
+# ---------------------------------------------------------------------------
+
+DAEMON = """
+import os, sys, time
+_pidfile = {pidfile!r}
+_ledger = {ledger!r}
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        if {clear_env}:  # leave the environment tag behind too
+            os.execve(sys.executable, [sys.executable, "-c", {daemon!r}], {{}})
+        exec({daemon!r})
+    os._exit(0)
+time.sleep(0.2)
+"""
+DAEMON_BODY = """
+import fcntl, os, time
+_held = open(PIDFILE + ".lock", "w")
+fcntl.flock(_held, fcntl.LOCK_EX)  # held for as long as the daemon lives
+open(PIDFILE, "w").write(str(os.getpid()))
+for _ in range(3000):
+    time.sleep(0.01)  # outlives the run and the judge
+    if os.path.exists(PIDFILE + ".go"):
+        break
+with open(LEDGER, "a") as f:
+    f.write("ghost00\\t0.100000\\t1.0\\tkeep\\tghost best\\n")
+"""
+
+
+def _lock_held(path: str) -> bool:
+    """Whether a live process holds the flock (released when its holder dies)."""
+    import fcntl
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+@pytest.mark.parametrize(("mode", "clear_env"), [
+    ("pid namespace", False), ("cgroup", True), ("environment tag", False)])
+def test_a_double_forked_daemon_is_ended_with_the_run_and_writes_no_ghost_row(
+        repo, tmp_path, monkeypatch, mode, clear_env):
+    from arcore import procs
+    works = procs.describe()
+    if mode == "pid namespace" and not works["pid_namespace"]:
+        pytest.skip("unshare --pid does not work here (needs root or user namespaces)")
+    if mode == "cgroup" and not works["cgroup"]:
+        pytest.skip("no writable cgroup here (needs root or a delegated cgroup)")
+    if mode != "pid namespace":
+        monkeypatch.setenv("AUTORESEARCH_NO_PIDNS", "1")
+    if mode == "environment tag":
+        monkeypatch.setenv("AUTORESEARCH_NO_CGROUP", "1")
+    setup_user(repo)
+    assert result(run(repo))["status"] == "keep"
+    before = user_state(repo)
+    pidfile = tmp_path / "daemon.pid"
+    body = (f"PIDFILE = {str(pidfile)!r}\nLEDGER = {str(repo / 'results.tsv')!r}\n"
+            + DAEMON_BODY)
+    commit_attack(repo, "leave a daemon", DAEMON.format(
+        pidfile=str(pidfile), ledger=str(repo / "results.tsv"), daemon=body,
+        clear_env=clear_env), value=1.2)
+    out = result(run(repo))
+    assert out["status"] == "discard"
+    assert pidfile.exists()  # it did start
+    assert not _lock_held(str(pidfile) + ".lock"), f"the daemon outlived the run ({mode})"
+    Path(str(pidfile) + ".go").touch()  # had it lived, it would write its row now
+    honest_next(repo)
+    assert [r["description"] for r in rows(repo)] == ["baseline", "leave a daemon", "honest"]
+    assert user_state(repo) == before
+
+
+FLOOD = """
+import sys
+_line = "x" * 1023 + "\\n"
+for _ in range(8 * 1024):  # 8 MiB
+    sys.stdout.write(_line)
+sys.stdout.flush()
+"""
+
+
+def test_a_log_past_the_cap_is_a_log_flood_crash_keeping_its_head_and_tail(repo):
+    assert result(run(repo))["status"] == "keep"
+    base = git(repo, "rev-parse", "HEAD")
+    commit_attack(repo, "flood", FLOOD + "\nimport time\ntime.sleep(30)\n", value=0.5)
+    out = result(run(repo, "--max-log-mb", "1"))
+    assert out["status"] == "crash" and out["crash_class"] == "log-flood", out
+    assert out["reverted"] is True and git(repo, "rev-parse", "HEAD") == base
+    text = (repo / "run.log").read_text()
+    assert len(text) < 2 << 20 and "[autoresearch: log-flood:" in text
+    assert text.startswith("x" * 100) and (repo / out["log"]).read_text() == text
+    honest_next(repo)
+
+
+def test_max_log_mb_must_be_a_positive_number(repo):
+    for bad in ("0", "-1", "lots"):
+        done = run(repo, "--max-log-mb", bad)
+        assert done.returncode == 2 and "--max-log-mb" in done.stderr

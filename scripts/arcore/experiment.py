@@ -41,7 +41,7 @@ import subprocess
 import sys
 import time
 
-from arcore import cli, gitx, isolate, ledger, runlog, session, tamper
+from arcore import cli, gitx, isolate, ledger, procs, runlog, session, tamper
 
 # ---------------------------------------------------------------------------
 # Constants and errors
@@ -50,7 +50,9 @@ from arcore import cli, gitx, isolate, ledger, runlog, session, tamper
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_HARNESS, EXIT_UNSAFE, EXIT_DONE, EXIT_INT = \
     0, 1, 2, 3, 4, 5, 130
 DEFAULTS = {"cmd": "uv run train.py", "launcher": "", "timeout": 600.0, "grace": 10.0,
-            "metric": "val_bpb", "budget_tolerance": 10.0}
+            "metric": "val_bpb", "budget_tolerance": 10.0, "max_log_mb": 256.0}
+FLOOD_HINT = ("the run printed more than --max-log-mb of output; print less (a progress line "
+              "per step, not per batch), or raise --max-log-mb")
 LEDGER = "results.tsv"
 RUN_LOG = "run.log"
 RUNS = "runs.jsonl"
@@ -337,26 +339,36 @@ def _note_signal(signum, _frame):
 
 
 def run_command(repo: str, argv: list[str], log_path: str, timeout: float, grace: float,
-                env: dict) -> tuple[int | None, bool, float]:
+                env: dict, guard: dict | None = None) -> tuple[int | None, bool, float]:
     """(exit code, timed out, seconds). Raises Interrupted after killing the group.
 
     While the run is going, a signal only sets a flag (it never raises mid-step), so however
     many signals arrive and whenever they do, the run's whole group is killed exactly once.
+    ``guard`` (arcore.procs): ``pidns`` prefix, ``cgroup``, ``tag`` (already in ``env``) and
+    ``max_log`` bytes; a log past it stops the run and sets ``guard["flood"]``.
     """
+    guard = guard if guard is not None else {}
     _SIGNALS_SEEN.clear()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _note_signal)
     start = time.monotonic()
     with open(log_path, "ab") as out:
-        proc = subprocess.Popen(argv, cwd=repo, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        proc = subprocess.Popen([*guard.get("pidns", []), *argv], cwd=repo,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env,
+                                preexec_fn=procs.join_cgroup(guard.get("cgroup")))
     timed_out = False
+    max_log = guard.get("max_log")
     while not _SIGNALS_SEEN:
         try:
             proc.wait(timeout=0.05)
             break
         except subprocess.TimeoutExpired:
             pass
+        if max_log and os.path.getsize(log_path) > max_log:
+            guard["flood"] = True
+            log(f"the run's log passed {max_log >> 20} MiB: stopping it (log-flood)")
+            break
         if time.monotonic() - start >= timeout:
             timed_out = True
             log(f"timeout after {timeout:g}s: stopping the run's process group")
@@ -365,6 +377,10 @@ def run_command(repo: str, argv: list[str], log_path: str, timeout: float, grace
     if _SIGNALS_SEEN:
         log("interrupted: stopping the run's process group")
     kill_group(proc, grace)  # the timed-out or interrupted run, or a finished run's leftovers
+    if guard.get("tag"):  # leftovers that left the group: the cgroup, the environment tag
+        procs.reap(guard["tag"], guard.get("cgroup"))
+    if guard.get("flood"):
+        procs.trim_log(log_path, max_log)
     _ignore_signals()
     if _SIGNALS_SEEN:
         raise Interrupted(_SIGNALS_SEEN[0])
@@ -387,25 +403,27 @@ def _catch_signals() -> None:
 
 USAGE = """usage: run-experiment.sh [--desc TEXT] [--cmd CMD] [--launcher PREFIX] [--timeout SEC]
                          [--grace SEC] [--metric NAME] [--higher-is-better] [--worker ID]
-                         [--budget-tolerance SEC] [--rerun] [--json] [--repo DIR]"""
+                         [--budget-tolerance SEC] [--max-log-mb MIB] [--rerun] [--json]
+                         [--repo DIR]"""
 
 
 def parse_args(argv: list[str]) -> dict:
     opts = dict(DEFAULTS, desc=None, higher=False, worker="", rerun=False, json=False, repo=".")
     valued = {"--desc": "desc", "--cmd": "cmd", "--launcher": "launcher", "--timeout": "timeout",
               "--grace": "grace", "--metric": "metric", "--worker": "worker", "--repo": "repo",
-              "--budget-tolerance": "budget_tolerance"}
+              "--budget-tolerance": "budget_tolerance", "--max-log-mb": "max_log_mb"}
     flags = {"--higher-is-better": "higher", "--rerun": "rerun", "--json": "json"}
     try:
         cli.parse_options(argv, opts, valued, flags)
     except ValueError as exc:
         raise Stop(EXIT_USAGE, f"{exc} (see --help)")
-    for key in ("timeout", "grace", "budget_tolerance"):
+    for key in ("timeout", "grace", "budget_tolerance", "max_log_mb"):
         try:
             opts[key] = float(opts[key])
         except ValueError:
             raise Stop(EXIT_USAGE, f"--{key.replace('_', '-')} must be a number of seconds")
-        if not math.isfinite(opts[key]) or opts[key] < 0 or (key == "timeout" and opts[key] == 0):
+        if not math.isfinite(opts[key]) or opts[key] < 0 or (
+                key in ("timeout", "max_log_mb") and opts[key] == 0):
             raise Stop(EXIT_USAGE, f"--{key.replace('_', '-')} must be a positive number")
     if not opts["cmd"].strip():
         raise Stop(EXIT_USAGE, "--cmd must not be empty")
@@ -620,7 +638,7 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     log_path = new_log(repo, short)
     env = dict(os.environ, AUTORESEARCH_WORKER=str(opts["worker"]))
     env["PATH"] = env.pop("AR_CALLER_PATH", None) or env.get("PATH", os.defpath)
-    exit_code, timed_out, seconds = None, False, 0.0
+    exit_code, timed_out, seconds, guard = None, False, 0.0, {}
     if refused:
         with open(log_path, "a", encoding="utf-8") as out:
             out.write("run-experiment.sh: refused by the tamper lint, nothing was run:\n")
@@ -632,11 +650,14 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
             checkout = isolate.prepare(repo, head, short)
         except isolate.IsolationError as exc:
             raise Stop(EXIT_ERROR, str(exc))
+        tag = procs.new_tag()
+        guard = {"tag": tag, "cgroup": procs.make_cgroup(tag), "pidns": procs.pidns_prefix(),
+                 "max_log": int(opts["max_log_mb"] * (1 << 20))}
         _catch_signals()
         try:
             exit_code, timed_out, seconds = run_command(
                 checkout["tree"], command_argv(opts), log_path, opts["timeout"], opts["grace"],
-                isolate.environment(repo, checkout, env))
+                dict(isolate.environment(repo, checkout, env), **{procs.TAG_ENV: tag}), guard)
         except Interrupted:
             finish_log(repo, log_path)
             isolate.remove(checkout)
@@ -669,6 +690,9 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
         facts = {"value": None, "memory_gb": None, "metrics": {}, "crash_class": "tamper",
                  "hint": TAMPER_HINT}
         desc = f"{desc} [refused: {'; '.join(refused)}]"
+    elif guard.get("flood"):
+        facts = {"value": None, "memory_gb": None, "metrics": {}, "crash_class": "log-flood",
+                 "hint": FLOOD_HINT}
     else:
         facts = runlog.summarize(log_path, opts["metric"], exit_code, timed_out)
     too_long = over_budget(facts["metrics"], frozen.get("constants", {}).get("TIME_BUDGET"),
