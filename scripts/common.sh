@@ -89,6 +89,20 @@ ar_git() {
     -c core.fsmonitor=false -c core.pager=cat -c diff.external= "$@"
 }
 
+# ar_take_sandbox ARGS...: sets AR_ARGS to ARGS without --sandbox and, when it was
+# there, exports AUTORESEARCH_SANDBOX=1 (every run-experiment.sh below reads it).
+ar_take_sandbox() {
+  AR_ARGS=()
+  local arg
+  for arg in "$@"; do
+    if [[ "${arg}" == "--sandbox" ]]; then
+      export AUTORESEARCH_SANDBOX=1
+    else
+      AR_ARGS+=("${arg}")
+    fi
+  done
+}
+
 # ar_core MODULE ARGS...: runs `python -m arcore MODULE ARGS...`.
 ar_core() {
   ar_find_python

@@ -26,6 +26,10 @@
 #                            and still be kept (default: 10)
 #   --max-log-mb MIB         stop a run whose log passes MIB (crash, class
 #                            log-flood; the log's head and tail are kept) (default: 256)
+#   --sandbox                run training under bubblewrap: repository, .venv and
+#                            data cache read-only, no network, GPUs passed through
+#                            (also: AUTORESEARCH_SANDBOX=1); check-hardware.sh says
+#                            whether it works here
 #   --worker ID              worker label recorded in runs.jsonl
 #   --rerun                  run HEAD again although this track already judged it
 #   --json                   print one JSON object instead of key: value lines

@@ -526,3 +526,66 @@ def test_max_log_mb_must_be_a_positive_number(repo):
     for bad in ("0", "-1", "lots"):
         done = run(repo, "--max-log-mb", bad)
         assert done.returncode == 2 and "--max-log-mb" in done.stderr
+
+
+# ---------------------------------------------------------------------------
+# F. The optional OS sandbox
+# ---------------------------------------------------------------------------
+
+ESCAPE = """
+import os, socket
+_hits = []
+for _path in ({ledger!r}, {cache!r}, {venv!r}, os.path.join({repo!r}, "escaped.txt")):
+    try:
+        with open(_path, "a") as _f:
+            _f.write("x")
+        _hits.append(_path)
+    except OSError:
+        pass
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=2).close()
+    _hits.append("network")
+except OSError:
+    pass
+with open(os.path.join(os.environ.get("TMPDIR", "/tmp"), "scratch.txt"), "w") as _f:
+    _f.write("scratch is writable")  # its own scratch folder
+print("escaped:", _hits)
+"""
+
+
+def test_a_sandboxed_run_cannot_write_the_repo_the_venv_or_the_cache_nor_reach_the_network(
+        repo, tmp_path):
+    # Read-only bind mounts refuse writes even to root (EROFS): this does not rely on
+    # file permissions, so it holds on the root CI machine.
+    from arcore import sandbox
+    works, why = sandbox.probe()
+    if not works:
+        pytest.skip(f"--sandbox not available here: {why}")
+    cache = make_cache(tmp_path)
+    site = make_venv(repo)
+    assert result(run(repo, "--sandbox"))["status"] == "keep"
+    before = (repo / "results.tsv").read_bytes()
+    commit_attack(repo, "escape", ESCAPE.format(
+        ledger=str(repo / "results.tsv"), cache=str(cache / "data" / "shard_06542.parquet"),
+        venv=str(site / "evil.pth"), repo=str(repo)), value=1.2)
+    out = result(run(repo, "--sandbox"))
+    assert out["status"] == "discard" and out["value"] == 1.2, out
+    assert "escaped: []" in (repo / "run.log").read_text()
+    assert not (repo / "escaped.txt").exists() and not (site / "evil.pth").exists()
+    assert (repo / "results.tsv").read_bytes().startswith(before)
+    honest_next(repo)
+
+
+def test_sandbox_says_why_when_bwrap_is_missing(monkeypatch):
+    from arcore import sandbox
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    works, why = sandbox.probe()
+    assert not works and "apt-get install bubblewrap" in why
+
+
+def test_run_loop_and_setup_take_sandbox_as_an_environment_switch(tmp_path):
+    script = (f"source {Path(__file__).parent.parent / 'scripts' / 'common.sh'}; "
+              "ar_take_sandbox --max 1 --sandbox --repo 'a b'; "
+              "printf '%s|' \"${AR_ARGS[@]}\"; echo \"${AUTORESEARCH_SANDBOX:-unset}\"")
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert done.stdout.strip() == "--max|1|--repo|a b|1"

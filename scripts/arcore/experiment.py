@@ -41,7 +41,7 @@ import subprocess
 import sys
 import time
 
-from arcore import cli, gitx, isolate, ledger, procs, runlog, session, tamper
+from arcore import cli, gitx, isolate, ledger, procs, runlog, sandbox, session, tamper
 
 # ---------------------------------------------------------------------------
 # Constants and errors
@@ -403,16 +403,18 @@ def _catch_signals() -> None:
 
 USAGE = """usage: run-experiment.sh [--desc TEXT] [--cmd CMD] [--launcher PREFIX] [--timeout SEC]
                          [--grace SEC] [--metric NAME] [--higher-is-better] [--worker ID]
-                         [--budget-tolerance SEC] [--max-log-mb MIB] [--rerun] [--json]
-                         [--repo DIR]"""
+                         [--budget-tolerance SEC] [--max-log-mb MIB] [--sandbox] [--rerun]
+                         [--json] [--repo DIR]"""
 
 
 def parse_args(argv: list[str]) -> dict:
-    opts = dict(DEFAULTS, desc=None, higher=False, worker="", rerun=False, json=False, repo=".")
+    opts = dict(DEFAULTS, desc=None, higher=False, worker="", rerun=False, json=False, repo=".",
+                sandbox=os.environ.get("AUTORESEARCH_SANDBOX", "") not in ("", "0"))
     valued = {"--desc": "desc", "--cmd": "cmd", "--launcher": "launcher", "--timeout": "timeout",
               "--grace": "grace", "--metric": "metric", "--worker": "worker", "--repo": "repo",
               "--budget-tolerance": "budget_tolerance", "--max-log-mb": "max_log_mb"}
-    flags = {"--higher-is-better": "higher", "--rerun": "rerun", "--json": "json"}
+    flags = {"--higher-is-better": "higher", "--rerun": "rerun", "--json": "json",
+             "--sandbox": "sandbox"}
     try:
         cli.parse_options(argv, opts, valued, flags)
     except ValueError as exc:
@@ -635,6 +637,10 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     base = tamper_base(repo, head, last_kept, frozen)
     refused = tamper.check(repo, base, head) if base else []
 
+    if opts["sandbox"] and not refused:
+        works, why = sandbox.probe()
+        if not works:
+            raise Stop(EXIT_ERROR, f"--sandbox is not available here: {why}")
     log_path = new_log(repo, short)
     env = dict(os.environ, AUTORESEARCH_WORKER=str(opts["worker"]))
     env["PATH"] = env.pop("AR_CALLER_PATH", None) or env.get("PATH", os.defpath)
@@ -651,13 +657,19 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
         except isolate.IsolationError as exc:
             raise Stop(EXIT_ERROR, str(exc))
         tag = procs.new_tag()
-        guard = {"tag": tag, "cgroup": procs.make_cgroup(tag), "pidns": procs.pidns_prefix(),
+        run_env = dict(isolate.environment(repo, checkout, env), **{procs.TAG_ENV: tag})
+        guard = {"tag": tag, "cgroup": procs.make_cgroup(tag),
                  "max_log": int(opts["max_log_mb"] * (1 << 20))}
+        if opts["sandbox"]:  # bwrap brings its own pid namespace
+            run_env.update(sandbox.scratch_env(checkout["root"]))
+            guard["pidns"] = sandbox.prefix(checkout["root"], checkout["tree"])
+        else:
+            guard["pidns"] = procs.pidns_prefix()
         _catch_signals()
         try:
             exit_code, timed_out, seconds = run_command(
                 checkout["tree"], command_argv(opts), log_path, opts["timeout"], opts["grace"],
-                dict(isolate.environment(repo, checkout, env), **{procs.TAG_ENV: tag}), guard)
+                run_env, guard)
         except Interrupted:
             finish_log(repo, log_path)
             isolate.remove(checkout)
