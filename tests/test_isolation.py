@@ -589,3 +589,28 @@ def test_run_loop_and_setup_take_sandbox_as_an_environment_switch(tmp_path):
               "printf '%s|' \"${AR_ARGS[@]}\"; echo \"${AUTORESEARCH_SANDBOX:-unset}\"")
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
     assert done.stdout.strip() == "--max|1|--repo|a b|1"
+
+
+def test_a_venv_the_first_uv_run_creates_is_recorded_not_called_tamper(repo, tmp_path):
+    assert result(run(repo, cmd=f"mkdir -p '{repo}/.venv/lib/python3.11/site-packages' && "
+                              f"echo 'home = /x/bin' > '{repo}/.venv/pyvenv.cfg' && {CMD}"))[
+        "status"] == "keep"
+    frozen = json.loads((repo / ".autoresearch" / "session.json").read_text())
+    assert frozen["environment"]["venv"] is True
+    site = repo / ".venv" / "lib" / "python3.11" / "site-packages"
+    (site / "evil.pth").write_text("import os\n")  # later changes to it do count
+    commit_train(repo, "honest", VAL_BPB=0.95)
+    done = run(repo)
+    assert done.returncode == 3 and "evil.pth appeared" in done.stderr
+
+
+def test_a_venv_a_later_candidate_creates_is_not_adopted(repo, tmp_path):
+    assert result(run(repo))["status"] == "keep"
+    commit_attack(repo, "make a venv", f"""
+import os
+os.makedirs({str(repo / '.venv' / 'lib' / 'python3.11' / 'site-packages')!r}, exist_ok=True)
+open({str(repo / '.venv' / 'pyvenv.cfg')!r}, "w").write("home = /x/bin\\n")
+""", value=0.5)
+    out = result(run(repo))
+    assert out["status"] == "crash" and out["crash_class"] == "tamper"
+    assert "environment moved" in out["description"]

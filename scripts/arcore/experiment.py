@@ -480,7 +480,7 @@ def load_session(repo: str, opts: dict) -> dict:
         frozen = session.freeze(repo, metric=opts["metric"], higher_is_better=opts["higher"],
                                 ledger_name=LEDGER)
         log(f"froze a new session (track starts at results.tsv row {frozen['ledger_start'] + 1})")
-        return frozen
+        return dict(frozen, _frozen_now=True)
     changes = session.verify(repo, frozen)
     metric = frozen.get("metric", "val_bpb")
     if metric != opts["metric"] or bool(frozen.get("higher_is_better")) != opts["higher"]:
@@ -694,6 +694,9 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
         if left:
             refused.append("; ".join(left))
             log("refused: " + refused[-1])
+        if frozen.get("_frozen_now") and session.adopt_new_venv(repo, frozen):
+            log("recorded the environment this first run created "
+                f"({frozen['environment']['dir']})")
         harmed = session.run_changes(repo, frozen)
         if harmed:  # later runs refuse (exit 3) until it is restored
             refused.append("the run changed the frozen harness: " + "; ".join(harmed))

@@ -438,6 +438,19 @@ def integrity_changes(repo: str, data: dict, already_cache: bool = False) -> lis
     return changes
 
 
+def adopt_new_venv(repo: str, data: dict) -> bool:
+    """After the run that froze the session: a venv its ``uv run`` created (the freeze found
+    none) becomes the target's environment. True when recorded (``data`` updated)."""
+    env = data.get("environment")
+    if env is None or env.get("venv"):
+        return False
+    now = fingerprint.environment(repo)
+    if not now["venv"]:
+        return False
+    data["environment"] = update(repo, environment=now)["environment"]
+    return True
+
+
 def run_changes(repo: str, data: dict) -> list[str]:
     """What a run changed of the frozen harness (files, constants, the data cache, the
     environment): ``verify`` without the GPU, the branch and the base commit, which the
