@@ -25,7 +25,8 @@
 #   --budget-tolerance SEC   training_seconds may exceed TIME_BUDGET by this much
 #                            and still be kept (default: 10)
 #   --max-log-mb MIB         stop a run whose log passes MIB (crash, class
-#                            log-flood; the log's head and tail are kept) (default: 256)
+#                            log-flood; the log's head and tail are kept) (default: 256,
+#                            or AUTORESEARCH_MAX_LOG_MB)
 #   --sandbox                run training under bubblewrap: repository, .venv and
 #                            data cache read-only, no network, GPUs passed through
 #                            (also: AUTORESEARCH_SANDBOX=1); check-hardware.sh says

@@ -614,3 +614,11 @@ open({str(repo / '.venv' / 'pyvenv.cfg')!r}, "w").write("home = /x/bin\\n")
     out = result(run(repo))
     assert out["status"] == "crash" and out["crash_class"] == "tamper"
     assert "environment moved" in out["description"]
+
+
+def test_the_log_cap_can_come_from_the_environment_a_loop_passes_on(repo, monkeypatch):
+    assert result(run(repo))["status"] == "keep"
+    commit_attack(repo, "flood", FLOOD + "\nimport time\ntime.sleep(30)\n", value=0.5)
+    monkeypatch.setenv("AUTORESEARCH_MAX_LOG_MB", "1")
+    out = result(run(repo))
+    assert out["status"] == "crash" and out["crash_class"] == "log-flood"

@@ -410,6 +410,8 @@ USAGE = """usage: run-experiment.sh [--desc TEXT] [--cmd CMD] [--launcher PREFIX
 def parse_args(argv: list[str]) -> dict:
     opts = dict(DEFAULTS, desc=None, higher=False, worker="", rerun=False, json=False, repo=".",
                 sandbox=os.environ.get("AUTORESEARCH_SANDBOX", "") not in ("", "0"))
+    if os.environ.get("AUTORESEARCH_MAX_LOG_MB"):  # what run-loop.sh's runs inherit
+        opts["max_log_mb"] = os.environ["AUTORESEARCH_MAX_LOG_MB"]
     valued = {"--desc": "desc", "--cmd": "cmd", "--launcher": "launcher", "--timeout": "timeout",
               "--grace": "grace", "--metric": "metric", "--worker": "worker", "--repo": "repo",
               "--budget-tolerance": "budget_tolerance", "--max-log-mb": "max_log_mb"}
