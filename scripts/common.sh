@@ -96,6 +96,27 @@ ar_find_python() {
   AR_PY_FOUND=1
 }
 
+# ar_git ARGS...: git as the harness runs it (arcore.gitx): no repository hook,
+# no fsmonitor, no pager, no external diff, whatever the repository configures.
+ar_git() {
+  GIT_TERMINAL_PROMPT=0 GIT_ATTR_NOSYSTEM=1 git -c core.hooksPath=/dev/null \
+    -c core.fsmonitor=false -c core.pager=cat -c diff.external= "$@"
+}
+
+# ar_take_sandbox ARGS...: sets AR_ARGS to ARGS without --sandbox and, when it was
+# there, exports AUTORESEARCH_SANDBOX=1 (every run-experiment.sh below reads it).
+ar_take_sandbox() {
+  AR_ARGS=()
+  local arg
+  for arg in "$@"; do
+    if [[ "${arg}" == "--sandbox" ]]; then
+      export AUTORESEARCH_SANDBOX=1
+    else
+      AR_ARGS+=("${arg}")
+    fi
+  done
+}
+
 # ar_core MODULE ARGS...: runs `python -m arcore MODULE ARGS...`.
 ar_core() {
   ar_find_python

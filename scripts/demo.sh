@@ -57,7 +57,7 @@ make_dir() {
 
 # A commit identity for git am in the scratch repo when the user has none configured.
 ensure_identity() {
-  git -C "$1" config user.email >/dev/null 2>&1 && return 0
+  ar_git -C "$1" config user.email >/dev/null 2>&1 && return 0
   export GIT_AUTHOR_NAME="autoresearch demo" GIT_AUTHOR_EMAIL="demo@localhost"
   export GIT_COMMITTER_NAME="autoresearch demo" GIT_COMMITTER_EMAIL="demo@localhost"
 }
@@ -99,8 +99,8 @@ main() {
   (cd "${dir}" && bash "${AR_SCRIPTS_DIR}/show-results.sh" --plot "${chart}") >&2
 
   printf 'repo: %s\n' "${dir}"
-  printf 'branch: %s\n' "$(git -C "${dir}" symbolic-ref --short HEAD)"
-  printf 'head: %s\n' "$(git -C "${dir}" rev-parse --short=7 HEAD)"
+  printf 'branch: %s\n' "$(ar_git -C "${dir}" symbolic-ref --short HEAD)"
+  printf 'head: %s\n' "$(ar_git -C "${dir}" rev-parse --short=7 HEAD)"
   printf 'baseline: %s\n' "$(value_of val_bpb <<<"${setup_out}")"
   printf 'best: %s\n' "$(value_of best <<<"${loop_out}")"
   printf 'experiments: %s\n' "$(value_of experiments <<<"${loop_out}")"

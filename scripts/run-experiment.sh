@@ -8,7 +8,11 @@
 # tree is clean; untracked files are never touched. The first run of a
 # session freezes the harness (.autoresearch/session.json); later runs verify
 # it and refuse if anything changed. Output goes to run.log, archived as
-# .autoresearch/logs/NNNN-<commit>.log.
+# .autoresearch/logs/NNNN-<commit>.log. The command runs in a disposable
+# checkout of exactly HEAD (not your working tree), with the repository's
+# .venv, a fresh bytecode cache and no skill code on PYTHONPATH; every
+# process it starts ends with it (pid namespace, cgroup or an environment
+# tag, whichever works here).
 #
 # The metric is attested by default: the command runs under the launcher
 # scripts/attest/autoresearch_attest.py (`uv run train.py` becomes
@@ -34,6 +38,13 @@
 #                            of the baseline's own start-up overhead (printed
 #                            sessions: the printed training_seconds); past it the
 #                            run is a crash (over-budget)
+#   --max-log-mb MIB         stop a run whose log passes MIB (crash, class
+#                            log-flood; the log's head and tail are kept) (default: 256,
+#                            or AUTORESEARCH_MAX_LOG_MB)
+#   --sandbox                run training under bubblewrap: repository, .venv and
+#                            data cache read-only, no network, GPUs passed through
+#                            (also: AUTORESEARCH_SANDBOX=1); check-hardware.sh says
+#                            whether it works here
 #   --worker ID              worker label recorded in runs.jsonl
 #   --rerun                  run HEAD again although this track already judged it
 #   --json                   print one JSON object instead of key: value lines

@@ -39,6 +39,7 @@
 #   --gpus LIST          one worker per GPU, e.g. 0,1,2,3 (a single GPU stays one loop)
 #   --runner local|slurm run each experiment here or as a Slurm job step (srun --gres=gpu:1)
 #   --slurm-arg=ARG      an extra srun option (repeatable), e.g. --slurm-arg=--partition=gpu
+#   --sandbox            every run under bubblewrap (run-experiment.sh --sandbox)
 #   -h, --help           print this help
 #
 # Resume: restart the same command after a kill, reboot or lost session; the journal
@@ -68,8 +69,9 @@ main() {
   # exec: the loop (or, for --workers/--gpus/--runner slurm, arcore.parallel, which
   # arcore.loop hands over to) itself receives SIGINT/SIGTERM and stops its children.
   # -S: arcore is stdlib only; skip site-packages start-up.
+  ar_take_sandbox "$@"
   PYTHONPATH="${AR_SCRIPTS_DIR}${PYTHONPATH:+:${PYTHONPATH}}" \
-    exec "${AR_PY[@]}" -S -m arcore loop "$@"
+    exec "${AR_PY[@]}" -S -m arcore loop ${AR_ARGS[@]+"${AR_ARGS[@]}"}
 }
 
 main "$@"

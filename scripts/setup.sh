@@ -44,6 +44,7 @@
 #                      prepare.py/train.py (stdout), change nothing, use no network
 #   --cmd CMD          the run command for the baseline (run-experiment.sh --cmd)
 #   --timeout SEC      the baseline's timeout (run-experiment.sh --timeout)
+#   --sandbox          run the baseline under bubblewrap (run-experiment.sh --sandbox)
 #
 # stdout: key: value lines: repo, branch, preset, session, baseline_commit, status, val_bpb,
 # memory_gb, peak_vram_mb (crash_class, hint for a crashed baseline), noise_floor (with
@@ -68,6 +69,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 main() {
   ar_help_if_asked "$@"
+  ar_take_sandbox "$@"
+  set -- ${AR_ARGS[@]+"${AR_ARGS[@]}"}
   export AR_NAME
   if command -v python3 >/dev/null 2>&1 \
     && python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then

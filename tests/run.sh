@@ -4,8 +4,9 @@
 # Runs the whole test suite from a fresh clone: installs uv if it is missing
 # (the official installer, falling back to `python3 -m pip install uv`), then
 # installs the Debian packages some tests use (Slurm and munge for the Slurm
-# runner, librsvg2-bin to render the progress chart) when it runs as root with
-# apt-get, then runs pytest, bats, ShellCheck over every shell script, and the
+# runner, librsvg2-bin to render the progress chart, bubblewrap for --sandbox)
+# when it runs as root with apt-get, then runs pytest, bats, ShellCheck over
+# every shell script, and the
 # Agent Skills reference validator on SKILL.md. Every part runs; the exit code
 # is non-zero when any part failed. Tests whose packages are absent skip and
 # say why. AR_TEST_NO_APT=1 skips the Debian packages. It also installs the real
@@ -24,11 +25,12 @@ AR_NAME="tests/run.sh"
 # shellcheck source=scripts/common.sh
 source "${ROOT}/scripts/common.sh"
 
-readonly DEBIAN_PACKAGES=(slurmctld slurmd slurm-client munge librsvg2-bin)
+readonly DEBIAN_PACKAGES=(slurmctld slurmd slurm-client munge librsvg2-bin bubblewrap)
 
 ensure_debian_packages() {
   [[ -n "${AR_TEST_NO_APT:-}" ]] && return 0
-  if command -v slurmctld >/dev/null 2>&1 && command -v rsvg-convert >/dev/null 2>&1; then
+  if command -v slurmctld >/dev/null 2>&1 && command -v rsvg-convert >/dev/null 2>&1 \
+    && command -v bwrap >/dev/null 2>&1; then
     return 0
   fi
   if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then

@@ -341,8 +341,8 @@ def test_signals_during_a_run_kill_the_whole_group_and_write_nothing(repo, tmp_p
 
 
 FORGER = """
-import sys
-with open("results.tsv", "a") as ledger:
+import os, sys
+with open(os.path.join(os.environ["FORGE_REPO"], "results.tsv"), "a") as ledger:
     ledger.write("0000000\\t0.100000\\t1.0\\tkeep\\tforged\\n")
 print("---")
 print("val_bpb:          0.500000")
@@ -352,7 +352,9 @@ sys.exit(0)
 """
 
 
-def test_a_run_that_writes_into_results_tsv_is_a_tamper_crash_and_the_ledger_restored(repo):
+def test_a_run_that_writes_into_results_tsv_is_a_tamper_crash_and_the_ledger_restored(
+        repo, monkeypatch):
+    monkeypatch.setenv("FORGE_REPO", str(repo))  # the run's cwd is its own checkout
     baseline(repo)
     before = (repo / "results.tsv").read_text()
     (repo / "train.py").write_text(FORGER)
@@ -391,17 +393,28 @@ def test_runs_jsonl_gets_one_object_per_judged_run(repo):
     assert records[1]["metrics"]["num_steps"] == 953.0 and records[1]["exit_code"] == 0
 
 
-def test_a_run_that_edits_a_tracked_file_is_judged_but_not_reverted(repo):
+def test_a_run_that_edits_a_tracked_file_of_the_users_tree_is_judged_but_not_reverted(repo):
     baseline(repo)
-    text = (repo / "train.py").read_text().replace("VAL_BPB = 1.000000", "VAL_BPB = 2.0")
-    (repo / "train.py").write_text(
-        "with open('train.py', 'a') as me:\n    me.write('# edited by the run\\n')\n" + text)
-    git(repo, "commit", "-qam", "self-editing")
+    commit_train(repo, "worse", VAL_BPB=2.0)
     sha = head(repo)
-    done = run(repo)
+    done = run(repo, "--cmd", f"{CMD} && echo '# edited by the run' >> '{repo}/train.py'")
     assert done.returncode == 4 and "tracked files changed during the run" in done.stderr
     assert head(repo) == sha and (repo / "train.py").read_text().endswith("# edited by the run\n")
     assert rows(repo)[-1]["status"] == "discard"
+
+
+def test_a_run_that_edits_its_own_checkout_is_a_tamper_crash_and_the_users_tree_untouched(repo):
+    baseline(repo)
+    text = (repo / "train.py").read_text().replace("VAL_BPB = 1.000000", "VAL_BPB = 0.5")
+    (repo / "train.py").write_text(
+        "with open('train.py', 'a') as me:\n    me.write('# edited by the run\\n')\n" + text)
+    git(repo, "commit", "-qam", "self-editing")
+    committed = (repo / "train.py").read_text()
+    out = result(run(repo))
+    assert out["status"] == "crash" and out["crash_class"] == "tamper" and out["reverted"]
+    assert "changed the tracked file train.py" in out["description"]
+    assert git(repo, "show", "refs/autoresearch/discarded/" + git(
+        repo, "rev-parse", "HEAD@{1}") + ":train.py") + "\n" == committed
 
 
 # ---------------------------------------------------------------------------
@@ -428,7 +441,7 @@ def test_a_row_that_cannot_be_appended_fails_in_one_line_and_leaves_the_commit(r
     baseline(repo)
     sha = commit_train(repo, "worse", VAL_BPB=1.5)
     # the ledger becomes unwritable while the run goes (a full disk, a broken mount)
-    done = run(repo, "--cmd", f"{CMD} && mv results.tsv saved.tsv && mkdir results.tsv")
+    done = run(repo, "--cmd", f"{CMD} && cd '{repo}' && mv results.tsv saved.tsv && mkdir results.tsv")
     assert done.returncode == 1 and done.stdout == ""
     assert errors(done).count("\n") == 1 and "results.tsv" in done.stderr
     assert "discard" in done.stderr and "1.5" in done.stderr
@@ -438,7 +451,7 @@ def test_a_row_that_cannot_be_appended_fails_in_one_line_and_leaves_the_commit(r
 def test_a_branch_switched_during_the_run_is_not_reset(repo):
     baseline(repo)
     sha = commit_train(repo, "worse", VAL_BPB=1.5)
-    done = run(repo, "--cmd", f"git checkout -q -b mine && {CMD}")
+    done = run(repo, "--cmd", f"git -C '{repo}' checkout -q -b mine && {CMD}")
     assert done.returncode == 4 and "not reverted" in done.stderr
     assert errors(done).count("\n") == 1
     assert git(repo, "rev-parse", "mine") == sha
@@ -485,7 +498,7 @@ def test_a_ledger_with_fewer_rows_than_the_track_start_is_refused(repo):
 def test_a_commit_made_during_the_run_survives_and_the_advice_does_not_drop_it(repo):
     baseline(repo)
     sha = commit_train(repo, "worse", VAL_BPB=1.5)
-    done = run(repo, "--cmd", f"{CMD} && git commit -q --allow-empty -m 'user: mine'")
+    done = run(repo, "--cmd", f"{CMD} && git -C '{repo}' commit -q --allow-empty -m 'user: mine'")
     assert done.returncode == 4 and errors(done).count("\n") == 1
     assert git(repo, "log", "-1", "--format=%s") == "user: mine"
     assert git(repo, "rev-parse", "HEAD~1") == sha
@@ -495,7 +508,7 @@ def test_a_commit_made_during_the_run_survives_and_the_advice_does_not_drop_it(r
 def test_a_session_folder_deleted_during_the_run_still_gets_its_row_and_revert(repo):
     baseline(repo)
     sha = commit_train(repo, "worse", VAL_BPB=1.5)
-    done = run(repo, "--cmd", f"{CMD} && rm -rf .autoresearch")  # e.g. git clean -fdx
+    done = run(repo, "--cmd", f"{CMD} && rm -rf '{repo}/.autoresearch'")  # e.g. git clean -fdx
     assert done.returncode == 0, done.stderr
     out = result(done)
     assert out["status"] == "discard" and out["value"] == 1.5 and out["reverted"] is True
@@ -518,6 +531,9 @@ def test_a_discard_row_the_user_deleted_does_not_block_the_next_run(repo):
     text = (repo / "results.tsv").read_text().splitlines(keepends=True)
     (repo / "results.tsv").write_text("".join(text[:-1]))
     commit_train(repo, "better", VAL_BPB=0.9)
+    done = run(repo)  # not the harness's edit: stopped until the user accepts it
+    assert done.returncode == 3 and "results.tsv lost its lines from 3 on" in done.stderr
+    assert ledger.main(["seal", str(repo / "results.tsv")]) == 0
     done = run(repo)
     assert done.returncode == 0, done.stderr
     assert result(done)["status"] == "keep" and result(done)["best"] == 1.0

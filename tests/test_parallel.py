@@ -58,7 +58,9 @@ print(f"job={os.environ.get('SLURM_JOB_NAME', '')}", flush=True)
 print(f"cluster={os.environ.get('CLUSTER', '')}", flush=True)
 marks = os.environ.get("STANDIN_MARKS")
 if marks:
-    with open(os.path.join(marks, str(os.getpid())), "w") as handle:
+    _pid = next((int(line.split()[1]) for line in open("/proc/self/status")
+                 if line.startswith("NSpid:")), os.getpid())  # as seen outside a pid namespace
+    with open(os.path.join(marks, str(_pid)), "w") as handle:
         handle.write(os.getcwd())
 gate = os.environ.get("STANDIN_GATE", "").replace("{worker}", os.environ.get("AUTORESEARCH_WORKER", ""))
 while gate and not os.path.exists(gate):

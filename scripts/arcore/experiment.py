@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 
-from arcore import attest, cli, ledger, runlog, seedonly, session, tamper, usage, uvenv
+from arcore import attest, cli, gitx, isolate, ledger, procs, runlog, sandbox, seedonly, session, tamper, usage, uvenv
 
 # ---------------------------------------------------------------------------
 # Constants and errors
@@ -51,7 +51,9 @@ from arcore import attest, cli, ledger, runlog, seedonly, session, tamper, usage
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_HARNESS, EXIT_UNSAFE, EXIT_DONE, EXIT_INT = \
     0, 1, 2, 3, 4, 5, 130
 DEFAULTS = {"cmd": "uv run train.py", "launcher": "", "timeout": 600.0, "grace": 10.0,
-            "metric": "val_bpb", "budget_tolerance": attest.DEFAULT_TOLERANCE}
+            "metric": "val_bpb", "budget_tolerance": attest.DEFAULT_TOLERANCE, "max_log_mb": 256.0}
+FLOOD_HINT = ("the run printed more than --max-log-mb of output; print less (a progress line "
+              "per step, not per batch), or raise --max-log-mb")
 LEDGER = "results.tsv"
 RUN_LOG = "run.log"
 RUNS = "runs.jsonl"
@@ -117,16 +119,14 @@ def judge(value: float | None, best: float | None, baseline: bool,
 
 
 def git(repo: str, *args: str, check: bool = True) -> str:
-    done = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
+    done = gitx.run(repo, *args)
     if check and done.returncode != 0:
         raise Stop(EXIT_ERROR, f"git {' '.join(args)} failed: {done.stderr.strip()[:300]}")
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def git_ok(repo: str, *args: str) -> bool:
-    return subprocess.run(["git", "-C", repo, *args], capture_output=True,
-                          stdin=subprocess.DEVNULL).returncode == 0
+    return gitx.ok(repo, *args)
 
 
 def tracked_changes(repo: str) -> list[str]:
@@ -189,8 +189,7 @@ def revert(repo: str, candidate: str, ref: str | None = None) -> str | None:
         return "the candidate is a root commit; there is nothing to go back to"
     git(repo, "update-ref", "-m", "autoresearch: discarded experiment",
         DISCARDED + candidate, candidate)
-    done = subprocess.run(["git", "-C", repo, "reset", "--quiet", "--keep", "HEAD~1"],
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    done = gitx.run(repo, "reset", "--quiet", "--keep", "HEAD~1")
     if done.returncode != 0:
         return f"git reset --keep HEAD~1 refused: {done.stderr.strip()[:200]}"
     return None
@@ -344,26 +343,36 @@ def _note_signal(signum, _frame):
 
 
 def run_command(repo: str, argv: list[str], log_path: str, timeout: float, grace: float,
-                env: dict) -> tuple[int | None, bool, float]:
+                env: dict, guard: dict | None = None) -> tuple[int | None, bool, float]:
     """(exit code, timed out, seconds). Raises Interrupted after killing the group.
 
     While the run is going, a signal only sets a flag (it never raises mid-step), so however
     many signals arrive and whenever they do, the run's whole group is killed exactly once.
+    ``guard`` (arcore.procs): ``pidns`` prefix, ``cgroup``, ``tag`` (already in ``env``) and
+    ``max_log`` bytes; a log past it stops the run and sets ``guard["flood"]``.
     """
+    guard = guard if guard is not None else {}
     _SIGNALS_SEEN.clear()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _note_signal)
     start = time.monotonic()
     with open(log_path, "ab") as out:
-        proc = subprocess.Popen(argv, cwd=repo, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        proc = subprocess.Popen([*guard.get("pidns", []), *argv], cwd=repo,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env,
+                                preexec_fn=procs.join_cgroup(guard.get("cgroup")))
     timed_out = False
+    max_log = guard.get("max_log")
     while not _SIGNALS_SEEN:
         try:
             proc.wait(timeout=0.05)
             break
         except subprocess.TimeoutExpired:
             pass
+        if max_log and os.path.getsize(log_path) > max_log:
+            guard["flood"] = True
+            log(f"the run's log passed {max_log >> 20} MiB: stopping it (log-flood)")
+            break
         if time.monotonic() - start >= timeout:
             timed_out = True
             log(f"timeout after {timeout:g}s: stopping the run's process group")
@@ -372,6 +381,10 @@ def run_command(repo: str, argv: list[str], log_path: str, timeout: float, grace
     if _SIGNALS_SEEN:
         log("interrupted: stopping the run's process group")
     kill_group(proc, grace)  # the timed-out or interrupted run, or a finished run's leftovers
+    if guard.get("tag"):  # leftovers that left the group: the cgroup, the environment tag
+        procs.reap(guard["tag"], guard.get("cgroup"))
+    if guard.get("flood"):
+        procs.trim_log(log_path, max_log)
     _ignore_signals()
     if _SIGNALS_SEEN:
         raise Interrupted(_SIGNALS_SEEN[0])
@@ -394,15 +407,20 @@ def _catch_signals() -> None:
 
 USAGE = """usage: run-experiment.sh [--desc TEXT] [--cmd CMD] [--launcher PREFIX] [--timeout SEC]
                          [--grace SEC] [--metric NAME] [--higher-is-better] [--worker ID]
-                         [--budget-tolerance FRACTION] [--rerun] [--json] [--repo DIR]"""
+                         [--budget-tolerance FRACTION] [--max-log-mb MIB] [--sandbox] [--rerun]
+                         [--json] [--repo DIR]"""
 
 
 def parse_args(argv: list[str]) -> dict:
-    opts = dict(DEFAULTS, desc=None, higher=False, worker="", rerun=False, json=False, repo=".")
+    opts = dict(DEFAULTS, desc=None, higher=False, worker="", rerun=False, json=False, repo=".",
+                sandbox=os.environ.get("AUTORESEARCH_SANDBOX", "") not in ("", "0"))
+    if os.environ.get("AUTORESEARCH_MAX_LOG_MB"):  # what run-loop.sh's runs inherit
+        opts["max_log_mb"] = os.environ["AUTORESEARCH_MAX_LOG_MB"]
     valued = {"--desc": "desc", "--cmd": "cmd", "--launcher": "launcher", "--timeout": "timeout",
               "--grace": "grace", "--metric": "metric", "--worker": "worker", "--repo": "repo",
-              "--budget-tolerance": "budget_tolerance"}
-    flags = {"--higher-is-better": "higher", "--rerun": "rerun", "--json": "json"}
+              "--budget-tolerance": "budget_tolerance", "--max-log-mb": "max_log_mb"}
+    flags = {"--higher-is-better": "higher", "--rerun": "rerun", "--json": "json",
+             "--sandbox": "sandbox"}
     try:
         cli.parse_options(argv, opts, valued, flags)
     except ValueError as exc:
@@ -412,12 +430,13 @@ def parse_args(argv: list[str]) -> dict:
     except ValueError:
         raise Stop(EXIT_USAGE, "--budget-tolerance must be a fraction of TIME_BUDGET "
                    "between 0 and 1 (0.1 or 10%)")
-    for key in ("timeout", "grace"):
+    for key in ("timeout", "grace", "max_log_mb"):
         try:
             opts[key] = float(opts[key])
         except ValueError:
             raise Stop(EXIT_USAGE, f"--{key.replace('_', '-')} must be a number of seconds")
-        if not math.isfinite(opts[key]) or opts[key] < 0 or (key == "timeout" and opts[key] == 0):
+        if not math.isfinite(opts[key]) or opts[key] < 0 or (
+                key in ("timeout", "max_log_mb") and opts[key] == 0):
             raise Stop(EXIT_USAGE, f"--{key.replace('_', '-')} must be a positive number")
     if not opts["cmd"].strip():
         raise Stop(EXIT_USAGE, "--cmd must not be empty")
@@ -436,9 +455,8 @@ def open_repo(path: str) -> tuple[str, str]:
     path = os.path.abspath(path or ".")
     if not os.path.isdir(path):
         raise Stop(EXIT_USAGE, f"no such directory: {path}")
-    done = subprocess.run(["git", "-C", path, "rev-parse", "--show-toplevel", "--verify",
-                           "--quiet", "HEAD^{commit}"], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
+    done = gitx.run(path, "rev-parse", "--show-toplevel", "--verify", "--quiet",
+                    "HEAD^{commit}")
     lines = done.stdout.split("\n")
     if not lines[0]:
         raise Stop(EXIT_USAGE, f"not a git repository: {path}")
@@ -455,6 +473,9 @@ def check_git_state(repo: str) -> None:
             raise Stop(EXIT_UNSAFE, f"{name} is tracked by git, so every run would leave a "
                        f"tracked change and no loser could be reverted; untrack it: "
                        f"git rm --cached {name} && git commit")
+    flags = gitx.index_flags(repo)
+    if flags:
+        raise Stop(EXIT_UNSAFE, gitx.flag_message(flags))
     busy = in_progress(repo)
     if busy:
         raise Stop(EXIT_UNSAFE, f"{busy} is in progress; finish or abort it first")
@@ -470,7 +491,7 @@ def load_session(repo: str, opts: dict) -> dict:
         frozen = session.freeze(repo, metric=opts["metric"], higher_is_better=opts["higher"],
                                 ledger_name=LEDGER)
         log(f"froze a new session (track starts at results.tsv row {frozen['ledger_start'] + 1})")
-        return frozen
+        return dict(frozen, _frozen_now=True)
     changes = session.verify(repo, frozen)
     metric = frozen.get("metric", "val_bpb")
     if metric != opts["metric"] or bool(frozen.get("higher_is_better")) != opts["higher"]:
@@ -520,6 +541,20 @@ def check_ledger(repo: str, ledger_path: str, frozen: dict) -> None:
                 " that .autoresearch/runs.jsonl records")
         raise Stop(EXIT_HARNESS, f"{LEDGER} {what} (it was truncated, replaced or deleted): "
                    "restore it, or " + session.NEW_TRACK.removeprefix("to compare on the new harness, "))
+
+
+def check_seal(repo: str, ledger_path: str) -> None:
+    """results.tsv changed since the harness last wrote it: stop (exit 3) naming the line,
+    the changed copy kept aside, nothing thrown away (``ledger.verify``)."""
+    problem = ledger.verify(ledger_path)
+    if problem is None:
+        return
+    aside = ledger.set_aside(ledger_path)
+    scripts = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    kept = f"; the changed copy is kept as {os.path.relpath(aside, repo)}" if aside else ""
+    raise Stop(EXIT_HARNESS, f"{problem}{kept}: put the harness's back with "
+               f"cp .autoresearch/{ledger.SEALED_COPY} {LEDGER}, or accept the change with "
+               f"PYTHONPATH={scripts} python3 -m arcore ledger seal {LEDGER}")
 
 
 def judged_row(rows: list[dict], head: str) -> dict | None:
@@ -605,6 +640,8 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     ledger_path = os.path.join(repo, LEDGER)
     track = ledger.track_rows(ledger.read_ledger(ledger_path), frozen.get("ledger_start", 0))
     short = head[:ledger.SHORT]
+    if not opts["worker"]:  # a parallel worker's results.tsv is a scratch copy of the main one
+        check_seal(repo, ledger_path)
     check_ledger(repo, ledger_path, frozen)
     previous = judged_row(track, head)
     if previous is not None and not opts["rerun"]:
@@ -631,6 +668,10 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     refused = tamper.check(repo, base, head) if base else []
     seed_change = seed_only_change(repo, base, head, baseline)
 
+    if opts["sandbox"] and not refused:
+        works, why = sandbox.probe()
+        if not works:
+            raise Stop(EXIT_ERROR, f"--sandbox is not available here: {why}")
     log_path = new_log(repo, short)
     env = dict(os.environ, AUTORESEARCH_WORKER=str(opts["worker"]))
     env["PATH"] = env.pop("AR_CALLER_PATH", None) or env.get("PATH", os.defpath)
@@ -638,7 +679,7 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
         env["PATH"], uv_note = uvenv.path_with_uv(env["PATH"])
         if uv_note:
             log(uv_note)
-    exit_code, timed_out, seconds = None, False, 0.0
+    exit_code, timed_out, seconds, guard = None, False, 0.0, {}
     channel = None
     if refused:
         with open(log_path, "a", encoding="utf-8") as out:
@@ -649,21 +690,43 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
         ledger_before = read_bytes(ledger_path)
         if not attested:
             log(PRINTED_WARNING)
-        channel = attest.open_channel(os.path.join(session.session_dir(repo), "attest")
-                                      if opts["launcher"].strip() else None) if attested else None
-        if channel:
-            env = attest.run_env(env, channel, os.path.join(repo, "prepare.py"),
-                                 frozen.get("files", {}).get("prepare.py"),
-                                 frozen.get("validation", {}))
+        try:
+            checkout = isolate.prepare(repo, head, short)
+        except isolate.IsolationError as exc:
+            raise Stop(EXIT_ERROR, str(exc))
+        tag = procs.new_tag()
+        run_env = dict(isolate.environment(repo, checkout, env), **{procs.TAG_ENV: tag})
+        if attested:  # a launcher's node (srun) reads the repository's disk
+            channel = attest.open_channel(os.path.join(session.session_dir(repo), "attest")
+                                          if opts["launcher"].strip() else None)
+            run_env = attest.run_env(run_env, channel,
+                                     os.path.join(checkout["tree"], "prepare.py"),
+                                     frozen.get("files", {}).get("prepare.py"),
+                                     frozen.get("validation", {}))
+        guard = {"tag": tag, "cgroup": procs.make_cgroup(tag),
+                 "max_log": int(opts["max_log_mb"] * (1 << 20))}
+        if opts["sandbox"]:  # bwrap brings its own pid namespace
+            run_env.update(sandbox.scratch_env(checkout["root"]))
+            guard["pidns"] = sandbox.prefix(checkout["root"], checkout["tree"],
+                                            (channel["dir"],) if channel else ())
+        else:
+            guard["pidns"] = procs.pidns_prefix()
         _catch_signals()
         try:
             exit_code, timed_out, seconds = run_command(
-                repo, command_argv(run_opts), log_path, opts["timeout"], opts["grace"], env)
+                checkout["tree"], command_argv(run_opts), log_path, opts["timeout"],
+                opts["grace"], run_env, guard)
         except Interrupted:
             if channel:
                 attest.close_channel(channel)
             finish_log(repo, log_path)
+            isolate.remove(checkout)
             raise Stop(EXIT_INT, "interrupted: the run was stopped; no row written, git untouched")
+        _ignore_signals()
+        try:
+            left = isolate.audit(repo, checkout)
+        finally:
+            isolate.remove(checkout)
     _ignore_signals()
     finish_log(repo, log_path)
     if not refused:
@@ -678,12 +741,25 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
             refused = [f"{LEDGER} changed while the run was going (the ledger is the "
                        f"scripts' alone); restored, the changed copy kept as {aside}"]
             log("refused: " + refused[0])
+        if left:
+            refused.append("; ".join(left))
+            log("refused: " + refused[-1])
+        if frozen.get("_frozen_now") and session.adopt_new_venv(repo, frozen):
+            log("recorded the environment this first run created "
+                f"({frozen['environment']['dir']})")
+        harmed = session.run_changes(repo, frozen)
+        if harmed:  # later runs refuse (exit 3) until it is restored
+            refused.append("the run changed the frozen harness: " + "; ".join(harmed))
+            log("refused: " + refused[-1])
     if refused:
         if channel:
             attest.close_channel(channel)
         facts = {"value": None, "memory_gb": None, "metrics": {}, "crash_class": "tamper",
                  "hint": TAMPER_HINT}
         desc = f"{desc} [refused: {'; '.join(refused)}]"
+    elif guard.get("flood"):
+        facts = {"value": None, "memory_gb": None, "metrics": {}, "crash_class": "log-flood",
+                 "hint": FLOOD_HINT}
     else:
         facts = runlog.summarize(log_path, opts["metric"], exit_code, timed_out)
         baseline_run = baseline or judged_row(track[:1], head) is not None

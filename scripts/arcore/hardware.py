@@ -533,6 +533,14 @@ def summary(report: dict) -> list[str]:
                      f"{' (upstream defaults)' if rec['upstream_default'] else ''}: {text}")
     for route in report["route_out"]:
         lines.append(f"route out: {route['fork']} ({route['for']}) {route['url']}")
+    iso = report.get("isolation")
+    if iso:
+        tracked = [name for name, key in (("pid namespace", "pid_namespace"),
+                                          ("cgroup", "cgroup"), ("environment tag",
+                                                                 "environment_tag")) if iso[key]]
+        lines.append(f"run isolation: processes tracked by {', '.join(tracked) or 'nothing'}; "
+                     + ("--sandbox available (bwrap)" if iso["sandbox"]
+                        else f"--sandbox not available: {iso['sandbox_why']}"))
     lines += [f"warning: {w}" for w in report["warnings"]]
     lines += [f"BLOCKER: {b}" for b in report["blockers"]]
     lines.append("ready" if report["ready"] else f"not ready: {len(report['blockers'])} blocker(s)")
@@ -582,7 +590,15 @@ def check(repo: str | None = None, cache_dir: str | None = None, gpu: bool = Tru
     if repo is None and find_repo and is_clone(os.getcwd()):
         repo = os.getcwd()
     facts = gather(repo, cache_dir, torch=torch and gpu, torch_timeout=torch_timeout)
-    return assess(facts, gpu_needed=gpu, data_blocks=data)
+    return dict(assess(facts, gpu_needed=gpu, data_blocks=data), isolation=probe_isolation())
+
+
+def probe_isolation() -> dict:
+    """What run isolation works here: the --sandbox (bwrap) and how a run's processes are
+    tracked (arcore.procs: pid namespace, cgroup, environment tag)."""
+    from arcore import procs, sandbox  # only here: the rest of the module needs neither
+    works, why = sandbox.probe()
+    return dict(procs.describe(), sandbox=works, sandbox_why=why)
 
 
 def main(argv: list[str]) -> int:

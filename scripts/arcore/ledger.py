@@ -14,16 +14,28 @@ CLI::
     python3 -m arcore ledger append FILE COMMIT VAL_BPB MEMORY_GB STATUS DESCRIPTION...
     python3 -m arcore ledger validate FILE
     python3 -m arcore ledger rows FILE          # one JSON object per data row
+    python3 -m arcore ledger verify FILE        # exit 3 + the line when not as sealed
+    python3 -m arcore ledger seal FILE          # accept the ledger as it is now
+
+The seal: after every append (and ``init``) the ledger's size and sha256 go to
+``.autoresearch/ledger.seal.json`` next to it, with a copy of what was sealed
+(``.autoresearch/ledger.sealed.tsv``), when that folder exists (a session). ``verify`` tells a
+ledger changed by anything but the harness (a hand edit, a ghost row a leftover process
+appended), naming the first line that differs. An append to a ledger that no longer matches
+its seal is still written (a row is never lost) but does not re-seal it: the foreign change
+stays visible.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import math
 import os
 import re
 import sys
+import time
 
 # ---------------------------------------------------------------------------
 # Format
@@ -248,6 +260,7 @@ def append_row(path: str, line: str) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
+        sealed = _matches_seal(path, _read_fd(fd, size))
         prefix = ""
         if size == 0:
             prefix = "\t".join(HEADER) + "\n"
@@ -258,6 +271,8 @@ def append_row(path: str, line: str) -> None:
             written = os.write(fd, data)
             data = data[written:]
         os.fsync(fd)
+        if sealed:
+            seal(path, _read_fd(fd, os.fstat(fd).st_size))
     finally:
         os.close(fd)  # closing releases the lock
 
@@ -270,9 +285,122 @@ def init(path: str) -> bool:
         if os.fstat(fd).st_size:
             return False
         os.write(fd, ("\t".join(HEADER) + "\n").encode("utf-8"))
+        seal(path, ("\t".join(HEADER) + "\n").encode("utf-8"))
         return True
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------------------
+# The seal: the ledger holds only what the harness wrote
+# ---------------------------------------------------------------------------
+
+SEAL = "ledger.seal.json"
+SEALED_COPY = "ledger.sealed.tsv"
+
+
+def seal_dir(path: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(path)), ".autoresearch")
+
+
+def _read_fd(fd: int, size: int) -> bytes:
+    return os.pread(fd, size, 0) if size else b""
+
+
+def _atomic(path: str, data: bytes) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+
+
+def read_seal(path: str) -> dict | None:
+    try:
+        with open(os.path.join(seal_dir(path), SEAL), encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "sha256" in data else None
+
+
+def seal(path: str, data: bytes | None = None) -> bool:
+    """Records the ledger's size and sha256 (and a copy); False when there is no session
+    folder to keep them in."""
+    folder = seal_dir(path)
+    if not os.path.isdir(folder):
+        return False
+    if data is None:
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            data = b""
+    _atomic(os.path.join(folder, SEALED_COPY), data)
+    _atomic(os.path.join(folder, SEAL), json.dumps(
+        {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "time": time.time()},
+        sort_keys=True).encode() + b"\n")
+    return True
+
+
+def _matches_seal(path: str, data: bytes) -> bool:
+    """No seal yet (a new or hand-made session), or ``data`` is exactly what was sealed."""
+    sealed = read_seal(path)
+    return sealed is None or (sealed.get("size") == len(data)
+                              and sealed.get("sha256") == hashlib.sha256(data).hexdigest())
+
+
+def _split(data: bytes) -> list[bytes]:
+    lines = data.split(b"\n")
+    return lines[:-1] if lines and lines[-1] == b"" else lines
+
+
+def verify(path: str) -> str | None:
+    """None when the ledger is as the harness last wrote it (or was never sealed), else one
+    phrase naming the first line that differs. For the loop: call it at every step."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        data = None
+    if read_seal(path) is None or (data is not None and _matches_seal(path, data)):
+        return None
+    name = os.path.basename(path)
+    if data is None:
+        return f"{name} was deleted since the harness last wrote it"
+    try:
+        with open(os.path.join(seal_dir(path), SEALED_COPY), "rb") as handle:
+            old = _split(handle.read())
+    except OSError:
+        return f"{name} changed since the harness last wrote it (no sealed copy to compare)"
+    new = _split(data)
+    for number, (a, b) in enumerate(zip(old, new), start=1):
+        if a != b:
+            return (f"{name} line {number} was changed since the harness wrote it "
+                    f"(now {b.decode('utf-8', 'replace')[:80]!r})")
+    number = min(len(old), len(new))
+    if len(new) > len(old):
+        at = next((i for i in range(number, len(new)) if new[i].strip()), number)
+        return (f"{name} line {at + 1} was added by something other than the harness "
+                f"({new[at].decode('utf-8', 'replace')[:80]!r})")
+    if len(new) == len(old):  # the same lines, only the final newline differs
+        return f"{name} line {number} lost its newline since the harness wrote it"
+    return f"{name} lost its lines from {number + 1} on since the harness wrote it"
+
+
+def set_aside(path: str) -> str | None:
+    """Copies the changed ledger to ``.autoresearch/results.changed.<sha8>.tsv`` (once per
+    content); returns that path, or None when there is nothing to copy."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        return None
+    folder = seal_dir(path)
+    os.makedirs(folder, exist_ok=True)
+    aside = os.path.join(folder, f"results.changed.{hashlib.sha256(data).hexdigest()[:8]}.tsv")
+    if not os.path.exists(aside):
+        _atomic(aside, data)
+    return aside
 
 
 # ---------------------------------------------------------------------------
@@ -346,7 +474,9 @@ USAGE = """usage: python3 -m arcore ledger COMMAND FILE [ARGS...]
                                               append one row (prints it); VAL_BPB/MEMORY_GB may be ''
   validate FILE                               print LINE<TAB>PROBLEM per problem; exit 1 if any
   rows FILE                                   print one JSON object per data row
-exit: 0 ok, 1 problems found or error, 2 usage"""
+  verify FILE                                 exit 3 naming the line when FILE is not as sealed
+  seal FILE                                   accept FILE as it is now (after a hand edit)
+exit: 0 ok, 1 problems found or error, 2 usage, 3 not as sealed (verify)"""
 
 
 def _err(msg: str) -> None:
@@ -381,6 +511,16 @@ def main(argv: list[str]) -> int:
         if problems:
             _err(f"{args[0]}: {len(problems)} problem(s)")
         return 1 if problems else 0
+    if command == "verify" and len(args) == 1:
+        problem = verify(args[0])
+        if problem:
+            _err(problem)
+        return 3 if problem else 0
+    if command == "seal" and len(args) == 1:
+        if not seal(args[0]):
+            _err(f"no session folder next to {args[0]}: nothing to seal")
+            return 1
+        return 0
     if command == "rows" and len(args) == 1:
         for row in read_ledger(args[0]):
             print(json.dumps(row, ensure_ascii=False))

@@ -52,7 +52,7 @@ import re
 import subprocess
 import sys
 
-from arcore import ledger
+from arcore import fingerprint, gitx, ledger
 
 # ---------------------------------------------------------------------------
 # Paths
@@ -75,7 +75,7 @@ def manifest_path(repo: str) -> str:
 
 
 def git(repo: str, *args: str, check: bool = True) -> str:
-    done = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True)
+    done = gitx.run(repo, *args)
     if check and done.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)}: {done.stderr.strip()}")
     return done.stdout.strip() if done.returncode == 0 else ""
@@ -176,12 +176,59 @@ def cache_location(repo: str) -> tuple[str, str]:
     """(data cache dir, pinned validation shard file name)."""
     constants = module_constants(os.path.join(repo, "prepare.py"))
     cache = os.environ.get("AUTORESEARCH_CACHE_DIR") or (
-        constants["CACHE_DIR"] if isinstance(constants.get("CACHE_DIR"), str) else DEFAULT_CACHE)
+        constants["CACHE_DIR"] if isinstance(constants.get("CACHE_DIR"), str)
+        else cache_dir_expression(os.path.join(repo, "prepare.py")) or DEFAULT_CACHE)
     shard = constants.get("VAL_SHARD", constants.get("MAX_SHARD"))
     name = f"shard_{shard:05d}.parquet" if isinstance(shard, int) else DEFAULT_VAL_SHARD
     if isinstance(constants.get("VAL_FILENAME"), str):
         name = constants["VAL_FILENAME"]
     return os.path.abspath(os.path.expanduser(cache)), name
+
+
+def _path_expr(node: ast.AST, known: dict):
+    """A string from the few forms prepare.py spells a cache path with: literals,
+    ``os.environ.get(K[, D])``/``os.getenv``, ``or``, ``os.path.join``, ``os.path.expanduser``,
+    earlier names; else ValueError."""
+    if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, str)):
+        return node.value
+    if isinstance(node, ast.Name) and isinstance(known.get(node.id), str):
+        return known[node.id]
+    if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or):
+        for value in node.values:
+            found = _path_expr(value, known)
+            if found:
+                return found
+        return None
+    if isinstance(node, ast.Call) and not node.keywords:
+        name = ast.unparse(node.func)
+        args = [_path_expr(arg, known) for arg in node.args]
+        if name in ("os.environ.get", "os.getenv") and 1 <= len(args) <= 2:
+            return os.environ.get(args[0], args[1] if len(args) == 2 else None)
+        if name == "os.path.join" and args and all(isinstance(a, str) for a in args):
+            return os.path.join(*args)
+        if name == "os.path.expanduser" and len(args) == 1 and isinstance(args[0], str):
+            return os.path.expanduser(args[0])
+    raise ValueError("not a plain path expression")
+
+
+def cache_dir_expression(path: str) -> str | None:
+    """prepare.py's ``CACHE_DIR`` when it is a computed path (the CPU target's
+    ``os.environ.get("AUTORESEARCH_CACHE_DIR") or os.path.join(...)``), else None."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            tree = ast.parse(handle.read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    known: dict = {}
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 \
+                and isinstance(stmt.targets[0], ast.Name):
+            try:
+                known[stmt.targets[0].id] = _path_expr(stmt.value, known)
+            except (ValueError, TypeError):
+                known.pop(stmt.targets[0].id, None)
+    found = known.get("CACHE_DIR")
+    return found if isinstance(found, str) and found else None
 
 
 MAX_CACHE_FILES = 10000
@@ -197,15 +244,20 @@ def _walk(top: str) -> list[str]:
     return found[:MAX_CACHE_FILES]
 
 
+def cache_entries(cache: str, val_shard: str) -> tuple[list[str], str]:
+    """The cache files the evaluator reads, and the layout they were found by."""
+    entries = _walk(os.path.join(cache, "tokenizer")) + [os.path.join(cache, "data", val_shard)]
+    if not any(os.path.exists(path) for path in entries) and os.path.isdir(cache):
+        return _walk(cache), "all files"
+    return entries, "upstream"
+
+
 def cache_fingerprint(cache: str, val_shard: str) -> dict:
     """name + size + mtime of tokenizer/* and data/<val_shard>, hashed (see module doc).
 
     A cache with neither (a fork with its own layout) is fingerprinted by every file in it
     (at most MAX_CACHE_FILES), stat only."""
-    entries = _walk(os.path.join(cache, "tokenizer")) + [os.path.join(cache, "data", val_shard)]
-    layout = "upstream"
-    if not any(os.path.exists(path) for path in entries) and os.path.isdir(cache):
-        entries, layout = _walk(cache), "all files"
+    entries, layout = cache_entries(cache, val_shard)
     digest = hashlib.sha256()
     present = 0
     for path in entries:
@@ -232,15 +284,15 @@ def gpu_name() -> str:
     return ", ".join(names) if done.returncode == 0 and names else "none"
 
 
-def facts(repo: str) -> dict:
-    """The verified facts of the repo as it is now."""
+def facts(repo: str, gpu: bool = True) -> dict:
+    """The verified facts of the repo as it is now (``gpu=False``: the GPU is not asked)."""
     constants = module_constants(os.path.join(repo, "prepare.py"))
     cache, shard = cache_location(repo)
     return {
         "files": {name: sha256_file(os.path.join(repo, name)) for name in FROZEN_FILES},
         "constants": {name: constants.get(name) for name in CONSTANTS},
         "data_cache": cache_fingerprint(cache, shard),
-        "gpu": gpu_name(),
+        "gpu": gpu_name() if gpu else None,
     }
 
 
@@ -367,6 +419,7 @@ def freeze(repo: str, new: bool = False, metric: str = "val_bpb",
         }
         data.update(facts(repo))
         data.update(attest_facts(repo))
+        data.update(integrity_facts(repo))
         _write(repo, data)
         return data
 
@@ -382,12 +435,13 @@ def update(repo: str, **fields) -> dict:
         return data
 
 
-def verify(repo: str, data: dict | None = None) -> list[str]:
-    """What changed since the freeze, one short phrase each; [] when nothing did."""
+def verify(repo: str, data: dict | None = None, gpu: bool = True) -> list[str]:
+    """What changed since the freeze, one short phrase each; [] when nothing did.
+    ``gpu=False`` leaves the GPU out (``run_changes``)."""
     data = load(repo) if data is None else data
     if data is None:
         return ["no session frozen"]
-    now = facts(repo)
+    now = facts(repo, gpu=gpu)
     changes = []
     for name, digest in data.get("files", {}).items():
         current = now["files"].get(name, sha256_file(os.path.join(repo, name)))
@@ -401,18 +455,69 @@ def verify(repo: str, data: dict | None = None) -> list[str]:
     frozen_cache = data.get("data_cache", {})
     if frozen_cache.get("dir") != now["data_cache"]["dir"]:
         changes.append(f"data cache moved {frozen_cache.get('dir')} -> {now['data_cache']['dir']}")
-    elif frozen_cache.get("fingerprint") != now["data_cache"]["fingerprint"]:
+    elif frozen_cache.get("fingerprint") != now["data_cache"]["fingerprint"] \
+            and "data_integrity" not in data:  # else named file by file (integrity_changes)
         changes.append(f"data cache changed (tokenizer or {frozen_cache.get('val_shard')})")
-    if data.get("gpu") != now["gpu"]:
+    changes += integrity_changes(repo, data, already_cache=any(
+        c.startswith("data cache moved") for c in changes))
+    if gpu and data.get("gpu") != now["gpu"]:
         changes.append(f"GPU {data.get('gpu')} -> {now['gpu']}")
     branch = git(repo, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
     if data.get("branch") and branch != data["branch"]:
         changes.append(f"branch {data['branch']} -> {branch or '(detached)'}")
     base = data.get("base_commit", "")
-    if base and subprocess.run(["git", "-C", repo, "merge-base", "--is-ancestor", base, "HEAD"],
-                               capture_output=True).returncode != 0:
+    if base and not gitx.ok(repo, "merge-base", "--is-ancestor", base, "HEAD"):
         changes.append(f"base commit {base[:7]} is no longer below HEAD")
     return changes
+
+
+def integrity_facts(repo: str) -> dict:
+    """The freeze's ``environment`` and ``data_integrity`` keys (arcore.fingerprint)."""
+    cache, shard = cache_location(repo)
+    return {"environment": fingerprint.environment(repo),
+            "data_integrity": fingerprint.data_integrity(cache, cache_entries(cache, shard)[0])}
+
+
+def integrity_changes(repo: str, data: dict, already_cache: bool = False) -> list[str]:
+    """What changed in the environment and in the cache files' stat/content since the freeze
+    (a manifest frozen before these keys existed is not checked for them). ``already_cache``:
+    the data cache is already named (its size/mtime fingerprint), so its files are not."""
+    changes = []
+    if "environment" in data:
+        changes += fingerprint.environment_changes(data["environment"],
+                                                   fingerprint.environment(repo))
+    if "data_integrity" in data and not already_cache:
+        cache, shard = cache_location(repo)
+        refreshed: dict = {}
+        found = fingerprint.data_changes(data["data_integrity"], cache,
+                                         cache_entries(cache, shard)[0], refreshed)
+        if refreshed and not found and os.path.exists(manifest_path(repo)):
+            # same content, new stat (a restore, a chmod): record it, hash it no more
+            kept = dict(data["data_integrity"])
+            kept["files"] = dict(kept.get("files", {}), **refreshed)
+            data["data_integrity"] = update(repo, data_integrity=kept)["data_integrity"]
+        changes += found
+    return changes
+
+
+def adopt_new_venv(repo: str, data: dict) -> bool:
+    """After the run that froze the session: a venv its ``uv run`` created (the freeze found
+    none) becomes the target's environment. True when recorded (``data`` updated)."""
+    env = data.get("environment")
+    if env is None or env.get("venv"):
+        return False
+    now = fingerprint.environment(repo)
+    if not now["venv"]:
+        return False
+    data["environment"] = update(repo, environment=now)["environment"]
+    return True
+
+
+def run_changes(repo: str, data: dict) -> list[str]:
+    """What a run changed of the frozen harness (files, constants, the data cache, the
+    environment): ``verify`` without the GPU, the branch and the base commit, which the
+    judge checks its own way."""
+    return verify(repo, dict(data, branch="", base_commit=""), gpu=False)
 
 
 def verify_message(changes: list[str]) -> str:

@@ -34,7 +34,7 @@ import shutil
 import subprocess
 import sys
 
-from arcore import hardware, ledger, presets, repeats, runlog, session, uvenv
+from arcore import gitx, hardware, ledger, presets, repeats, runlog, session, uvenv
 
 DEFAULT_URL = "https://github.com/karpathy/autoresearch.git"
 SCRIPTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -164,7 +164,7 @@ def sh(argv: list[str], cwd: str | None = None, capture: bool = False) -> subpro
 
 
 def git(repo: str, *args: str, check: bool = True) -> str:
-    done = sh(["git", "-C", repo, *args], capture=True)
+    done = sh(gitx.argv(repo, *args), capture=True)
     if check and done.returncode != 0:
         raise Stop(1, f"git {' '.join(args)} failed: {done.stderr.strip()}")
     return done.stdout.strip() if done.returncode == 0 else ""
@@ -208,7 +208,7 @@ def ensure_clone(opts: dict) -> str:
                       "clone or to a new directory")
     source = opts["source"] or opts["repo_url"] or DEFAULT_URL
     log(f"cloning {source} into {target}")
-    if sh(["git", "clone", "--quiet", source, target]).returncode != 0:
+    if sh(gitx.argv(None, "clone", "--quiet", source, target)).returncode != 0:
         raise Stop(1, f"git clone {source} failed (offline? pass --from DIR with a local mirror)")
     if not hardware.is_clone(target):
         raise Stop(1, f"{source} has no prepare.py and train.py: not an autoresearch repository")
@@ -216,7 +216,7 @@ def ensure_clone(opts: dict) -> str:
 
 
 def check_clean(repo: str) -> None:
-    dirty = sh(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
+    dirty = sh(gitx.argv(repo, "status", "--porcelain", "--untracked-files=no"),
                capture=True).stdout
     if dirty.strip():
         files = ", ".join(line[3:] for line in dirty.splitlines()[:5])

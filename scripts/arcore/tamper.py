@@ -31,6 +31,8 @@ import re
 import subprocess
 import sys
 
+from arcore import gitx
+
 ALLOWED_FILES = ("train.py",)
 PROTECTED_FUNCS = ("evaluate_bpb",)
 PROTECTED_CONSTS = ("TIME_BUDGET", "EVAL_TOKENS")
@@ -202,7 +204,7 @@ def new_findings(base_source: str | None, head_source: str) -> list[tuple[int, s
 
 
 def _git(repo: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True)
+    return gitx.run(repo, *args)
 
 
 def changed_files(repo: str, base: str, head: str = "HEAD") -> list[str]:

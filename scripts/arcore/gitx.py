@@ -1,0 +1,160 @@
+"""The harness's own git: every git command of the core goes through here.
+
+A repository can make git run code: hooks (``.git/hooks/*``, ``core.hooksPath``), an
+fsmonitor (``core.fsmonitor``), clean/smudge/process filters and diff drivers named by
+``.gitattributes`` (``filter.<driver>.*``, ``diff.<driver>.textconv``/``.command``,
+``diff.external``), a pager. A proposer or a candidate that wrote any of them would get its
+code run inside the harness's ``update-ref``/``reset``/``status`` (a ``reference-transaction``
+hook that appends a ghost best row). So every command here runs as::
+
+    git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.pager=cat
+        -c diff.external= -c commit.gpgsign=false [neutralized drivers] -C REPO ARGS
+
+- hooks: git looks for ``/dev/null/<hook>``, which never exists, so no hook runs (git 2.9+);
+- filters: the names of every ``filter.*`` driver the repository's config defines (all
+  scopes, read with ``git config --get-regexp``, which runs nothing) are overridden with
+  empty commands (git skips an empty filter command; ``filter.<x>.required=false`` makes the
+  content pass through), for the commands that can run them (``FILTERING``);
+- diff drivers: diff-like commands (``DIFFING``) always get ``--no-ext-diff --no-textconv``
+  (an emptied textconv would make git fail instead of skip it);
+- environment: ``GIT_EXTERNAL_DIFF``, ``GIT_PAGER`` and the like are dropped,
+  ``GIT_TERMINAL_PROMPT=0``, ``GIT_ATTR_NOSYSTEM=1`` (a system-wide attributes file adds
+  nothing a session needs). The user's system and global config are otherwise read as usual
+  (``safe.directory``, identity): ``GIT_CONFIG_NOSYSTEM`` is not set, because a driver
+  defined there is neutralized like any other.
+
+``index_flags(repo)`` lists index entries with skip-worktree or assume-unchanged set: with
+either, git (and the lint, which reads the committed file) no longer sees the file Python runs,
+so the experiment refuses them (exit 4, see ``flag_message``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+BASE = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "core.pager=cat",
+        "-c", "diff.external=", "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false",
+        "-c", "core.sshCommand=ssh", "-c", "submodule.recurse=false")
+# Commands that can run a filter or a diff driver (checkout/convert paths, diffs).
+FILTERING = frozenset({"add", "am", "apply", "blame", "cat-file", "checkout", "checkout-index",
+                       "cherry-pick", "clone", "commit", "diff", "diff-files", "diff-index",
+                       "diff-tree", "format-patch", "grep", "merge", "read-tree",
+                       "reset", "restore", "revert", "show", "stash", "status", "switch",
+                       "worktree", "update-index"})
+# Commands that could run a textconv or an external diff: they get --no-ext-diff --no-textconv.
+DIFFING = frozenset({"diff", "diff-files", "diff-index", "diff-tree", "log", "show"})
+DROP_ENV = ("GIT_EXTERNAL_DIFF", "GIT_PAGER", "PAGER", "GIT_EDITOR", "GIT_SSH",
+            "GIT_SSH_COMMAND", "GIT_ASKPASS", "SSH_ASKPASS", "GIT_TRACE")
+
+
+class GitError(RuntimeError):
+    def __init__(self, args, returncode: int, stderr: str):
+        super().__init__(f"git {' '.join(args)} failed: {stderr.strip()[:300]}")
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+def env(base: dict | None = None) -> dict:
+    """The environment for the harness's git commands."""
+    out = dict(os.environ if base is None else base)
+    for name in DROP_ENV:
+        out.pop(name, None)
+    out["GIT_TERMINAL_PROMPT"] = "0"
+    out["GIT_ATTR_NOSYSTEM"] = "1"
+    return out
+
+
+def _config_plain(repo: str | None, pattern: str) -> list[str]:
+    argv = ["git", *BASE]
+    if repo:
+        argv += ["-C", repo]
+    argv += ["config", "-z", "--name-only", "--get-regexp", pattern]
+    done = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, env=env())
+    if done.returncode != 0:
+        return []
+    return [name for name in done.stdout.decode("utf-8", "replace").split("\0") if name]
+
+
+def driver_overrides(repo: str | None) -> list[str]:
+    """``-c`` pairs that empty every filter driver the config defines (git skips an empty
+    filter command; ``required=false`` lets the content pass through unchanged)."""
+    out: list[str] = []
+    seen = set()
+    for name in _config_plain(repo, r"^filter\..+\."):
+        driver = name.partition(".")[2].rpartition(".")[0]
+        if driver and driver not in seen:
+            seen.add(driver)
+            out += ["-c", f"filter.{driver}.clean=", "-c", f"filter.{driver}.smudge=",
+                    "-c", f"filter.{driver}.process=", "-c", f"filter.{driver}.required=false"]
+    return out
+
+
+def argv(repo: str | None, *args: str) -> list[str]:
+    """The full command line for ``git ARGS`` in ``repo`` (None: no ``-C``). ``ARGS`` may
+    start with ``-c NAME=VALUE`` pairs (a commit identity) before the subcommand."""
+    at = 0
+    while at + 1 < len(args) and args[at] in ("-c", "--work-tree", "--git-dir"):
+        at += 2
+    command = args[at] if at < len(args) else ""
+    words = ["git", *BASE]
+    if command in FILTERING:
+        words += driver_overrides(repo)
+    if repo:
+        words += ["-C", repo]
+    if command in DIFFING:
+        return [*words, *args[:at + 1], "--no-ext-diff", "--no-textconv", *args[at + 1:]]
+    return [*words, *args]
+
+
+def run(repo: str | None, *args: str, text: bool = True, input=None,
+        extra_env: dict | None = None, cwd: str | None = None) -> subprocess.CompletedProcess:
+    """Runs git (stdin /dev/null unless ``input``), output captured."""
+    environment = env()
+    if extra_env:
+        environment.update(extra_env)
+    kwargs = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
+    return subprocess.run(argv(repo, *args), capture_output=True, text=text, env=environment,
+                          cwd=cwd, **kwargs)
+
+
+def out(repo: str | None, *args: str, check: bool = True) -> str:
+    """stdout, stripped; raises GitError on failure when ``check``, else ''."""
+    done = run(repo, *args)
+    if done.returncode != 0:
+        if check:
+            raise GitError(args, done.returncode, done.stderr)
+        return ""
+    return done.stdout.strip()
+
+
+def ok(repo: str | None, *args: str) -> bool:
+    return run(repo, *args).returncode == 0
+
+
+# ---------------------------------------------------------------------------
+# Index flags that hide a file from git
+# ---------------------------------------------------------------------------
+
+
+def index_flags(repo: str) -> list[tuple[str, str]]:
+    """(path, 'skip-worktree' | 'assume-unchanged') for each flagged index entry."""
+    done = run(repo, "ls-files", "-v", "-z", text=False)
+    found = []
+    for entry in done.stdout.split(b"\0"):
+        if len(entry) < 3:
+            continue
+        tag, path = entry[:1].decode("ascii", "replace"), entry[2:].decode("utf-8", "replace")
+        if tag in ("S", "s"):
+            found.append((path, "skip-worktree"))
+        elif tag.islower():
+            found.append((path, "assume-unchanged"))
+    return found
+
+
+def flag_message(flags: list[tuple[str, str]]) -> str:
+    path, what = flags[0]
+    option = "--no-skip-worktree" if what == "skip-worktree" else "--no-assume-unchanged"
+    more = f" (and {len(flags) - 1} more)" if len(flags) > 1 else ""
+    return (f"{path} is marked {what} in the index{more}: git no longer compares it with the "
+            f"file Python would run; clear it: git update-index {option} -- {path}")
