@@ -554,7 +554,8 @@ def check_seal(repo: str, ledger_path: str) -> None:
     kept = f"; the changed copy is kept as {os.path.relpath(aside, repo)}" if aside else ""
     raise Stop(EXIT_HARNESS, f"{problem}{kept}: put the harness's back with "
                f"cp .autoresearch/{ledger.SEALED_COPY} {LEDGER}, or accept the change with "
-               f"PYTHONPATH={scripts} python3 -m arcore ledger seal {LEDGER}")
+               f"PYTHONPATH={scripts} python3 -m arcore ledger seal {LEDGER}, or "
+               + session.NEW_TRACK.removeprefix("to compare on the new harness, "))
 
 
 def judged_row(rows: list[dict], head: str) -> dict | None:
