@@ -746,7 +746,7 @@ def test_a_loop_started_below_the_top_of_the_repo_exits_two_and_writes_nothing(t
     assert git(target, "status", "--porcelain", "--untracked-files=all") == ""
 
 
-def test_a_file_the_user_creates_while_the_proposer_runs_is_moved_aside_not_deleted(target,
+def test_a_file_the_user_creates_while_the_proposer_runs_stays_where_the_user_put_it(target,
                                                                                      env):
     assert run_loop(target, env, "--propose", "fake-agent", "--max", "0").returncode == 0
     agent = Path(env["FAKE_AGENT_DIR"])
@@ -759,10 +759,9 @@ def test_a_file_the_user_creates_while_the_proposer_runs_is_moved_aside_not_dele
     (agent / "release").write_text("")
     _, err = collect(proc)
     assert proc.returncode == 0, err
-    assert not (target / "notes").exists()
-    kept = list((target / ".autoresearch" / "removed").glob("*/notes/ideas.txt"))
-    assert [p.read_text() for p in kept] == ["my precious notes\n"]
-    assert ".autoresearch/removed/" in err
+    assert (target / "notes" / "ideas.txt").read_text() == "my precious notes\n"
+    assert not (target / ".autoresearch" / "removed").exists()
+    assert statuses(target) == ["keep", "keep"]
 
 
 def test_a_row_the_loop_cannot_write_fails_in_one_line_and_a_restart_writes_it_once(

@@ -50,9 +50,7 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import signal
-import stat
 import statistics
 import subprocess
 import sys
@@ -61,7 +59,13 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from arcore import ledger, session
+from arcore import ledger, proposals, session
+from arcore.gitops import (  # noqa: F401 (re-exported: arcore.parallel and tests use them)
+    DISCARDED, EDITABLE, KEEP_REMOVED_MAX, REJECTED, SAFE, UNJUDGED, WORKTREE, LoopError,
+    apply_patch, changed_files, commits_between, current_branch, default_branch, git, git_ok,
+    head, is_ancestor, keep_reachable, list_patches, log, next_patch, remove_new_files, restore,
+    revert_candidate,
+    save_worktree, short, subject, tracked_changes, untracked, validate_candidate)
 
 # ---------------------------------------------------------------------------
 # Constants
@@ -73,16 +77,8 @@ JOURNAL = f"{STATE_DIR}/loop.json"
 LOCK = f"{STATE_DIR}/loop.lock"
 CONTEXT = f"{STATE_DIR}/proposer-context.md"
 PROPOSER_LOG = f"{STATE_DIR}/proposer.log"
-LEDGER_BACKUP = f"{STATE_DIR}/results.before-propose.tsv"  # old place; now in the git dir
-GUARDED = ("session.json", "runs.jsonl")
-KEEP_REMOVED_MAX = 10 * 1024 * 1024  # new untracked files up to this size are moved aside
 LEDGER = "results.tsv"
-EDITABLE = ("train.py",)
 
-REJECTED = "refs/autoresearch/rejected/"
-DISCARDED = "refs/autoresearch/discarded/"
-UNJUDGED = "refs/autoresearch/unjudged/"
-WORKTREE = "refs/autoresearch/worktree/"
 
 TOKEN_ENV = "AUTORESEARCH_LOOP_TOKEN"
 PAUSE_ENV = "AUTORESEARCH_LOOP_PAUSE"       # test hook: PHASE or PHASE:N
@@ -94,191 +90,6 @@ OK, FAILED, USAGE, HARNESS, UNSAFE, NOTHING, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 PACKAGE = Path(__file__).resolve().parent.parent.parent
 RUN_EXPERIMENT = PACKAGE / "scripts" / "run-experiment.sh"
 PROMPT_TEMPLATE = PACKAGE / "templates" / "proposer-prompt.md"
-
-
-class LoopError(Exception):
-    """A reason to stop the loop: ``code`` is the exit status, the message one stderr line."""
-
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-def log(message: str) -> None:
-    print(f"{NAME}: {message}", file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------
-# Git
-# ---------------------------------------------------------------------------
-
-
-def git(repo: str, *args: str, check: bool = True, env: dict | None = None) -> str:
-    """Run git in ``repo``; its stdout stripped of the final newline. Raises LoopError(1)."""
-    proc = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True,
-                          env=env, stdin=subprocess.DEVNULL)
-    if check and proc.returncode != 0:
-        detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-        raise LoopError(FAILED, f"git {' '.join(args[:3])} failed: {detail[-1] if detail else ''}")
-    return proc.stdout.rstrip("\n")
-
-
-def git_ok(repo: str, *args: str) -> bool:
-    return subprocess.run(["git", "-C", repo, *args], capture_output=True,
-                          stdin=subprocess.DEVNULL).returncode == 0
-
-
-def head(repo: str) -> str | None:
-    out = git(repo, "rev-parse", "--verify", "-q", "HEAD", check=False)
-    return out or None
-
-
-def current_branch(repo: str) -> str | None:
-    """The checked-out branch's short name, or None on a detached HEAD."""
-    out = git(repo, "symbolic-ref", "-q", "--short", "HEAD", check=False)
-    return out or None
-
-
-def default_branch(repo: str) -> str | None:
-    """origin's HEAD branch, else main or master when it exists."""
-    out = git(repo, "symbolic-ref", "-q", "--short", "refs/remotes/origin/HEAD", check=False)
-    if out:
-        return out.split("/", 1)[-1]
-    for name in ("main", "master"):
-        if git_ok(repo, "show-ref", "--verify", "-q", f"refs/heads/{name}"):
-            return name
-    return None
-
-
-def tracked_changes(repo: str) -> list[str]:
-    """Paths with staged or unstaged changes to tracked files."""
-    out = git(repo, "status", "--porcelain", "--untracked-files=no")
-    return [line[3:] for line in out.splitlines() if line.strip()]
-
-
-def untracked(repo: str) -> set[str]:
-    """Untracked, non-ignored files (the session's files are ignored via info/exclude)."""
-    out = git(repo, "ls-files", "--others", "--exclude-standard", "-z")
-    return {p for p in out.split("\0") if p}
-
-
-def commits_between(repo: str, base: str, tip: str) -> list[str]:
-    out = git(repo, "rev-list", "--reverse", f"{base}..{tip}")
-    return out.split()
-
-
-def changed_files(repo: str, base: str, tip: str) -> list[str]:
-    out = git(repo, "diff", "--name-only", "--no-renames", base, tip)
-    return [p for p in out.splitlines() if p]
-
-
-def is_ancestor(repo: str, older: str, newer: str) -> bool:
-    return git_ok(repo, "merge-base", "--is-ancestor", older, newer)
-
-
-def subject(repo: str, commit: str) -> str:
-    return git(repo, "log", "-1", "--format=%s", commit)
-
-
-def short(commit: str | None) -> str:
-    return (commit or "")[: ledger.SHORT]
-
-
-def keep_reachable(repo: str, prefix: str, commit: str) -> None:
-    git(repo, "update-ref", f"{prefix}{commit}", commit)
-
-
-def save_worktree(repo: str) -> str | None:
-    """Keep uncommitted tracked changes reachable (``git stash create``) before a reset."""
-    if not tracked_changes(repo):
-        return None
-    sha = git(repo, "stash", "create", "autoresearch: tree left by an interrupted step",
-              check=False)
-    if sha:
-        git(repo, "update-ref", f"{WORKTREE}{sha}", sha)
-        log(f"uncommitted changes to tracked files saved as {WORKTREE}{sha}; "
-            f"get them back with: git stash apply {short(sha)}")
-    return sha or None
-
-
-def remove_new_files(repo: str, before: set[str] | list[str] | None) -> list[str]:
-    """Take untracked files that were not there before out of the tree (and directories they
-    leave empty). ``before`` None means unknown: nothing is removed. A regular file up to
-    KEEP_REMOVED_MAX bytes is moved under .autoresearch/removed/<time>/ (it may be the user's,
-    made while the step ran); a bigger one (a checkpoint, a download) is deleted."""
-    if before is None:
-        return []
-    gone = sorted(untracked(repo) - set(before))
-    root = Path(repo).resolve()
-    aside = root / STATE_DIR / "removed" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    moved = []
-    for rel in gone:
-        path = root / rel
-        with contextlib.suppress(FileNotFoundError):
-            info = path.lstat()
-            if stat.S_ISREG(info.st_mode) and info.st_size <= KEEP_REMOVED_MAX:
-                (aside / rel).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, aside / rel)
-                moved.append(rel)
-            else:
-                path.unlink()
-        parent = path.parent
-        while parent != root and root in parent.parents:
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-            parent = parent.parent
-    if moved:
-        log(f"moved {len(moved)} new untracked file(s) out of the tree into "
-            f"{aside.relative_to(root)}/ ({', '.join(moved[:3])}{' ...' if len(moved) > 3 else ''})")
-    return gone
-
-
-def restore(repo: str, branch: str, base: str, before: set[str] | list[str] | None,
-            prefix: str = REJECTED, rewritten: bool = False) -> list[str]:
-    """Put ``branch`` back at ``base`` with a clean tree: the state before a step began.
-
-    Commits between base and the old tip stay reachable under ``prefix``; uncommitted tracked
-    changes under WORKTREE; only untracked files absent from ``before`` are removed. The reset
-    happens only when the old tip descends from ``base`` (a user's rewrite is never undone),
-    or with ``rewritten`` (the loop watched the step: a rewrite is the proposer's, and the
-    kept commit it dropped goes back on the branch). Returns the removed files.
-    """
-    if current_branch(repo) != branch:
-        save_worktree(repo)
-        git(repo, "checkout", "-q", "-f", branch)
-    tip = head(repo)
-    if tip and tip != base and (rewritten or is_ancestor(repo, base, tip)):
-        for commit in commits_between(repo, base, tip):
-            keep_reachable(repo, prefix, commit)
-        save_worktree(repo)
-        # a file that was untracked before and got committed would vanish with the reset
-        kept = {}
-        for rel in before or ():
-            path = Path(repo) / rel
-            if path.is_file() and git_ok(repo, "cat-file", "-e", f"{tip}:{rel}"):
-                kept[rel] = path.read_bytes()
-        git(repo, "reset", "-q", "--hard", base)
-        for rel, data in kept.items():
-            path = Path(repo) / rel
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-    elif tracked_changes(repo):
-        save_worktree(repo)
-        git(repo, "reset", "-q", "--hard", "HEAD")
-    return remove_new_files(repo, before)
-
-
-def revert_candidate(repo: str, base: str, candidate: str, prefix: str) -> bool:
-    """Reset HEAD from ``candidate`` back to ``base`` iff HEAD is exactly the candidate."""
-    if candidate == base or head(repo) != candidate:
-        return False
-    keep_reachable(repo, prefix, candidate)
-    save_worktree(repo)
-    git(repo, "reset", "-q", "--hard", base)
-    return True
 
 
 # ---------------------------------------------------------------------------
@@ -368,102 +179,6 @@ def args_key(opts: argparse.Namespace) -> str:
     return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-# ---------------------------------------------------------------------------
-# Proposer validation
-# ---------------------------------------------------------------------------
-
-
-def validate_candidate(repo: str, branch: str, base: str, before: set[str] | list[str],
-                       exit_code: int | None = 0, timed_out: bool = False,
-                       timeout: float | None = None, editable: tuple = EDITABLE,
-                       who: str = "proposer") -> tuple[str | None, str]:
-    """Check what a proposer (or a queue patch) left: exactly one new commit on top of
-    ``base`` changing only ``editable`` files, a clean tree, no new untracked files.
-
-    Returns (reason, commit): reason None when the candidate is good; commit is the candidate
-    (or, for a rejection, the commit a crash row names: the offending tip, else the base).
-    """
-    if current_branch(repo) != branch:
-        return f"{who} left branch {branch}", base
-    tip = head(repo) or base
-    named = tip if tip != base else base
-    if timed_out:
-        return f"{who} timed out after {timeout:g}s" if timeout else f"{who} timed out", named
-    if exit_code not in (0, None):
-        return f"{who} exited with status {exit_code}", named
-    if tip != base and not is_ancestor(repo, base, tip):
-        return f"{who} rewrote history below the last kept commit {short(base)}", named
-    commits = commits_between(repo, base, tip)
-    if not commits:
-        return f"{who} made no commit", base
-    if len(commits) > 1:
-        return f"{who} made {len(commits)} commits (exactly one is allowed)", tip
-    dirty = tracked_changes(repo)
-    if dirty:
-        return f"{who} left uncommitted changes: {', '.join(dirty[:3])}", tip
-    new = sorted(untracked(repo) - set(before))
-    if new:
-        more = " ..." if len(new) > 3 else ""
-        return f"{who} left untracked files: {', '.join(new[:3])}{more}", tip
-    files = changed_files(repo, base, tip)
-    others = [f for f in files if f not in editable]
-    if others:
-        return f"{who} changed {', '.join(others[:3])} (only {', '.join(editable)} may change)", tip
-    if not files:
-        return f"{who}'s commit changes nothing", tip
-    return None, tip
-
-
-# ---------------------------------------------------------------------------
-# Queue mode
-# ---------------------------------------------------------------------------
-
-
-def list_patches(directory: str) -> list[Path]:
-    """The queue's patch files in name order (hidden files and directories skipped)."""
-    root = Path(directory)
-    return sorted((p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")),
-                  key=lambda p: p.name)
-
-
-def next_patch(directory: str, done: list[str] | set[str]) -> Path | None:
-    finished = set(done)
-    for patch in list_patches(directory):
-        if patch.name not in finished:
-            return patch
-    return None
-
-
-def _is_mail(patch: Path) -> bool:
-    with open(patch, "rb") as handle:
-        head_bytes = handle.read(4096)
-    return head_bytes.startswith(b"From ") or b"\nSubject:" in head_bytes \
-        or head_bytes.startswith(b"Subject:")
-
-
-def apply_patch(repo: str, patch: Path) -> str | None:
-    """Commit ``patch`` on HEAD: ``git am`` for a mail patch (format-patch), else ``git apply``
-    plus a commit named after the file. Returns None, or why it did not apply."""
-    if _is_mail(patch):
-        proc = subprocess.run(["git", "-C", repo, "am", "--quiet", "--no-3way", str(patch)],
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        if proc.returncode != 0:
-            subprocess.run(["git", "-C", repo, "am", "--abort"], capture_output=True,
-                           stdin=subprocess.DEVNULL)
-            lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-            return f"patch {patch.name} does not apply: {lines[0] if lines else 'git am failed'}"
-        return None
-    proc = subprocess.run(["git", "-C", repo, "apply", "--index", str(patch)],
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
-        return f"patch {patch.name} does not apply: {lines[0] if lines else 'git apply failed'}"
-    proc = subprocess.run(["git", "-C", repo, "commit", "-q", "-m", patch.stem],
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-        return f"patch {patch.name}: commit failed: {lines[-1] if lines else ''}"
-    return None
 
 
 # ---------------------------------------------------------------------------
@@ -725,7 +440,7 @@ class Loop:
             if patch not in done:
                 done.append(patch)
         for key in ("candidate", "child", "patch", "reject", "untracked_before", "kind",
-                    "confirm", "desc", "ledger_sha"):
+                    "confirm", "desc", "ledger_sha", "clone"):
             self.state.pop(key, None)
         self.state.update(facts)
         self.state["phase"] = "idle"
@@ -774,9 +489,10 @@ class Loop:
 
     # -- children --------------------------------------------------------------
 
-    def spawn(self, argv: list[str], kind: str, env: dict, stdout, stderr) -> subprocess.Popen:
+    def spawn(self, argv: list[str], kind: str, env: dict, stdout, stderr,
+              cwd: str | None = None) -> subprocess.Popen:
         env = {**env, TOKEN_ENV: self.state["token"]}
-        proc = subprocess.Popen(argv, cwd=self.repo, env=env, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(argv, cwd=cwd or self.repo, env=env, stdin=subprocess.DEVNULL,
                                 stdout=stdout, stderr=stderr, start_new_session=True,
                                 text=True)
         proc.kind = kind  # type: ignore[attr-defined]
@@ -910,6 +626,7 @@ class Loop:
         stale = kill_stale(st, float(self.opts.grace or 10))
         if stale:
             log(f"killed {len(stale)} process(es) left by the previous loop")
+        proposals.sweep(self.repo)
         phase = st.get("phase", "idle")
         if phase == "idle":
             return
@@ -920,9 +637,20 @@ class Loop:
             return
         log(f"resuming: the previous loop stopped while {phase}")
         if phase in ("proposing", "applying"):
-            restore(self.repo, self.branch, base, st.get("untracked_before"))
-            self._restore_ledger()
+            if st.get("clone"):  # the proposal's clone: the user's tree was never touched
+                proposals.drop(st["clone"])
+            else:  # a journal of a loop that proposed in the tree itself
+                restore(self.repo, self.branch, base, st.get("untracked_before"))
             self.idle(counted=False)
+        elif phase == "taking":
+            cand = st.get("candidate")
+            if cand and head(self.repo) == cand:
+                pending = {"candidate": cand, "kind": "candidate", "patch": st.get("patch"),
+                           "base": base, "desc": None}
+                self.idle(counted=False, pending=pending)
+                log(f"the unjudged experiment {short(cand)} will run")
+            else:
+                self.idle(counted=False)
         elif phase == "rejecting":
             self.finish_reject()
         elif phase == "running" and st.get("kind") == "rerun" and st.get("confirm"):
@@ -952,15 +680,17 @@ class Loop:
 
     # -- rejection: restore + a crash row -------------------------------------
 
-    def reject(self, reason: str, commit: str) -> None:
-        self.phase("rejecting", reject={"reason": reason, "commit": commit},
+    def reject(self, reason: str, commit: str, in_clone: bool = False) -> None:
+        self.phase("rejecting", reject={"reason": reason, "commit": commit, "clone": in_clone},
                    rows_before=row_count(self.repo))
         self.finish_reject()
 
     def finish_reject(self) -> None:
         st = self.state
         reject = st.get("reject") or {}
-        restore(self.repo, self.branch, st["base"], st.get("untracked_before"), rewritten=True)
+        if not reject.get("clone"):  # a candidate rejected at HEAD (already judged): restore
+            restore(self.repo, self.branch, st["base"], st.get("untracked_before"),
+                    rewritten=True)
         self._hook("appending")
         if row_count(self.repo) <= int(st.get("rows_before", 0)):
             desc = self.describe(reject.get("reason", "proposal rejected"))
@@ -980,54 +710,6 @@ class Loop:
     def describe(self, text: str) -> str:
         prefix = (self.opts.desc or "").strip()
         return f"{prefix}: {text}" if prefix else text
-
-    def _backup_dir(self) -> Path:
-        """Inside the git dir: a proposer's `git clean -fdx` cannot reach the backups."""
-        path = Path(git(self.repo, "rev-parse", "--git-path", "autoresearch/before-propose"))
-        return path if path.is_absolute() else Path(self.repo) / path
-
-    def _backup_ledger(self) -> None:
-        src = Path(self.ledger_path)
-        backups = self._backup_dir()
-        backups.mkdir(parents=True, exist_ok=True)
-        (Path(self.repo) / LEDGER_BACKUP).unlink(missing_ok=True)  # the old place
-        dst = backups / LEDGER
-        if src.exists():
-            shutil.copyfile(src, dst)
-            self.state["ledger_sha"] = hashlib.sha256(src.read_bytes()).hexdigest()
-        else:
-            dst.unlink(missing_ok=True)
-            self.state["ledger_sha"] = None
-        for name in GUARDED:  # the freeze and the run records: never the proposer's either
-            here = Path(self.repo) / STATE_DIR / name
-            if here.exists():
-                shutil.copyfile(here, backups / name)
-            else:
-                (backups / name).unlink(missing_ok=True)
-
-    def _restore_ledger(self) -> bool:
-        """Undo a proposer's edit of results.tsv (rows are never the proposer's to write),
-        and of the session's freeze and run records. True when results.tsv was touched."""
-        want = self.state.get("ledger_sha", "unset")
-        if want == "unset":
-            return False
-        backups = self._backup_dir()
-        for name in GUARDED:
-            saved, here = backups / name, Path(self.repo) / STATE_DIR / name
-            if saved.exists() and (not here.exists() or here.read_bytes() != saved.read_bytes()):
-                here.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(saved, here)
-                log(f"restored {STATE_DIR}/{name}, which the proposer changed or deleted")
-        src = Path(self.ledger_path)
-        have = hashlib.sha256(src.read_bytes()).hexdigest() if src.exists() else None
-        if have == want:
-            return False
-        backup = backups / LEDGER
-        if want is None:
-            src.unlink(missing_ok=True)
-        elif backup.exists():
-            shutil.copyfile(backup, src)
-        return True
 
     def elapsed(self) -> float:
         return time.time() - float(self.state.get("started", time.time()))
@@ -1148,27 +830,33 @@ class Loop:
 
     # -- candidates ------------------------------------------------------------
 
-    def propose(self) -> str | None:
-        """Run the proposer; returns the candidate commit or None (rejected, row written)."""
+    def proposer_context(self, base: str, n: int) -> tuple[dict, str]:
+        """The facts and the rendered prompt for proposal ``n`` on ``base`` (also written to
+        .autoresearch/proposer-context.md for the user to read)."""
         o, repo = self.opts, self.repo
-        base = head(repo)
-        rows = track_rows(repo)
-        n = int(self.state.get("done", 0)) + 1
-        facts = context_facts(repo, rows, base, n, o.plateau, o.metric or "val_bpb",
+        facts = context_facts(repo, track_rows(repo), base, n, o.plateau, o.metric or "val_bpb",
                               o.higher_is_better)
         template_path = Path(o.prompt) if o.prompt else PROMPT_TEMPLATE
         template = template_path.read_text(encoding="utf-8") if template_path.exists() else \
             "Improve {{metric}} ({{direction}} is better) by editing train.py; commit once.\n"
+        text = render_prompt(template, facts)
         context = Path(repo) / CONTEXT
         context.parent.mkdir(parents=True, exist_ok=True)
-        context.write_text(render_prompt(template, facts), encoding="utf-8")
-        before = sorted(untracked(repo))
-        self._backup_ledger()
-        self.phase("proposing", base=base, untracked_before=before, candidate=None)
-        env = {**os.environ,
-               "AUTORESEARCH_CONTEXT": str(context), "AUTORESEARCH_REPO": repo,
+        context.write_text(text, encoding="utf-8")
+        return facts, text
+
+    def propose(self) -> str | None:
+        """Run the proposer in a fresh clone; returns the candidate commit (now HEAD) or None
+        (rejected, row written; or dropped because the branch moved meanwhile)."""
+        o, repo = self.opts, self.repo
+        base = head(repo)
+        n = int(self.state.get("done", 0)) + 1
+        facts, text = self.proposer_context(base, n)
+        clone = proposals.open_clone(repo, self.branch, base, text, self.ledger_path)
+        self.phase("proposing", base=base, clone=clone.path, candidate=None)
+        env = {**os.environ, **proposals.env(clone),
                "AUTORESEARCH_BASE": base, "AUTORESEARCH_BEST": str(facts["best"]),
-               "AUTORESEARCH_ITERATION": str(n), "AUTORESEARCH_LEDGER": self.ledger_path,
+               "AUTORESEARCH_ITERATION": str(n),
                "AUTORESEARCH_PLATEAU": "1" if facts["plateau"] else "0",
                "AUTORESEARCH_METRIC": facts["metric"],
                "AUTORESEARCH_DIRECTION": facts["direction"]}
@@ -1179,44 +867,60 @@ class Loop:
             out.write(f"\n=== proposal {n} on {short(base)} at "
                       f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ===\n")
             out.flush()
-            proc = self.spawn(["bash", "-c", o.propose], "proposer", env, out, out)
+            proc = self.spawn(["bash", "-c", o.propose], "proposer", env, out, out,
+                              cwd=clone.path)
             code, timed_out = self.wait(proc, o.propose_timeout)
         if self.stop:
-            restore(repo, self.branch, base, before, rewritten=True)
-            self._restore_ledger()
+            proposals.drop(clone)
             self.idle(counted=False)
             raise LoopError(INTERRUPTED, "stopped while proposing; the proposal was dropped")
-        ledger_touched = self._restore_ledger()
-        self.state.pop("ledger_sha", None)  # from here on, rows are the judge's to add
-        reason, commit = validate_candidate(repo, self.branch, base, before, code, timed_out,
-                                            o.propose_timeout)
-        if ledger_touched:  # the worst offence is named first
-            reason = "proposer modified results.tsv (restored)"
-        if reason:
-            self.reject(reason, commit)
-            return None
-        return commit
+        reason, commit = proposals.collect(clone, code, timed_out, o.propose_timeout)
+        return self.take(clone, reason, commit)
 
     def apply_next(self) -> str | None | bool:
-        """Queue mode: apply the next patch. False when the queue is empty, None when the
-        patch was rejected (row written), else the candidate commit."""
+        """Queue mode: apply the next patch in a fresh clone. False when the queue is empty,
+        None when the patch was rejected (row written), else the candidate commit."""
         patch = next_patch(self.opts.queue, self.queue_done())
         if patch is None:
             return False
         base = head(self.repo)
-        before = sorted(untracked(self.repo))
-        self.phase("applying", base=base, untracked_before=before, patch=patch.name,
-                   candidate=None)
-        problem = apply_patch(self.repo, patch)
-        if problem is None:
-            problem, commit = validate_candidate(self.repo, self.branch, base, before,
-                                                 who=f"patch {patch.name}")
-        else:
-            commit = base
-        if problem:
-            self.reject(problem, commit)
-            return None
-        return commit
+        clone = proposals.open_clone(self.repo, self.branch, base)
+        self.phase("applying", base=base, clone=clone.path, patch=patch.name, candidate=None)
+        reason, commit = proposals.apply(clone, patch, apply_patch)
+        return self.take(clone, reason, commit)
+
+    def take(self, clone: proposals.Clone, reason: str | None, commit: str) -> str | None:
+        """A proposal back from its clone: a rejection becomes a crash row (the user's tree is
+        not touched: nothing of the proposal is in it); a good one is put on the branch
+        (``git reset --keep``, only when HEAD is still its base and the tree is clean)."""
+        repo, base = self.repo, clone.base
+        try:
+            if reason:
+                if commit != base and git_ok(repo, "cat-file", "-e", f"{commit}^{{commit}}"):
+                    keep_reachable(repo, REJECTED, commit)
+                self.reject(reason, commit, in_clone=True)
+                return None
+            now = current_branch(repo)
+            if now != self.branch or dirty_problem(repo):
+                keep_reachable(repo, UNJUDGED, commit)
+                why = (f"the branch was switched to {now or 'a detached HEAD'}" if now !=
+                       self.branch else dirty_problem(repo))
+                self.idle(counted=False)
+                raise LoopError(UNSAFE, f"{why} while proposing; nothing was reset (the "
+                                        f"proposal is kept as {UNJUDGED}{short(commit)})")
+            if head(repo) != base:
+                keep_reachable(repo, UNJUDGED, commit)
+                log(f"the session branch moved while proposing (HEAD {short(head(repo))}, "
+                    f"base {short(base)}); proposal {short(commit)} dropped (kept as "
+                    f"{UNJUDGED}{short(commit)}), proposing again")
+                self.idle(counted=False)
+                return None
+            self.phase("taking", candidate=commit)
+            git(repo, "reset", "-q", "--keep", commit)
+            return commit
+        finally:
+            proposals.forget(repo, commit)
+            proposals.drop(clone)
 
     def candidate_round(self) -> bool:
         """One experiment. False when there is nothing left to do (an empty queue)."""
@@ -1484,6 +1188,8 @@ def main(argv: list[str]) -> int:
         log(f"internal error: {exc}; restart the same command to resume")
         code, status = FAILED, "failed"
     finally:
+        with contextlib.suppress(Exception):
+            proposals.sweep(repo)  # no clone outlives the loop
         for sig, old in handlers.items():
             signal.signal(sig, old)
     if loop.state.get("phase", "idle") != "idle":
