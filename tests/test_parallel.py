@@ -392,7 +392,7 @@ subprocess.run(["git", "commit", "-q", "-am", f"proposal {n} by {worker}"], chec
 '''
 
 
-def test_each_worker_proposes_in_its_own_worktree_told_what_the_others_try(target, tmp_path):
+def test_each_worker_proposes_in_its_own_clone_told_what_the_others_try(target, tmp_path):
     script = tmp_path / "proposer.py"
     script.write_text(PROPOSER)
     record = tmp_path / "proposals.txt"
@@ -402,7 +402,7 @@ def test_each_worker_proposes_in_its_own_worktree_told_what_the_others_try(targe
     lines = [line.split("|") for line in record.read_text().splitlines()]
     assert [(w, n) for w, n, *_ in lines] == [("w1", "1"), ("w2", "2"), ("w1", "3"), ("w2", "4")]
     for worker, _, cwd, _, told in lines:
-        assert cwd.endswith(f"{parallel.WORKTREES}/{worker}")
+        assert "/autoresearch-proposals-" in cwd and not cwd.startswith(str(target))
         assert told == "True"
     assert lines[0][3] == ""
     assert lines[1][3] == "w1: proposal 1 by w1"

@@ -871,6 +871,7 @@ class Loop:
                               cwd=clone.path)
             code, timed_out = self.wait(proc, o.propose_timeout)
         if self.stop:
+            proposals.salvage(clone, REJECTED)
             proposals.drop(clone)
             self.idle(counted=False)
             raise LoopError(INTERRUPTED, "stopped while proposing; the proposal was dropped")

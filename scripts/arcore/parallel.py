@@ -60,7 +60,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from arcore import ledger, loop, runner, session
+from arcore import ledger, loop, proposals, runner, session
 
 # ---------------------------------------------------------------------------
 # Constants
@@ -319,10 +319,10 @@ class Rounds:
         if self.stop:
             raise ParallelError(INTERRUPTED, f"stopped by {signal.Signals(self.stop).name}")
 
-    def spawn(self, w: Worker, argv: list[str], kind: str, env: dict, stdout, stderr
-              ) -> subprocess.Popen:
+    def spawn(self, w: Worker, argv: list[str], kind: str, env: dict, stdout, stderr,
+              cwd: str | None = None) -> subprocess.Popen:
         env = {**env, loop.TOKEN_ENV: self.state["token"]}
-        proc = subprocess.Popen(argv, cwd=w.path, env=env, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(argv, cwd=cwd or w.path, env=env, stdin=subprocess.DEVNULL,
                                 stdout=stdout, stderr=stderr, start_new_session=True)
         w.proc, w.kind = proc, kind
         if self.stop:
@@ -360,7 +360,8 @@ class Rounds:
     # -- candidates ------------------------------------------------------------
 
     def propose(self, w: Worker, base: str, others: list[str], n: int) -> tuple[str | None, str]:
-        """Run the proposer in the worker's worktree: (reason or None, commit)."""
+        """Run the proposer in a fresh clone at ``base``: (reason or None, commit); a good
+        commit is then checked out in the worker's worktree."""
         o = self.opts
         rows = self.track()
         facts = loop.context_facts(self.repo, rows, base, n, o.plateau, o.metric or "val_bpb",
@@ -375,25 +376,42 @@ class Rounds:
                  f"{others_text}\nPropose something different from them.\n")
         context = Path(self.repo) / ".autoresearch" / f"proposer-context-{w.id}.md"
         context.write_text(text, encoding="utf-8")
-        before = sorted(loop.untracked(w.path))
-        env = {**os.environ, "AUTORESEARCH_CONTEXT": str(context), "AUTORESEARCH_REPO": w.path,
+        clone = proposals.open_clone(self.repo, self.branch, base, text, self.ledger_path)
+        env = {**os.environ, **proposals.env(clone),
                "AUTORESEARCH_BASE": base, "AUTORESEARCH_BEST": str(facts["best"]),
-               "AUTORESEARCH_ITERATION": str(n), "AUTORESEARCH_LEDGER": self.ledger_path,
+               "AUTORESEARCH_ITERATION": str(n),
                "AUTORESEARCH_PLATEAU": "1" if facts["plateau"] else "0",
                "AUTORESEARCH_METRIC": facts["metric"], "AUTORESEARCH_DIRECTION":
                facts["direction"], "AUTORESEARCH_WORKER": w.id,
                "AUTORESEARCH_ROUND_OTHERS": "\n".join(others)}
-        with open(Path(self.repo) / loop.PROPOSER_LOG, "a", encoding="utf-8") as out:
-            out.write(f"\n=== proposal {n} ({w.id}) on {short(base)} at "
-                      f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ===\n")
-            out.flush()
-            proc = self.spawn(w, ["bash", "-c", o.propose], "proposer", env, out, out)
-            code, timed_out = self.wait_proposer(proc, o.propose_timeout)
-            w.proc = None
-        if self.stop:
-            return "stopped", base
-        return loop.validate_candidate(w.path, w.branch, base, before, code, timed_out,
-                                       o.propose_timeout, who=f"proposer ({w.id})")
+        try:
+            with open(Path(self.repo) / loop.PROPOSER_LOG, "a", encoding="utf-8") as out:
+                out.write(f"\n=== proposal {n} ({w.id}) on {short(base)} at "
+                          f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ===\n")
+                out.flush()
+                proc = self.spawn(w, ["bash", "-c", o.propose], "proposer", env, out, out,
+                                  cwd=clone.path)
+                code, timed_out = self.wait_proposer(proc, o.propose_timeout)
+                w.proc = None
+            if self.stop:
+                proposals.salvage(clone, REJECTED)
+                return "stopped", base
+            reason, commit = proposals.collect(clone, code, timed_out, o.propose_timeout,
+                                               who=f"proposer ({w.id})")
+            return self.taken(w, base, reason, commit)
+        finally:
+            proposals.drop(clone)
+
+    def taken(self, w: Worker, base: str, reason: str | None, commit: str
+              ) -> tuple[str | None, str]:
+        """A proposal back from its clone: a good one is checked out in the worker's worktree
+        (its incoming ref dropped once it has a place there)."""
+        if not reason:
+            reset_worktree(w.path, w.branch, commit)
+        elif commit != base:
+            keep_reachable(self.repo, REJECTED, commit, base)
+        proposals.forget(self.repo, commit)
+        return reason, commit
 
     def wait_proposer(self, proc: subprocess.Popen, timeout: float) -> tuple[int, bool]:
         deadline = time.monotonic() + timeout
@@ -414,11 +432,12 @@ class Rounds:
         return code, timed_out
 
     def apply(self, w: Worker, base: str, patch: Path) -> tuple[str | None, str]:
-        before = sorted(loop.untracked(w.path))
-        problem = loop.apply_patch(w.path, patch)
-        if problem:
-            return problem, base
-        return loop.validate_candidate(w.path, w.branch, base, before, who=f"patch {patch.name}")
+        clone = proposals.open_clone(self.repo, self.branch, base)
+        try:
+            reason, commit = proposals.apply(clone, patch, loop.apply_patch)
+            return self.taken(w, base, reason, commit)
+        finally:
+            proposals.drop(clone)
 
     def gather(self, rnd: dict, base: str, count: int) -> None:
         """Fill the round with up to ``count`` candidates (journaled one by one) and start
@@ -841,6 +860,7 @@ class Rounds:
         stale = loop.kill_stale({"token": st.get("token", "")}, float(o.grace or 10))
         if stale:
             log(f"killed {len(stale)} process(es) left by the previous loop")
+        proposals.sweep(self.repo)
         self.scratch_results()
         now = time.time()
         if not resumed:
@@ -996,6 +1016,7 @@ def main(argv: list[str]) -> int:
     finally:
         try:
             rounds.drop_workers()
+            proposals.sweep(repo)
         finally:
             for sig, old in handlers.items():
                 signal.signal(sig, old)

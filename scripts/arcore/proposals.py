@@ -22,6 +22,7 @@ repository; :func:`sweep` removes a repository's leftovers (a SIGKILLed loop's c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -169,6 +170,21 @@ def collect(clone: Clone, exit_code: int | None = 0, timed_out: bool = False,
     if _sha(Path(clone.path) / LEDGER) != clone.ledger_sha:
         reason = f"{who} modified results.tsv (its read-only copy; the ledger is untouched)"
     return reason, commit
+
+
+def salvage(clone: Clone, prefix: str) -> str | None:
+    """A proposal cut short (a stop signal): keep whatever commit it made reachable in the
+    repository under ``prefix`` before the clone goes. Returns that commit or None."""
+    with contextlib.suppress(Exception):
+        sanitize(clone)
+        tip = head(clone.path)
+        if tip and tip != clone.base:
+            subprocess.run(["git", *SAFE, "-c", "gc.auto=0", "-C", clone.repo, "fetch", "-q",
+                            "--no-tags", "--no-write-fetch-head", clone.path,
+                            f"+HEAD:{prefix}{tip}"], capture_output=True,
+                           stdin=subprocess.DEVNULL)
+            return tip
+    return None
 
 
 def apply(clone: Clone, patch: Path, apply_patch) -> tuple[str | None, str]:
