@@ -315,8 +315,10 @@ def test_a_user_commit_on_top_of_the_last_keep_is_built_on_and_never_reverted(ta
 
 def test_the_proposer_gets_its_context_and_a_plateau_note_after_m_failures(target, env):
     env["FAKE_AGENT_VALUES"] = "1.1,1.2,1.3"
+    # --ahead 0: the third proposal is made after the second run's verdict (with --ahead 1 it
+    # is made while that run goes, and sees one failure, not two)
     done = run_loop(target, env, "--propose", "fake-agent", "--max", "3", "--plateau", "2",
-                    "--desc", "night1")
+                    "--desc", "night1", "--ahead", "0")
     assert done.returncode == 0, done.stderr
     agent = Path(env["FAKE_AGENT_DIR"])
     first, third = (agent / "context-1.md").read_text(), (agent / "context-3.md").read_text()
@@ -326,6 +328,22 @@ def test_the_proposer_gets_its_context_and_a_plateau_note_after_m_failures(targe
     assert "Change direction" in third and "night1: try VAL_BPB 1.100000" in third
     assert [r["description"] for r in rows(target)][1] == "night1: try VAL_BPB 1.100000"
     assert "plateau: 2 experiments without a keep" in done.stderr
+    assert "What has been tried in this track" in third
+    assert "3 experiments in this track: 1 keep, 2 discard, 0 crash" in third
+    assert "discard\t1.100000\tnight1: try VAL_BPB 1.100000" in third
+    assert "In flight" not in third  # nothing runs while a serial loop proposes
+
+
+def test_the_whats_been_tried_digest_holds_every_keep_and_is_bounded():
+    rows_ = [{"commit": f"{i:07d}", "val_bpb": 1.0 - i / 1000, "memory_gb": 1.0,
+              "status": "keep" if i % 50 == 0 else "discard", "description": f"idea {i} " * 8}
+             for i in range(2000)]
+    text = loop.tried_digest(rows_, limit=6000)
+    assert len(text) < 6000 + 200
+    assert all(f"idea {i} " in text for i in range(0, 2000, 50))   # every keep
+    assert "idea 1999 " in text and "idea 1 idea 1 " not in text    # the newest others
+    assert "older ones not shown" in text
+    assert text.startswith("2000 experiments in this track: 40 keep, 1960 discard")
 
 
 # ---------------------------------------------------------------------------

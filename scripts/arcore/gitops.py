@@ -314,3 +314,57 @@ def apply_patch(repo: str, patch: Path) -> str | None:
         lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
         return f"patch {patch.name}: commit failed: {lines[-1] if lines else ''}"
     return None
+
+
+# ---------------------------------------------------------------------------
+# Moving a waiting proposal onto a new best
+# ---------------------------------------------------------------------------
+
+
+def _blob_text(repo: str, rev: str, path: str) -> bytes | None:
+    proc = subprocess.run(["git", *SAFE, "-C", repo, "cat-file", "blob", f"{rev}:{path}"],
+                          capture_output=True, stdin=subprocess.DEVNULL)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def rebase_onto(repo: str, commit: str, old_base: str, new_base: str,
+                path: str = "train.py") -> tuple[str | None, str]:
+    """Carry ``commit``'s change of ``path`` (made on ``old_base``) onto ``new_base`` by a
+    3-way merge of that one file, without touching any work tree or index of the repo.
+
+    Returns (new commit, "") or (None, why it no longer applies: a conflict, or the change is
+    already in ``new_base``). The new commit keeps the author and message of the old one."""
+    import tempfile  # noqa: PLC0415
+
+    ours, base, theirs = (_blob_text(repo, rev, path) for rev in (new_base, old_base, commit))
+    if ours is None or base is None or theirs is None:
+        return None, f"{path} is missing on one side"
+    with tempfile.TemporaryDirectory(prefix="autoresearch-rebase-") as tmp:
+        files = []
+        for name, data in (("ours", ours), ("base", base), ("theirs", theirs)):
+            file = Path(tmp) / name
+            file.write_bytes(data)
+            files.append(str(file))
+        merged = subprocess.run(["git", *SAFE, "merge-file", "-p", "-q", *files],
+                                capture_output=True, stdin=subprocess.DEVNULL)
+        if merged.returncode != 0:
+            return None, "its change of train.py conflicts with the new best"
+        if merged.stdout == ours:
+            return None, "its change of train.py is already in the new best"
+        blob = subprocess.run(["git", *SAFE, "-C", repo, "hash-object", "-w", "--stdin"],
+                              input=merged.stdout, capture_output=True,
+                              stdin=None).stdout.decode().strip()
+        env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        git(repo, "read-tree", new_base, env=env)
+        mode = git(repo, "ls-tree", new_base, "--", path).split(" ", 1)[0] or "100644"
+        git(repo, "update-index", "--cacheinfo", f"{mode},{blob},{path}", env=env)
+        tree = git(repo, "write-tree", env=env)
+    fmt = git(repo, "log", "-1", "--format=%an%x00%ae%x00%aI%x00%B", commit).split("\0", 3)
+    env = {**os.environ, "GIT_AUTHOR_NAME": fmt[0], "GIT_AUTHOR_EMAIL": fmt[1],
+           "GIT_AUTHOR_DATE": fmt[2]}
+    proc = subprocess.run(["git", *SAFE, "-C", repo, "commit-tree", tree, "-p", new_base],
+                          input=fmt[3] if len(fmt) > 3 else "rebased proposal\n",
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return None, f"git commit-tree failed: {proc.stderr.strip()[-200:]}"
+    return proc.stdout.strip(), ""

@@ -59,7 +59,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from arcore import ahead as ahead_mod
 from arcore import ledger, proposals, session
+from arcore.lane import SUFFIX as LANE_SUFFIX
+from arcore.lane import Lane
 from arcore.gitops import (  # noqa: F401 (re-exported: arcore.parallel and tests use them)
     DISCARDED, EDITABLE, KEEP_REMOVED_MAX, REJECTED, SAFE, UNJUDGED, WORKTREE, LoopError,
     apply_patch, changed_files, commits_between, current_branch, default_branch, git, git_ok,
@@ -268,6 +271,50 @@ def render_prompt(template: str, facts: dict) -> str:
     return out
 
 
+TRIED_LIMIT = 6000  # characters of the "what has been tried" digest in the prompt
+
+
+def tried_digest(rows: list[dict], limit: int = TRIED_LIMIT) -> str:
+    """Every experiment of the track, one line each (status, value, description), bounded to
+    ``limit`` characters: the keeps always, then the newest others; what does not fit is
+    counted. Repeated descriptions are shown once with their count."""
+    if not rows:
+        return "(nothing yet)"
+    seen: dict[str, list] = {}
+    for i, r in enumerate(rows):
+        desc = ledger.flatten(r["description"])[:200]
+        key = f"{r['status']}\t{desc}"
+        if key in seen:
+            seen[key][1] += 1
+            seen[key][0] = i
+        else:
+            seen[key] = [i, 1, r]
+    entries = sorted(seen.values(), key=lambda e: e[0])
+
+    def line(e) -> str:
+        r, times = e[2], e[1]
+        value = "-" if r["status"] == "crash" else f"{r['val_bpb'] or 0:.6f}"
+        return f"{r['status']}\t{value}\t{ledger.flatten(r['description'])[:200]}" + \
+            (f" (x{times})" if times > 1 else "")
+
+    chosen, size = set(), 0
+    order = [e for e in entries if e[2]["status"] == "keep"] + \
+        [e for e in reversed(entries) if e[2]["status"] != "keep"]
+    for e in order:
+        text = line(e)
+        if size + len(text) + 1 > limit:
+            continue
+        chosen.add(id(e))
+        size += len(text) + 1
+    shown = [line(e) for e in entries if id(e) in chosen]
+    left = len(entries) - len(shown)
+    counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("keep", "discard", "crash")}
+    head_line = (f"{len(rows)} experiments in this track: {counts['keep']} keep, "
+                 f"{counts['discard']} discard, {counts['crash']} crash")
+    tail = f"\n({left} older ones not shown)" if left else ""
+    return head_line + "\n" + "\n".join(shown) + tail
+
+
 def context_facts(repo: str, rows: list[dict], base: str, iteration: int, plateau_after: int,
                   metric: str, higher_is_better: bool, recent: int = 10) -> dict:
     best = best_value(rows, higher_is_better, repo)
@@ -291,6 +338,7 @@ def context_facts(repo: str, rows: list[dict], base: str, iteration: int, platea
         "base": short(base),
         "iteration": iteration,
         "recent": table or "(no rows yet)",
+        "tried": tried_digest(rows),
         "plateau": plateau,
         "failures": failures,
         "editable": ", ".join(EDITABLE),
@@ -395,7 +443,7 @@ def kill_stale(state: dict, grace: float) -> list[int]:
         wait_gone([pid], grace + 5)
     if isinstance(pgid, int) and (pgid in pids or not token):
         signal_group(pgid, signal.SIGKILL)
-    pids = set(tagged_pids(token))
+    pids = set(tagged_pids(token)) | (set(tagged_pids(token + LANE_SUFFIX)) if token else set())
     for other in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(other, signal.SIGKILL)
@@ -420,8 +468,19 @@ class Loop:
     stop: int = 0                      # the signal that asked us to stop (0: none)
     last_verdict: str = "-"
     last_value: float | None = None
+    ahead: ahead_mod.Ahead | None = None  # --ahead K >= 1 with --propose
 
     # -- journal ---------------------------------------------------------------
+
+    def save(self) -> None:
+        save_journal(self.repo, self.state)
+
+    def dirty(self) -> str | None:
+        return dirty_problem(self.repo)
+
+    def stop_unsafe(self, message: str) -> None:
+        self.idle(counted=False)
+        raise LoopError(UNSAFE, message)
 
     def phase(self, name: str, **facts) -> None:
         """Record the step about to happen (and its facts) before doing it."""
@@ -466,6 +525,8 @@ class Loop:
         self.stop = self.stop or signum
         if self.child is not None:
             self.forward(self.child, signum, first)
+        if self.ahead is not None:
+            self.ahead.lane.signal(first)
 
     def forward(self, child: subprocess.Popen, signum: int, first: bool) -> None:
         """Pass a stop on: the judge gets the signal itself (it kills its run's group and
@@ -727,6 +788,8 @@ class Loop:
                            self.last_value, best_value(rows, o.higher_is_better, self.repo),
                            self.elapsed(), eta(int(self.state.get("done", 0)), self.elapsed(),
                                                o.max, left, queue_left))
+        if self.state.get("reproposed"):
+            line += f" | re-proposed {self.state['reproposed']}"
         log(line)
 
     # -- bounds ----------------------------------------------------------------
@@ -830,9 +893,11 @@ class Loop:
 
     # -- candidates ------------------------------------------------------------
 
-    def proposer_context(self, base: str, n: int) -> tuple[dict, str]:
+    def proposer_context(self, base: str, n: int, made: list[str] | None = None
+                         ) -> tuple[dict, str]:
         """The facts and the rendered prompt for proposal ``n`` on ``base`` (also written to
-        .autoresearch/proposer-context.md for the user to read)."""
+        .autoresearch/proposer-context.md for the user to read). With --ahead, what is
+        running and waiting (and ``made``: the lane's batch so far) is named at the end."""
         o, repo = self.opts, self.repo
         facts = context_facts(repo, track_rows(repo), base, n, o.plateau, o.metric or "val_bpb",
                               o.higher_is_better)
@@ -840,10 +905,20 @@ class Loop:
         template = template_path.read_text(encoding="utf-8") if template_path.exists() else \
             "Improve {{metric}} ({{direction}} is better) by editing train.py; commit once.\n"
         text = render_prompt(template, facts)
+        if self.ahead is not None:
+            text += self.ahead.in_flight(made or [])
         context = Path(repo) / CONTEXT
         context.parent.mkdir(parents=True, exist_ok=True)
         context.write_text(text, encoding="utf-8")
         return facts, text
+
+    def proposer_env(self, facts: dict, base: str, n: int) -> dict:
+        """The AUTORESEARCH_* facts a proposer gets (the clone's paths are added to them)."""
+        return {"AUTORESEARCH_BASE": base, "AUTORESEARCH_BEST": str(facts["best"]),
+                "AUTORESEARCH_ITERATION": str(n),
+                "AUTORESEARCH_PLATEAU": "1" if facts["plateau"] else "0",
+                "AUTORESEARCH_METRIC": facts["metric"],
+                "AUTORESEARCH_DIRECTION": facts["direction"]}
 
     def propose(self) -> str | None:
         """Run the proposer in a fresh clone; returns the candidate commit (now HEAD) or None
@@ -854,12 +929,7 @@ class Loop:
         facts, text = self.proposer_context(base, n)
         clone = proposals.open_clone(repo, self.branch, base, text, self.ledger_path)
         self.phase("proposing", base=base, clone=clone.path, candidate=None)
-        env = {**os.environ, **proposals.env(clone),
-               "AUTORESEARCH_BASE": base, "AUTORESEARCH_BEST": str(facts["best"]),
-               "AUTORESEARCH_ITERATION": str(n),
-               "AUTORESEARCH_PLATEAU": "1" if facts["plateau"] else "0",
-               "AUTORESEARCH_METRIC": facts["metric"],
-               "AUTORESEARCH_DIRECTION": facts["direction"]}
+        env = {**os.environ, **proposals.env(clone), **self.proposer_env(facts, base, n)}
         if facts["plateau"]:
             log(f"plateau: {facts['failures']} experiments without a keep; "
                 "asking the proposer to change direction")
@@ -939,6 +1009,8 @@ class Loop:
             got = self.apply_next()
             if got is False:
                 return False
+        elif self.ahead is not None:
+            got = self.ahead.next_candidate()
         else:
             got = self.propose()
         self.check_stop()
@@ -952,7 +1024,13 @@ class Loop:
         base = self.state.get("base")
         prev_best = best_value(track_rows(self.repo), self.opts.higher_is_better, self.repo)
         rows_start = row_count(self.repo)
-        row = self.experiment(kind, desc)
+        if self.ahead is not None and kind == "candidate" and base:
+            self.ahead.fill(base, desc)  # the lane proposes the next ones while this runs
+        try:
+            row = self.experiment(kind, desc)
+        finally:
+            if self.ahead is not None:
+                self.ahead.running = None
         if row is None:
             self.report()
             return
@@ -1039,7 +1117,17 @@ class Loop:
             st.update(started=now, done=0, ledger_rows_at_start=row_count(self.repo),
                       deadline=None if o.hours is None else now + o.hours * 3600)
         st.update(status="running", args=key, pid=os.getpid(), token=uuid.uuid4().hex)
+        if not resumed:
+            ahead_mod.drop_waiting(self.repo, st)
         save_journal(self.repo, st)
+        if o.propose and o.ahead:
+            lane = Lane(self.repo, self.branch, o.propose, o.propose_timeout, st["token"],
+                        str(Path(self.repo) / PROPOSER_LOG), self.ledger_path,
+                        context=self.proposer_context, env_for=self.proposer_env)
+            self.ahead = ahead_mod.Ahead(self, lane)
+            self.ahead.settle_orphans()
+        elif st.get("waiting"):
+            ahead_mod.drop_waiting(self.repo, st)
         if resumed:
             log(f"resuming the loop: {st.get('done', 0)} experiment(s) done so far")
         confirm = st.pop("resume_confirm", None)
@@ -1090,6 +1178,7 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--prompt")
     p.add_argument("--baseline-repeats", type=int, default=1)
     p.add_argument("--confirm", type=int, default=0)
+    p.add_argument("--ahead", type=int)
     p.add_argument("--repo", default=".")
     p.add_argument("--cmd")
     p.add_argument("--launcher")
@@ -1117,6 +1206,10 @@ def check_options(opts: argparse.Namespace) -> argparse.Namespace:
         value = getattr(opts, name)
         if value is not None and value < 0:
             raise LoopError(USAGE, f"--{name.replace('_', '-')} must be >= 0")
+    if opts.ahead is not None and opts.ahead < 0:
+        raise LoopError(USAGE, "--ahead must be >= 0")
+    if opts.ahead is None or opts.queue:  # a queue's patches are ready at once
+        opts.ahead = 1 if opts.propose and opts.ahead is None else 0
     if opts.baseline_repeats < 1:
         raise LoopError(USAGE, "--baseline-repeats must be >= 1")
     if opts.hours is not None and not opts.hours > 0:
@@ -1189,6 +1282,10 @@ def main(argv: list[str]) -> int:
         log(f"internal error: {exc}; restart the same command to resume")
         code, status = FAILED, "failed"
     finally:
+        if loop.ahead is not None:
+            loop.ahead.lane.shutdown()  # no proposer outlives the loop
+            if code == OK:
+                ahead_mod.drop_waiting(repo, loop.state)
         with contextlib.suppress(Exception):
             proposals.sweep(repo)  # no clone outlives the loop
         for sig, old in handlers.items():

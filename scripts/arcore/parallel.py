@@ -102,6 +102,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--plateau", type=int, default=5)
     p.add_argument("--baseline-repeats", type=int, default=1)
     p.add_argument("--confirm", type=int, default=0)
+    p.add_argument("--ahead", type=int)  # parallel rounds do not propose ahead (yet)
     p.add_argument("--repo", default=".")
     p.add_argument("--higher-is-better", action="store_true")
     p.add_argument("--workers", type=int)
