@@ -216,7 +216,8 @@ def tried_blobs(repo: str, rows: list[dict]) -> set[str]:
     names = [r["commit"] for r in rows if len(r["commit"]) >= 4]
     if not names:
         return set()
-    proc = subprocess.run(["git", "-C", repo, "cat-file", "--batch-check=%(objectname)"],
+    proc = subprocess.run(["git", *loop.SAFE, "-C", repo, "cat-file",
+                           "--batch-check=%(objectname)"],
                           input="".join(f"{n}:train.py\n" for n in names), capture_output=True,
                           text=True)
     return {line.strip() for line in proc.stdout.splitlines()
@@ -641,7 +642,8 @@ class Rounds:
         rnd["moved"] = moved
         self.save()
         if winner and winner != base and head(self.repo) == base:
-            proc = subprocess.run(["git", "-C", self.repo, "merge", "--ff-only", "-q", winner],
+            proc = subprocess.run(["git", *loop.SAFE, "-C", self.repo, "merge", "--ff-only",
+                                   "-q", winner],
                                   capture_output=True, text=True, stdin=subprocess.DEVNULL)
             if proc.returncode != 0:
                 keep_reachable(self.repo, "refs/autoresearch/kept/", winner, base)
