@@ -16,7 +16,8 @@ projection to upstream's 5-minute runs: the per-experiment gap measured here (ha
 overhead + waiting for the proposer) is split into the harness's fixed part (the gap of
 --ahead 1 when the proposer is hidden) and the proposer's part, which scales with the run.
 Goals: one slot >= 0.97 busy with a 20 % proposer (projected to 300 s runs); N slots >= 0.95 N
-x one slot's rate (more slots are arcore.parallel's rounds, which do not propose ahead).
+x one slot's rate (more slots are arcore.parallel's rounds; with --propose they make
+the next round's proposals while a round runs).
 
 Exit codes: 0 measured (the figures are printed whatever they are), 1 a run failed, 2 usage.
 """
@@ -128,7 +129,8 @@ def slurm_available() -> bool:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=3.0, help="length of one stand-in run")
-    p.add_argument("--experiments", type=int, default=6, help="experiments per configuration")
+    p.add_argument("--experiments", type=int, default=6,
+                   help="experiments per configuration (x N with N slots)")
     p.add_argument("--fractions", default="0.2,0.5", help="proposer time / run time")
     p.add_argument("--slots", default="2,4", help="slot counts beyond one (local)")
     p.add_argument("--slurm", choices=("auto", "yes", "no"), default="auto")
@@ -138,7 +140,7 @@ def main(argv: list[str]) -> int:
     slots = [int(n) for n in o.slots.split(",") if n]
     print(f"stand-in run: {o.seconds:g} s; {o.experiments} experiments per configuration; "
           f"{os.cpu_count()} CPUs")
-    print(f"{'configuration':<34} {'wall s':>7} {'busy':>6} {'exp/hour':>9} "
+    print(f"{'configuration':<42} {'wall s':>7} {'busy':>6} {'exp/hour':>9} "
           f"{'gap s/exp':>9} {'busy@300s':>9} {'goal':>5}")
     single_rate = None
     one_slot: dict = {}
@@ -168,12 +170,12 @@ def main(argv: list[str]) -> int:
                 goal = "ok" if projected >= 0.97 else "MISS"
             if abs(frac - 0.2) < 1e-9 and ahead == "1":
                 single_rate = rate
-            print(f"{f'1 slot, proposer {frac:.0%}, --ahead {ahead}':<34} {m['wall']:>7.1f} "
+            print(f"{f'1 slot, proposer {frac:.0%}, --ahead {ahead}':<42} {m['wall']:>7.1f} "
                   f"{busy:>6.2f} {rate:>9.0f} {gap:>9.2f} {projected:>9.3f} {goal:>5}")
     think = (fractions[0] if fractions else 0.2) * o.seconds
     results = []
-    for n in slots:
-        m = measure(o.seconds, o.experiments, think, ["--workers", str(n)], env)
+    for n in slots:  # N x the experiments: the same number of rounds as one slot's runs
+        m = measure(o.seconds, o.experiments * n, think, ["--workers", str(n)], env)
         results.append((f"local, {n} slots (rounds)", n, m))
     use_slurm = o.slurm == "yes" or (o.slurm == "auto" and slurm_available())
     if use_slurm:
@@ -188,7 +190,7 @@ def main(argv: list[str]) -> int:
                 raise SystemExit("bench_scheduler: the loopback Slurm did not start")
             slurm_env = dict(env, SLURM_CONF=str(state / "slurm.conf"))
             for n in slots:
-                m = measure(o.seconds, o.experiments, think,
+                m = measure(o.seconds, o.experiments * n, think,
                             ["--workers", str(n), "--runner", "slurm"], slurm_env)
                 results.append((f"slurm, {n} slots (rounds)", n, m))
         finally:
@@ -198,10 +200,10 @@ def main(argv: list[str]) -> int:
     else:
         print("(Slurm skipped: needs root and slurmctld slurmd slurm-client munge)")
     for name, n, m in results:
-        rate = o.experiments / m["wall"] * 3600
+        rate = o.experiments * n / m["wall"] * 3600
         busy = m["busy"] / (n * m["wall"])
         goal = "ok" if single_rate and rate >= 0.95 * n * single_rate else "MISS"
-        print(f"{name + f', proposer {think / o.seconds:.0%}':<34} {m['wall']:>7.1f} "
+        print(f"{name + f', proposer {think / o.seconds:.0%}':<42} {m['wall']:>7.1f} "
               f"{busy:>6.2f} {rate:>9.0f} {'':>9} {'':>9} {goal:>5}")
     if single_rate:
         print(f"(slot goal: >= 0.95 x N x {single_rate:.0f} exp/hour, the 1-slot --ahead 1 rate)")

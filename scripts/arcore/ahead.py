@@ -36,15 +36,79 @@ from arcore.lane import Lane, forget_waiting, waiting_refs
 RUNS = ".autoresearch/runs.jsonl"
 
 
-def in_flight_section(running: str | None, waiting: list[str]) -> str:
-    """The prompt's note on what is being tried right now ('' when nothing is)."""
+def in_flight_section(running, waiting: list[str]) -> str:
+    """The prompt's note on what is being tried right now ('' when nothing is); ``running``
+    is one description, a list of them, or None."""
+    running = [running] if isinstance(running, str) else list(running or [])
     if not running and not waiting:
         return ""
     lines = ["", "## In flight right now (propose something different)", ""]
-    if running:
-        lines.append(f"- running: {ledger.flatten(running)}")
+    lines += [f"- running: {ledger.flatten(r)}" for r in running]
     lines += [f"- waiting to run: {ledger.flatten(w)}" for w in waiting]
     return "\n".join(lines) + "\n"
+
+
+def onto_best(repo: str, item: dict, best: str) -> tuple[str, str, str]:
+    """What a waiting proposal becomes now that the best is ``best``: (kind, commit, why).
+
+    kind ``reject``: it was rejected (commit: what its crash row names); ``run``: commit is
+    ready to run on ``best`` (the proposal itself, or its train.py change 3-way merged onto
+    ``best``; the old commit kept as unjudged); ``reproposed``: it no longer applies (why);
+    ``gone``: its commit no longer exists. Its waiting ref is dropped in every case but
+    ``run`` (the caller drops it once the commit has a place)."""
+    commit, old_base = item.get("commit") or "", item.get("base") or ""
+    if not commit or not git_ok(repo, "cat-file", "-e", f"{commit}^{{commit}}"):
+        return "gone", "", ""
+    if item.get("reject"):
+        forget_waiting(repo, commit)
+        return "reject", commit if commit != old_base else best, item["reject"]
+    if old_base == best:
+        return "run", commit, ""
+    new, why = rebase_onto(repo, commit, old_base, best)
+    keep_reachable(repo, UNJUDGED, commit)
+    forget_waiting(repo, commit)
+    if new is None:
+        return "reproposed", commit, why
+    log(f"the best moved to {short(best)}: waiting proposal {short(commit)} rebased onto it "
+        f"as {short(new)}")
+    return "run", new, ""
+
+
+def record_reproposed(repo: str, state: dict, item: dict, onto: str, why: str) -> None:
+    """A waiting proposal that no longer applies: a runs.jsonl event and a counter (the status
+    line shows it); no results.tsv row, because nothing ran."""
+    state["reproposed"] = int(state.get("reproposed", 0)) + 1
+    record = {"event": "reproposed", "proposal": item.get("commit"), "base": item.get("base"),
+              "onto": onto, "reason": why, "description": item.get("desc", ""),
+              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    path = Path(repo) / RUNS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    log(f"re-proposing: waiting proposal {short(item.get('commit'))} "
+        f"({ledger.flatten(item.get('desc', ''))}) no longer applies on the new best "
+        f"{short(onto)}: {why}")
+
+
+def absorb(lane: Lane, state: dict) -> bool:
+    """Journal (into ``state['waiting']``) what the lane finished; True when anything did."""
+    got = lane.take()
+    for r in got:
+        entry = {"base": r.base, "commit": r.commit, "desc": r.desc}
+        if r.reason:
+            entry["reject"] = r.reason
+        state.setdefault("waiting", []).append(entry)
+    return bool(got)
+
+
+def settle_orphans(repo: str, state: dict) -> None:
+    """At a restart: a waiting ref the journal does not list (the loop died between the lane's
+    ref and the journal) is kept as unjudged, not run."""
+    listed = {w.get("commit") for w in state.get("waiting") or []}
+    for commit in waiting_refs(repo):
+        if commit not in listed:
+            keep_reachable(repo, UNJUDGED, commit)
+            forget_waiting(repo, commit)
 
 
 def drop_waiting(repo: str, state: dict) -> None:
@@ -77,23 +141,11 @@ class Ahead:
 
     def absorb(self) -> None:
         """Journal what the lane finished since the last look."""
-        got = self.lane.take()
-        for r in got:
-            entry = {"base": r.base, "commit": r.commit, "desc": r.desc}
-            if r.reason:
-                entry["reject"] = r.reason
-            self.waiting().append(entry)
-        if got:
+        if absorb(self.lane, self.state):
             self.loop.save()
 
     def settle_orphans(self) -> None:
-        """At a restart: a waiting ref the journal does not list (the loop died between the
-        lane's ref and the journal) is kept as unjudged, not run."""
-        listed = {w.get("commit") for w in self.waiting()}
-        for commit in waiting_refs(self.loop.repo):
-            if commit not in listed:
-                keep_reachable(self.loop.repo, UNJUDGED, commit)
-                forget_waiting(self.loop.repo, commit)
+        settle_orphans(self.loop.repo, self.state)
 
     def drop_all(self) -> None:
         drop_waiting(self.loop.repo, self.state)
@@ -119,29 +171,23 @@ class Ahead:
     def take_first(self):
         loop, repo = self.loop, self.loop.repo
         item = self.waiting().pop(0)
-        commit, old_base = item.get("commit") or "", item.get("base") or ""
         base = head(repo)
-        if not commit or not git_ok(repo, "cat-file", "-e", f"{commit}^{{commit}}"):
+        kind, commit, why = onto_best(repo, item, base)
+        if kind == "gone":
             loop.save()
             return "again"
-        if item.get("reject"):
+        if kind == "reproposed":
+            record_reproposed(repo, self.state, item, base, why)
+            loop.save()
+            return "again"
+        if kind == "reject":
             loop.state["base"] = base
-            loop.reject(item["reject"], commit if commit != old_base else base, in_clone=True)
+            loop.reject(why, commit, in_clone=True)
             return None
-        if old_base != base:
-            new, why = rebase_onto(repo, commit, old_base, base)
-            keep_reachable(repo, UNJUDGED, commit)
-            forget_waiting(repo, commit)
-            if new is None:
-                self.reproposed(item, base, why)
-                return "again"
-            log(f"the best moved to {short(base)}: waiting proposal {short(commit)} rebased "
-                f"onto it as {short(new)}")
-            commit = new
         now = current_branch(repo)
         if now != loop.branch or loop.dirty():
             keep_reachable(repo, UNJUDGED, commit)
-            forget_waiting(repo, commit)
+            forget_waiting(repo, item["commit"])
             loop.save()
             loop.stop_unsafe(f"{'the branch was switched' if now != loop.branch else loop.dirty()}"
                              f"; nothing was reset (the waiting proposal is kept as "
@@ -150,23 +196,6 @@ class Ahead:
         git(repo, "reset", "-q", "--keep", commit)
         forget_waiting(repo, item["commit"])
         return commit
-
-    def reproposed(self, item: dict, onto: str, why: str) -> None:
-        """A waiting proposal that no longer applies on the new best: recorded, not run."""
-        st = self.state
-        st["reproposed"] = int(st.get("reproposed", 0)) + 1
-        self.loop.save()
-        record = {"event": "reproposed", "proposal": item.get("commit"),
-                  "base": item.get("base"), "onto": onto, "reason": why,
-                  "description": item.get("desc", ""),
-                  "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        path = Path(self.loop.repo) / RUNS
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        log(f"re-proposing: waiting proposal {short(item.get('commit'))} "
-            f"({ledger.flatten(item.get('desc', ''))}) no longer applies on the new best "
-            f"{short(onto)}: {why}")
 
     # -- filling the lane --------------------------------------------------------
 

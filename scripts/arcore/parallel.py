@@ -60,7 +60,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from arcore import ahead as ahead_mod
 from arcore import ledger, loop, proposals, runner, session
+from arcore.lane import Lane, forget_waiting
 
 # ---------------------------------------------------------------------------
 # Constants
@@ -102,7 +104,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--plateau", type=int, default=5)
     p.add_argument("--baseline-repeats", type=int, default=1)
     p.add_argument("--confirm", type=int, default=0)
-    p.add_argument("--ahead", type=int)  # parallel rounds do not propose ahead (yet)
+    p.add_argument("--ahead", type=int)
     p.add_argument("--repo", default=".")
     p.add_argument("--higher-is-better", action="store_true")
     p.add_argument("--workers", type=int)
@@ -148,6 +150,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             raise ParallelError(USAGE, f"--{name.replace('_', '-')} must be >= 0")
     if o.hours is not None and not o.hours > 0:
         raise ParallelError(USAGE, "--hours must be > 0")
+    if o.ahead is not None and o.ahead < 0:
+        raise ParallelError(USAGE, "--ahead must be >= 0")
+    if o.ahead is None or o.queue:  # by default the next round's proposals, all of them
+        o.ahead = o.workers if o.propose and o.ahead is None else 0
     if o.queue:
         o.queue = str(Path(o.queue).resolve())
     return o
@@ -275,6 +281,7 @@ class Rounds:
     verdict: str = "-"
     value: float | None = None
     threads: list = field(default_factory=list)
+    lane: Lane | None = None  # --ahead K: the next round's proposals, made while one runs
 
     # -- journal ---------------------------------------------------------------
 
@@ -301,6 +308,8 @@ class Rounds:
     def on_signal(self, signum: int, _frame) -> None:
         first = not self.stop
         self.stop = self.stop or signum
+        if self.lane is not None:
+            self.lane.signal(first)
         for w in self.workers:
             proc = w.proc
             if proc is None or proc.poll() is not None:
@@ -464,13 +473,98 @@ class Rounds:
             return
         for w in self.workers[:count]:
             self.check_stop()
-            reset_worktree(w.path, w.branch, base)
-            number = int(self.state.get("done", 0)) + len(rnd["candidates"]) + 1
-            reason, commit = self.propose(w, base, others, number)
+            got = self.from_waiting(w, base) if self.lane is not None else None
+            if got is None:
+                reset_worktree(w.path, w.branch, base)
+                number = int(self.state.get("done", 0)) + len(rnd["candidates"]) + 1
+                reason, commit = self.propose(w, base, others, number)
+            else:
+                reason, commit = got
             if reason == "stopped":
                 loop.restore(w.path, w.branch, base, [], REJECTED)
                 self.check_stop()
             self.take(rnd, w, base, reason, commit, tried, others, None)
+            if got is not None and not reason:
+                forget_waiting(self.repo, commit)
+        self.fill_lane(base, count)
+
+    # -- proposals made ahead (the lane) -----------------------------------------
+
+    def from_waiting(self, w: Worker, base: str) -> tuple[str | None, str] | None:
+        """The next proposal made ahead, on ``base`` (rebased if a keep superseded its base),
+        checked out in ``w``'s worktree; None when there is none (propose now)."""
+        st = self.state
+        while True:
+            self.check_stop()
+            if ahead_mod.absorb(self.lane, st):
+                self.save()
+            if st.get("waiting"):
+                item = st["waiting"].pop(0)
+                kind, commit, why = ahead_mod.onto_best(self.repo, item, base)
+                self.save()
+                if kind == "reproposed":
+                    ahead_mod.record_reproposed(self.repo, st, item, base, why)
+                    self.save()
+                if kind == "reject":
+                    return why, commit
+                if kind == "run":
+                    reset_worktree(w.path, w.branch, commit)
+                    return None, commit
+                continue
+            if self.lane.busy:
+                self.lane.wait(lambda: bool(self.stop) or bool(self.lane.ready))
+                continue
+            return None
+
+    def fill_lane(self, base: str, running: int) -> None:
+        """While this round runs: the lane proposes the next round's candidates on ``base``."""
+        o, st = self.opts, self.state
+        if self.lane is None or self.lane.busy or self.stop:
+            return
+        done, waiting = int(st.get("done", 0)), len(st.get("waiting") or [])
+        want = int(o.ahead) - waiting
+        if o.max is not None:
+            want = min(want, int(o.max) - done - running - waiting)
+        deadline = st.get("deadline")
+        if deadline is not None and time.time() >= float(deadline):
+            want = 0
+        if want > 0:
+            self.lane.start(base, want, done + running + waiting + 1)
+
+    def in_flight(self, made: list[str]) -> list[str]:
+        """What the workers of the round in flight and the waiting proposals are trying."""
+        rnd = self.state.get("round") or {}
+        running = [f"{c.get('worker')}: {ledger.flatten(c.get('desc', ''))}"
+                   for c in rnd.get("candidates", []) if not c.get("reject") and not c.get("dup")]
+        waiting = [f"waiting: {ledger.flatten(w.get('desc', ''))}"
+                   for w in self.state.get("waiting") or [] if not w.get("reject")]
+        return running + waiting + [f"waiting: {ledger.flatten(m)}" for m in made]
+
+    def lane_context(self, base: str, n: int, made: list[str]) -> tuple[dict, str]:
+        """A proposal for the next round, made while this one runs."""
+        o = self.opts
+        facts = loop.context_facts(self.repo, self.track(), base, n, o.plateau,
+                                   o.metric or "val_bpb", o.higher_is_better)
+        template_path = Path(o.prompt) if o.prompt else loop.PROMPT_TEMPLATE
+        template = template_path.read_text(encoding="utf-8") if template_path.exists() else \
+            "Improve {{metric}} ({{direction}} is better) by editing train.py; commit once.\n"
+        others = "\n".join(f"- {line}" for line in self.in_flight(made)) or "- (none)"
+        text = loop.render_prompt(template, facts) + (
+            f"\n## This round: {len(self.workers)} experiments run at once\n\n"
+            f"You propose for the next round, while this one runs. The other workers of this "
+            f"round, and the proposals waiting for the next, are trying:\n{others}\n"
+            "Propose something different from them.\n")
+        return facts, text
+
+    def lane_env(self, facts: dict, base: str, n: int) -> dict:
+        worker = self.workers[(n - 1) % len(self.workers)].id if self.workers else ""
+        return {"AUTORESEARCH_BASE": base, "AUTORESEARCH_BEST": str(facts["best"]),
+                "AUTORESEARCH_ITERATION": str(n),
+                "AUTORESEARCH_PLATEAU": "1" if facts["plateau"] else "0",
+                "AUTORESEARCH_METRIC": facts["metric"],
+                "AUTORESEARCH_DIRECTION": facts["direction"],
+                "AUTORESEARCH_WORKER": worker,  # the worker it most likely runs on
+                "AUTORESEARCH_ROUND_OTHERS": "\n".join(self.in_flight([]))}
 
     def prepare_patch(self, w: Worker, base: str, patch: Path) -> tuple[str | None, str]:
         reset_worktree(w.path, w.branch, base)
@@ -678,6 +772,8 @@ class Rounds:
         left = None if deadline is None else float(deadline) - time.time()
         line = loop.status_line(done, o.max, self.verdict, self.value, self.best(), elapsed,
                                 loop.eta(done, elapsed, o.max, left))
+        if self.state.get("reproposed"):
+            line += f" | re-proposed {self.state['reproposed']}"
         log(f"{line} | {worker}")
 
     # -- bounds ----------------------------------------------------------------
@@ -871,6 +967,15 @@ class Rounds:
                       rows_at_start=len(ledger.read_ledger(self.ledger_path)),
                       deadline=None if o.hours is None else now + o.hours * 3600)
         st.update(status="running", args=key, pid=os.getpid(), token=uuid.uuid4().hex)
+        if not resumed:
+            ahead_mod.drop_waiting(self.repo, st)
+        ahead_mod.settle_orphans(self.repo, st)
+        if o.propose and o.ahead:
+            self.lane = Lane(self.repo, self.branch, o.propose, o.propose_timeout, st["token"],
+                             str(Path(self.repo) / loop.PROPOSER_LOG), self.ledger_path,
+                             context=self.lane_context, env_for=self.lane_env)
+        elif st.get("waiting"):
+            ahead_mod.drop_waiting(self.repo, st)
         self.save()
         self.make_workers(head(self.repo))
         if resumed:
@@ -1018,6 +1123,10 @@ def main(argv: list[str]) -> int:
         code, status = INTERRUPTED, "interrupted"
     finally:
         try:
+            if rounds.lane is not None:
+                rounds.lane.shutdown()  # no proposer outlives the loop
+                if code == OK:
+                    ahead_mod.drop_waiting(repo, rounds.state)
             rounds.drop_workers()
             proposals.sweep(repo)
         finally:
