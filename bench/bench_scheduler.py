@@ -135,6 +135,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--slots", default="2,4", help="slot counts beyond one (local)")
     p.add_argument("--slurm", choices=("auto", "yes", "no"), default="auto")
     o = p.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # figures as they come
     env = dict(os.environ, AUTORESEARCH_CACHE_DIR=tempfile.gettempdir() + "/ar-bench-cache")
     fractions = [float(f) for f in o.fractions.split(",") if f]
     slots = [int(n) for n in o.slots.split(",") if n]
@@ -200,13 +201,17 @@ def main(argv: list[str]) -> int:
     else:
         print("(Slurm skipped: needs root and slurmctld slurmd slurm-client munge)")
     for name, n, m in results:
-        rate = o.experiments * n / m["wall"] * 3600
+        count = o.experiments * n
+        rate = count / m["wall"] * 3600
         busy = m["busy"] / (n * m["wall"])
+        gap = (n * m["wall"] - m["busy"]) / count  # idle slot-seconds per experiment
+        projected = UPSTREAM_RUN / (UPSTREAM_RUN + gap)
         goal = "ok" if single_rate and rate >= 0.95 * n * single_rate else "MISS"
         print(f"{name + f', proposer {think / o.seconds:.0%}':<42} {m['wall']:>7.1f} "
-              f"{busy:>6.2f} {rate:>9.0f} {'':>9} {'':>9} {goal:>5}")
+              f"{busy:>6.2f} {rate:>9.0f} {gap:>9.2f} {projected:>9.3f} {goal:>5}")
     if single_rate:
-        print(f"(slot goal: >= 0.95 x N x {single_rate:.0f} exp/hour, the 1-slot --ahead 1 rate)")
+        print(f"(slot goal: >= 0.95 x N x {single_rate:.0f} exp/hour, the 1-slot --ahead 1 rate;"
+              " busy@300s: the same idle seconds per experiment around 300 s runs)")
     return 0
 
 

@@ -191,7 +191,8 @@ def test_the_worker_is_named_in_the_description_on_one_line():
     (["--queue", ".", "--runner", "slurm", "--launcher", "srun"], "give one"),
     (["--queue", ".", "--gpus", "0,0"], "twice"),
     (["--queue", ".", "--gpus", "0,1", "--workers", "3"], "--gpus lists 2"),
-    (["--queue", ".", "--workers", "2", "--confirm", "2"], "not available"),
+    (["--queue", ".", "--workers", "2", "--confirm", "-1"], "--confirm >= 0"),
+    (["--queue", ".", "--workers", "2", "--ahead", "-1"], "--ahead must be >= 0"),
     (["--queue", ".", "--runner", "k8s"], "--runner must be"),
     (["--workers", "2"], "exactly one of"),
     (["--queue", ".", "--workers", "2", "--timeout", "ten"], "--timeout must be a number"),
@@ -512,4 +513,51 @@ def test_runs_that_finished_after_a_sigkill_are_taken_not_run_again(target, tmp_
     assert len(list(marks.iterdir())) == 2  # nothing ran twice
     assert [row["status"] for row in rows(target)] == ["keep", "discard", "keep"]
     assert git(target, "log", "-1", "--format=%s") == "try b"
+    assert_clean(target)
+
+
+# ---------------------------------------------------------------------------
+# Noise-aware acceptance with several workers
+# ---------------------------------------------------------------------------
+
+
+def test_baseline_repeats_and_confirm_work_with_two_workers(target, tmp_path):
+    """Each worker's runs report the next value of its own file (values-w1, values-w2)."""
+    text = (target / "train.py").read_text().replace(
+        'print("---")',
+        'vals = os.path.join(os.environ["VALUES_DIR"], "values-" + os.environ.get('
+        '"AUTORESEARCH_WORKER", "w1"))\n'
+        'seq = open(vals).read().split() if os.path.exists(vals) else []\n'
+        'if seq:\n'
+        '    open(vals, "w").write(" ".join(seq[1:]))\n'
+        '    VAL_BPB, A, B, C, D, E = float(seq[0]), 0, 0, 0, 0, 0\n'
+        'print("---")')
+    (target / "train.py").write_text(text)
+    git(target, "commit", "-q", "-am", "per-worker values")
+    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "0.5"),
+                                          ("c", "C", "-0.1")])
+    values = tmp_path / "values"
+    values.mkdir()
+    # w1: baseline, repeat 2, patch a (within the floor), confirm 1, patch c (far outside)
+    (values / "values-w1").write_text("1.00 1.02 1.01 1.03 0.90")
+    # w2: repeat 3, patch b, confirm 2
+    (values / "values-w2").write_text("1.04 1.5 1.02")
+    done = run_loop(target, "--queue", str(queue), "--workers", "2", "--baseline-repeats",
+                    "3", "--confirm", "2", env={"VALUES_DIR": str(values)})
+    assert done.returncode == 0, done.stderr
+    floor = json.loads((target / ".autoresearch" / "session.json").read_text())["noise_floor"]
+    assert floor == pytest.approx(0.02)
+    got = [(r["status"], r["val_bpb"], r["description"]) for r in rows(target)]
+    assert [v for _, v, _ in got[:3]] == [1.0, 1.02, 1.04]
+    assert "baseline repeat 2/3" in got[1][2] and "baseline repeat 3/3" in got[2][2]
+    assert got[3][:2] == ("keep", 1.01) and got[4][:2] == ("discard", 1.5)
+    assert [v for _, v, _ in got[5:7]] == [1.03, 1.02] and "(confirm 1/2)" in got[5][2]
+    assert got[7][0] == "discard" and got[7][1] == pytest.approx(1.02)
+    assert "not confirmed" in got[7][2]
+    assert got[8][:2] == ("keep", 0.9)
+    assert len(got) == 9
+    head = git(target, "rev-parse", "HEAD")
+    assert git(target, "log", "-1", "--format=%s", head) == "try c"
+    assert git(target, "log", "-1", "--format=%s", "HEAD~1") == "per-worker values"  # a withdrawn
+    assert "experiments: 3" in done.stdout
     assert_clean(target)

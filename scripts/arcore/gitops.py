@@ -209,6 +209,14 @@ def restore(repo: str, branch: str, base: str, before: set[str] | list[str] | No
     return remove_new_files(repo, before)
 
 
+def reset_worktree(path: str, branch: str, base: str) -> None:
+    """A worker worktree at ``base`` on its branch, no tracked change, no stray untracked file."""
+    if current_branch(path) != branch:
+        git(path, "checkout", "-q", "-f", "-B", branch, base)
+    git(path, "reset", "-q", "--hard", base)
+    git(path, "clean", "-q", "-f", "-d")
+
+
 def revert_candidate(repo: str, base: str, candidate: str, prefix: str) -> bool:
     """Reset HEAD from ``candidate`` back to ``base`` iff HEAD is exactly the candidate."""
     if candidate == base or head(repo) != candidate:

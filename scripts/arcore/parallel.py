@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from arcore import ahead as ahead_mod
-from arcore import ledger, loop, proposals, runner, session
+from arcore import gitops, ledger, loop, noise, proposals, runner, session
 from arcore.lane import Lane, forget_waiting
 
 # ---------------------------------------------------------------------------
@@ -121,9 +121,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise ParallelError(USAGE, "--launcher and --runner slurm both set the launcher; give one")
     if o.slurm_args and o.runner != "slurm":
         raise ParallelError(USAGE, "--slurm-arg needs --runner slurm")
-    if o.baseline_repeats != 1 or o.confirm:
-        raise ParallelError(USAGE, "--baseline-repeats and --confirm are not available with "
-                                   "parallel rounds; run them with one worker")
+    if o.baseline_repeats < 1 or o.confirm < 0:
+        raise ParallelError(USAGE, "--baseline-repeats must be >= 1 and --confirm >= 0")
     gpus = [g.strip() for g in (o.gpus or "").split(",") if g.strip()]
     if o.gpus is not None and not gpus:
         raise ParallelError(USAGE, "--gpus needs a comma-separated list, e.g. 0,1,2,3")
@@ -244,12 +243,7 @@ def remove_worktree(repo: str, path: str, branch: str) -> None:
         git(repo, "branch", "-D", "-q", branch, check=False)
 
 
-def reset_worktree(path: str, branch: str, base: str) -> None:
-    """Worker worktree at ``base`` on its branch, no tracked change, no stray untracked file."""
-    if loop.current_branch(path) != branch:
-        git(path, "checkout", "-q", "-f", "-B", branch, base)
-    git(path, "reset", "-q", "--hard", base)
-    git(path, "clean", "-q", "-f", "-d")
+reset_worktree = gitops.reset_worktree
 
 
 # ---------------------------------------------------------------------------
@@ -637,6 +631,8 @@ class Rounds:
                 argv += [flag, str(value)]
         if o.higher_is_better:
             argv.append("--higher-is-better")
+        if cand.get("rerun"):
+            argv.append("--rerun")
         return argv, {**os.environ, **env}
 
     def start_run(self, w: Worker, cand: dict, rnd: dict) -> None:
@@ -680,12 +676,16 @@ class Rounds:
         Returns the kept commit or None."""
         base = rnd["base"]
         cands = rnd["candidates"]
-        results = [c["result"] for c in cands]
+        results = [None if c.get("rerun") else c["result"] for c in cands]
         verdicts = round_verdicts(results, self.opts.higher_is_better)
-        winner = next((c["commit"] for c, v in zip(cands, verdicts) if v == "keep"), None)
+        verdicts = [((c["result"] or {}).get("status") if c.get("rerun") and c["result"]
+                     else v) for c, v in zip(cands, verdicts)]  # a re-run's verdict stands
+        winner = next((c["commit"] for c, v in zip(cands, verdicts)
+                       if v == "keep" and not c.get("rerun")), None)
         moved = head(self.repo) not in (base, winner)
         if moved:  # someone committed on the session branch: log the runs, apply nothing
-            verdicts = ["discard" if v == "keep" else v for v in verdicts]
+            verdicts = ["discard" if v == "keep" and not c.get("rerun") else v
+                        for c, v in zip(cands, verdicts)]
             winner = None
         rnd["phase"] = "appending"
         self.save()
@@ -713,7 +713,7 @@ class Rounds:
                 line = ledger.format_row(cand["commit"], res.get("value"), res.get("memory_gb"),
                                          verdict, desc, header)
                 record = dict(res.get("record") or {}, status=verdict)
-                if verdict != "keep":
+                if verdict != "keep" and not cand.get("rerun"):
                     keep_reachable(self.repo, DISCARDED, cand["commit"], base)
             fields = line.split("\t")
             named = dict(zip(header, fields))
@@ -736,16 +736,24 @@ class Rounds:
         rnd["moved"] = moved
         self.save()
         if winner and winner != base and head(self.repo) == base:
-            proc = subprocess.run(["git", *loop.SAFE, "-C", self.repo, "merge", "--ff-only",
-                                   "-q", winner],
-                                  capture_output=True, text=True, stdin=subprocess.DEVNULL)
-            if proc.returncode != 0:
-                keep_reachable(self.repo, "refs/autoresearch/kept/", winner, base)
-                raise ParallelError(UNSAFE, f"could not fast-forward {self.branch} to the kept "
-                                            f"{short(winner)}: {proc.stderr.strip()[:200]} "
-                                            f"(kept as refs/autoresearch/kept/{winner})")
-            log(f"kept {short(winner)}: {self.branch} fast-forwarded")
+            if noise.hold(self, rnd, winner):  # --confirm: re-runs first
+                return winner
+            self.fast_forward(winner, base)
         return winner
+
+    def fast_forward(self, winner: str, base: str) -> None:
+        """The session branch moves to the kept commit (one keep at a time, never back)."""
+        if head(self.repo) != base:
+            return
+        proc = subprocess.run(["git", *loop.SAFE, "-C", self.repo, "merge", "--ff-only",
+                               "-q", winner],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            keep_reachable(self.repo, "refs/autoresearch/kept/", winner, base)
+            raise ParallelError(UNSAFE, f"could not fast-forward {self.branch} to the kept "
+                                        f"{short(winner)}: {proc.stderr.strip()[:200]} "
+                                        f"(kept as refs/autoresearch/kept/{winner})")
+        log(f"kept {short(winner)}: {self.branch} fast-forwarded")
 
     def log_run(self, cand: dict, record: dict, rnd: dict) -> None:
         """runs.jsonl object + archived log in the main session for one run of the round."""
@@ -829,7 +837,7 @@ class Rounds:
         number = int(self.state.get("rounds", 0)) + 1 if kind == "round" else 0
         rnd = {"n": number, "kind": kind, "base": base,
                "phase": "running", "rows_before": len(ledger.read_ledger(self.ledger_path)),
-               "candidates": []}
+               "prev_best": self.best(), "candidates": []}
         self.state["round"] = rnd
         self.state["base"] = base
         return rnd
@@ -841,6 +849,9 @@ class Rounds:
                   and c["result"] is None]
         self.settle(rnd)
         self.state["round"] = None
+        if rnd["kind"] == "round" and self.state.get("confirm") and not self.stop:
+            self.save()
+            noise.confirm(self)
         self.state["rounds"] = int(self.state.get("rounds", 0)) + (rnd["kind"] == "round")
         self.state["base"] = head(self.repo)
         self.save()
@@ -981,7 +992,10 @@ class Rounds:
         if resumed:
             log(f"resuming: {st.get('done', 0)} experiment(s) done so far")
         self.recover()
+        if st.get("confirm"):
+            noise.confirm(self)
         self.baseline()
+        noise.repeat_baseline(self)
         rounds = 0
         while True:
             self.check_stop()
