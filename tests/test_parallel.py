@@ -217,13 +217,13 @@ def test_local_workers_get_one_gpu_each_in_order():
 
 
 def test_two_workers_run_rounds_and_keep_only_the_best_of_each(target, tmp_path):
-    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.03"),
+    queue = make_queue(target, tmp_path, [("a", "A", "0.01"), ("b", "B", "-0.03"),
                                           ("c", "C", "0.13"), ("d", "D", "-0.01")])
     done = run_loop(target, "--queue", str(queue), "--workers", "2")
     assert done.returncode == 0, done.stderr
     got = rows(target)
     assert [row["status"] for row in got] == ["keep", "discard", "keep", "discard", "keep"]
-    assert [row["val_bpb"] for row in got] == [1.0, 0.99, 0.97, 1.1, 0.96]
+    assert [row["val_bpb"] for row in got] == [1.0, 1.01, 0.97, 1.1, 0.96]
     assert got[0]["description"].startswith("[w1] baseline")
     assert [row["description"].split()[0] for row in got[1:]] == ["[w1]", "[w2]", "[w1]", "[w2]"]
     assert git(target, "log", "-1", "--format=%s") == "try d"
@@ -236,8 +236,29 @@ def test_two_workers_run_rounds_and_keep_only_the_best_of_each(target, tmp_path)
     assert_clean(target)
 
 
+def test_a_run_that_beat_its_base_but_lost_its_round_is_rebased_onto_the_winner_and_run_again(
+        target, tmp_path):
+    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.03"),
+                                          ("c", "C", "0.13"), ("d", "D", "-0.01")])
+    done = run_loop(target, "--queue", str(queue), "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    got = [(r["status"], r["val_bpb"], r["description"]) for r in rows(target)]
+    # round 1: a (0.99) beat the base but lost to b (0.97): logged discard, not thrown away
+    assert got[1][:2] == ("discard", 0.99) and "rebased onto it" in got[1][2]
+    assert got[2][:2] == ("keep", 0.97)
+    # round 2: a's change on top of b runs first (0.96, kept), next to c (1.10)
+    assert got[3] == ("keep", 0.96, "[w1] try a")
+    assert got[4][:2] == ("discard", 1.1)
+    # round 3: d on top of both
+    assert got[5][:2] == ("keep", 0.95) and len(got) == 6
+    assert git(target, "log", "-3", "--format=%s").splitlines() == ["try d", "try a", "try b"]
+    assert "experiments: 5" in done.stdout
+    assert not git(target, "for-each-ref", "refs/autoresearch/waiting/")
+    assert_clean(target)
+
+
 def test_each_worker_runs_with_its_own_gpu_and_its_log_is_archived(target, tmp_path):
-    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.02")])
+    queue = make_queue(target, tmp_path, [("a", "A", "0.01"), ("b", "B", "-0.02")])
     done = run_loop(target, "--queue", str(queue), "--gpus", "3,5")
     assert done.returncode == 0, done.stderr
     objects = runs(target)
@@ -310,7 +331,7 @@ def start_held_round(target: Path, tmp_path: Path):
 
     Returns (queue, gate, marks, the loop's process); each started run leaves its pid in marks.
     """
-    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.02")])
+    queue = make_queue(target, tmp_path, [("a", "A", "0.01"), ("b", "B", "-0.02")])
     gate, marks = tmp_path / "gate", tmp_path / "marks"
     marks.mkdir()
     gate.write_text("")
@@ -324,7 +345,7 @@ def start_held_round(target: Path, tmp_path: Path):
 
 
 def test_ctrl_c_during_a_round_stops_every_run_and_loses_nothing(target, tmp_path):
-    base_queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.02")])
+    base_queue = make_queue(target, tmp_path, [("a", "A", "0.01"), ("b", "B", "-0.02")])
     gate, marks = tmp_path / "gate", tmp_path / "marks"
     marks.mkdir()
     # the baseline first, with the gate open
@@ -368,7 +389,7 @@ def test_a_sigkilled_loop_resumes_its_round_without_losing_or_duplicating_a_row(
     assert not any(alive(pid) for pid in pids)
     got = rows(target)
     assert [row["status"] for row in got] == ["keep", "discard", "keep"]
-    assert sorted(row["val_bpb"] for row in got[1:]) == [0.98, 0.99]
+    assert sorted(row["val_bpb"] for row in got[1:]) == [0.98, 1.01]
     assert git(target, "log", "-1", "--format=%s") == "try b"
     assert_clean(target)
 
@@ -387,7 +408,8 @@ with open(os.environ["PROPOSALS"], "a") as out:
 if n == 3:
     raise SystemExit(0)  # no commit: a rejected proposal
 knob = "ABCDE"[n - 1]
-text = pathlib.Path("train.py").read_text().replace(f"{knob} = 0.0", f"{knob} = -0.00{n}")
+delta = "0.001" if n == 1 else f"-0.00{n}"  # proposal 1 does not improve
+text = pathlib.Path("train.py").read_text().replace(f"{knob} = 0.0", f"{knob} = {delta}")
 pathlib.Path("train.py").write_text(text)
 subprocess.run(["git", "commit", "-q", "-am", f"proposal {n} by {worker}"], check=True)
 '''

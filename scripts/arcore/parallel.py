@@ -452,9 +452,17 @@ class Rounds:
         tried = set(self.state.get("tried", [])) | tried_blobs(self.repo, self.track())
         others: list[str] = []
         if self.opts.queue:
+            free = list(self.workers[:count])
+            while free and self.state.get("waiting"):
+                got = self.from_waiting(free[0], base)
+                if got is None:
+                    break
+                w = free.pop(0)
+                self.take(rnd, w, base, got[0], got[1], tried, others, None)
+                forget_waiting(self.repo, got[1])
             taken = set(self.queue_done()) | {c.get("patch") for c in rnd["candidates"]}
             plan = []
-            for w in self.workers[:count]:
+            for w in free:
                 patch = next((p for p in loop.list_patches(self.opts.queue)
                               if p.name not in taken), None)
                 if patch is None:
@@ -467,7 +475,8 @@ class Rounds:
             return
         for w in self.workers[:count]:
             self.check_stop()
-            got = self.from_waiting(w, base) if self.lane is not None else None
+            got = self.from_waiting(w, base) \
+                if self.lane is not None or self.state.get("waiting") else None
             if got is None:
                 reset_worktree(w.path, w.branch, base)
                 number = int(self.state.get("done", 0)) + len(rnd["candidates"]) + 1
@@ -490,7 +499,7 @@ class Rounds:
         st = self.state
         while True:
             self.check_stop()
-            if ahead_mod.absorb(self.lane, st):
+            if self.lane is not None and ahead_mod.absorb(self.lane, st):
                 self.save()
             if st.get("waiting"):
                 item = st["waiting"].pop(0)
@@ -505,7 +514,7 @@ class Rounds:
                     reset_worktree(w.path, w.branch, commit)
                     return None, commit
                 continue
-            if self.lane.busy:
+            if self.lane is not None and self.lane.busy:
                 self.lane.wait(lambda: bool(self.stop) or bool(self.lane.ready))
                 continue
             return None
@@ -687,6 +696,7 @@ class Rounds:
             verdicts = ["discard" if v == "keep" and not c.get("rerun") else v
                         for c, v in zip(cands, verdicts)]
             winner = None
+        again = self.beaten_keeps(rnd, verdicts, winner)
         rnd["phase"] = "appending"
         self.save()
         header = ledger.read_header(self.ledger_path)
@@ -710,6 +720,9 @@ class Rounds:
                 desc = res.get("description") or tagged(cand["worker"], cand["desc"])
                 if moved and res.get("status") == "keep":
                     desc += " (not applied: the session branch moved during the round)"
+                elif cand["commit"] in again:
+                    desc += (f" (beaten in its round by {short(winner)}; rebased onto it as "
+                             f"{short(again[cand['commit']])}, to run again)")
                 line = ledger.format_row(cand["commit"], res.get("value"), res.get("memory_gb"),
                                          verdict, desc, header)
                 record = dict(res.get("record") or {}, status=verdict)
@@ -740,6 +753,38 @@ class Rounds:
                 return winner
             self.fast_forward(winner, base)
         return winner
+
+    def beaten_keeps(self, rnd: dict, verdicts: list, winner: str | None) -> dict:
+        """Runs of the round that beat their base but lost to the round's winner: each is
+        rebased onto the winner (3-way merge of train.py) and queued to run again first (a
+        waiting entry), not thrown away on a comparison made stale by the keep. Journaled in
+        the round (``again``: old commit -> rebased commit), so a resumed settle does the
+        same. Not with --confirm (the winner may yet be withdrawn) or a moved branch."""
+        if "again" in rnd:
+            return rnd["again"]
+        again: dict = {}
+        base = rnd["base"]
+        if winner and winner != base and not self.opts.confirm and rnd["kind"] == "round":
+            for cand, verdict in zip(rnd["candidates"], verdicts):
+                res = cand.get("result") or {}
+                if cand.get("rerun") or cand["commit"] == winner or verdict != "discard" \
+                        or res.get("status") != "keep":
+                    continue
+                new, why = gitops.rebase_onto(self.repo, cand["commit"], base, winner)
+                if new is None:
+                    log(f"{cand['worker']}: {short(cand['commit'])} beat its base but not "
+                        f"{short(winner)}, and {why}: not run again")
+                    continue
+                again[cand["commit"]] = new
+                keep_reachable(self.repo, ahead_mod.WAITING_PREFIX, new, None)
+                entry = {"base": winner, "commit": new, "again": cand["commit"],
+                         "desc": f"{ledger.flatten(cand['desc'])} (rebased onto "
+                                 f"{short(winner)})"}
+                waiting = self.state.setdefault("waiting", [])
+                if not any(w.get("commit") == new for w in waiting):
+                    waiting.insert(len([w for w in waiting if w.get("again")]), entry)
+        rnd["again"] = again
+        return again
 
     def fast_forward(self, winner: str, base: str) -> None:
         """The session branch moves to the kept commit (one keep at a time, never back)."""
@@ -985,8 +1030,6 @@ class Rounds:
             self.lane = Lane(self.repo, self.branch, o.propose, o.propose_timeout, st["token"],
                              str(Path(self.repo) / loop.PROPOSER_LOG), self.ledger_path,
                              context=self.lane_context, env_for=self.lane_env)
-        elif st.get("waiting"):
-            ahead_mod.drop_waiting(self.repo, st)
         self.save()
         self.make_workers(head(self.repo))
         if resumed:
@@ -1139,8 +1182,8 @@ def main(argv: list[str]) -> int:
         try:
             if rounds.lane is not None:
                 rounds.lane.shutdown()  # no proposer outlives the loop
-                if code == OK:
-                    ahead_mod.drop_waiting(repo, rounds.state)
+            if code == OK:
+                ahead_mod.drop_waiting(repo, rounds.state)
             rounds.drop_workers()
             proposals.sweep(repo)
         finally:
