@@ -583,3 +583,65 @@ def test_baseline_repeats_and_confirm_work_with_two_workers(target, tmp_path):
     assert git(target, "log", "-1", "--format=%s", "HEAD~1") == "per-worker values"  # a withdrawn
     assert "experiments: 3" in done.stdout
     assert_clean(target)
+
+
+# ---------------------------------------------------------------------------
+# The next round proposed ahead: SIGKILL while the lane proposes
+# ---------------------------------------------------------------------------
+
+SLOW_PROPOSER = '''import os, pathlib, subprocess, sys, time
+n = int(os.environ["AUTORESEARCH_ITERATION"])
+state = pathlib.Path(os.environ["LANE_DIR"])
+(state / f"started-{n}").write_text(str(os.getpid()))
+while n >= 3 and not (state / "go").exists():  # the lane's proposals wait
+    time.sleep(0.02)
+knob = "ABCDE"[(n - 1) % 5]
+text = pathlib.Path("train.py").read_text().replace(f"{knob} = 0.0", f"{knob} = 0.00{n}")
+pathlib.Path("train.py").write_text(text)
+subprocess.run(["git", "commit", "-q", "-am", f"proposal {n}"], check=True)
+'''
+
+
+def test_a_sigkill_while_the_next_round_is_proposed_ahead_loses_and_doubles_nothing(
+        target, tmp_path):
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_PROPOSER)
+    lane_dir, gate, marks = tmp_path / "lane", tmp_path / "gate", tmp_path / "marks"
+    lane_dir.mkdir()
+    marks.mkdir()
+    clones = tmp_path / "clones"
+    env = {**os.environ, "LANE_DIR": str(lane_dir), "STANDIN_GATE": str(gate),
+           "STANDIN_MARKS": str(marks), "AUTORESEARCH_CLONE_ROOT": str(clones)}
+    args = ["bash", str(RUN_LOOP), "--repo", str(target), "--cmd", f"{sys.executable} train.py",
+            "--propose", f"{sys.executable} {script}", "--workers", "2", "--max", "4"]
+    gate.write_text("")
+    assert subprocess.run([*args[:-2], "--max", "0"], env=env, capture_output=True,
+                          timeout=WAIT).returncode == 0   # the baseline
+    gate.unlink()
+    for p in marks.iterdir():
+        p.unlink()
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for(lambda: (lane_dir / "started-3").exists(), "the lane to propose for round 2")
+    lane_pid = int((lane_dir / "started-3").read_text())
+    os.killpg(proc.pid, signal.SIGKILL)  # the loop; its runs and the lane's proposer go on
+    proc.wait(timeout=WAIT)
+    assert alive(lane_pid)
+    before = rows(target)
+    (lane_dir / "go").write_text("")
+    gate.write_text("")
+    again = run_loop(target, "--propose", f"{sys.executable} {script}", "--workers", "2",
+                     "--max", "4", env={k: env[k] for k in ("LANE_DIR", "STANDIN_GATE",
+                                                            "STANDIN_MARKS",
+                                                            "AUTORESEARCH_CLONE_ROOT")})
+    assert again.returncode == 0, again.stderr
+    assert not alive(lane_pid)
+    got = rows(target)
+    assert got[:len(before)] == before
+    described = [(r["commit"], r["description"]) for r in got]
+    assert len(described) == len(set(described))
+    assert len(got) == 5 and "experiments: 4" in again.stdout
+    assert not list(clones.glob("*/p-*"))
+    assert not git(target, "for-each-ref", "refs/autoresearch/waiting/",
+                   "refs/autoresearch/incoming/")
+    assert_clean(target)
