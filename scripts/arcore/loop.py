@@ -1125,9 +1125,9 @@ class Loop:
                         str(Path(self.repo) / PROPOSER_LOG), self.ledger_path,
                         context=self.proposer_context, env_for=self.proposer_env)
             self.ahead = ahead_mod.Ahead(self, lane)
-            self.ahead.settle_orphans()
         elif st.get("waiting"):
             ahead_mod.drop_waiting(self.repo, st)
+        ahead_mod.settle_orphans(self.repo, st)  # a waiting ref the journal does not list
         if resumed:
             log(f"resuming the loop: {st.get('done', 0)} experiment(s) done so far")
         confirm = st.pop("resume_confirm", None)
