@@ -28,9 +28,10 @@
 #                        direction (default 5; 0: never)
 #   --prompt FILE        prompt template (default templates/proposer-prompt.md)
 #   --ahead K            make up to K proposals for the next runs while a run goes (default
-#                        1 with --propose; 0: propose only after the verdict, strictly
-#                        serial). A waiting proposal whose base a keep superseded is rebased
-#                        onto the new best; one that no longer applies is proposed again.
+#                        1 with --propose, the number of workers with parallel rounds; 0:
+#                        propose only after the verdict, strictly serial). A waiting
+#                        proposal whose base a keep superseded is rebased onto the new best;
+#                        one that no longer applies is proposed again.
 # Noise-aware acceptance (default: strictly better wins):
 #   --baseline-repeats R run the baseline R times; record the std as the noise floor
 #   --confirm K          re-run a keep whose gain is within the noise floor K more times;
