@@ -645,3 +645,40 @@ def test_a_sigkill_while_the_next_round_is_proposed_ahead_loses_and_doubles_noth
     assert not git(target, "for-each-ref", "refs/autoresearch/waiting/",
                    "refs/autoresearch/incoming/")
     assert_clean(target)
+
+
+COUNTED_PROPOSER = '''import os, pathlib, subprocess
+state = pathlib.Path(os.environ["LANE_DIR"])
+count = state / "count"
+k = int(count.read_text()) if count.exists() else 0
+count.write_text(str(k + 1))
+plan = [("A", "-0.001"), ("B", "0.01"), ("A", "-0.002"), ("C", "-0.004"), ("D", "-0.003")]
+knob, value = plan[min(k, len(plan) - 1)]
+text = pathlib.Path("train.py").read_text().replace(f"{knob} = 0.0", f"{knob} = {value}")
+pathlib.Path("train.py").write_text(text)
+subprocess.run(["git", "commit", "-q", "-am", f"set {knob} {value}"], check=True)
+'''
+
+
+def test_a_proposal_made_ahead_that_no_longer_applies_after_a_keep_is_reproposed(target,
+                                                                                 tmp_path):
+    script = tmp_path / "counted.py"
+    script.write_text(COUNTED_PROPOSER)
+    lane_dir = tmp_path / "lane"
+    lane_dir.mkdir()
+    done = run_loop(target, "--propose", f"{sys.executable} {script}", "--workers", "2",
+                    "--max", "4", env={"LANE_DIR": str(lane_dir)})
+    assert done.returncode == 0, done.stderr
+    got = [(r["status"], r["val_bpb"], r["description"]) for r in rows(target)]
+    assert got[1][:2] == ("keep", 0.999) and got[2][:2] == ("discard", 1.01)
+    # "set A -0.002" was made on the old best while round 1 ran: it conflicts with the kept
+    # "set A -0.001", so it is not run (no row) but recorded, and the next one takes its place
+    assert "set A -0.002" not in (target / "results.tsv").read_text()
+    (event,) = [o for o in runs(target) if o.get("event") == "reproposed"]
+    assert event["description"] == "set A -0.002" and "conflicts" in event["reason"]
+    assert got[3][:2] == ("keep", 0.995) and got[3][2].endswith("set C -0.004")  # rebased
+    assert got[4][:2] == ("discard", 0.996)  # proposed now, on the new best; beaten in round 2
+    assert len(got) == 5
+    assert "re-proposed 1" in done.stderr
+    assert not git(target, "for-each-ref", "refs/autoresearch/waiting/")
+    assert_clean(target)
