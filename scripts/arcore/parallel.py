@@ -61,6 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from arcore import ahead as ahead_mod
+from arcore.rounds_ahead import RoundsAhead
 from arcore import gitops, ledger, loop, noise, proposals, runner, session
 from arcore.lane import Lane, forget_waiting
 
@@ -276,6 +277,10 @@ class Rounds:
     value: float | None = None
     threads: list = field(default_factory=list)
     lane: Lane | None = None  # --ahead K: the next round's proposals, made while one runs
+    ahead: RoundsAhead | None = None
+
+    def __post_init__(self) -> None:
+        self.ahead = RoundsAhead(self)
 
     # -- journal ---------------------------------------------------------------
 
@@ -454,7 +459,7 @@ class Rounds:
         if self.opts.queue:
             free = list(self.workers[:count])
             while free and self.state.get("waiting"):
-                got = self.from_waiting(free[0], base)
+                got = self.ahead.from_waiting(free[0], base)
                 if got is None:
                     break
                 w = free.pop(0)
@@ -475,7 +480,7 @@ class Rounds:
             return
         for w in self.workers[:count]:
             self.check_stop()
-            got = self.from_waiting(w, base) \
+            got = self.ahead.from_waiting(w, base) \
                 if self.lane is not None or self.state.get("waiting") else None
             if got is None:
                 reset_worktree(w.path, w.branch, base)
@@ -489,85 +494,7 @@ class Rounds:
             self.take(rnd, w, base, reason, commit, tried, others, None)
             if got is not None and not reason:
                 forget_waiting(self.repo, commit)
-        self.fill_lane(base, count)
-
-    # -- proposals made ahead (the lane) -----------------------------------------
-
-    def from_waiting(self, w: Worker, base: str) -> tuple[str | None, str] | None:
-        """The next proposal made ahead, on ``base`` (rebased if a keep superseded its base),
-        checked out in ``w``'s worktree; None when there is none (propose now)."""
-        st = self.state
-        while True:
-            self.check_stop()
-            if self.lane is not None and ahead_mod.absorb(self.lane, st):
-                self.save()
-            if st.get("waiting"):
-                item = st["waiting"].pop(0)
-                kind, commit, why = ahead_mod.onto_best(self.repo, item, base)
-                self.save()
-                if kind == "reproposed":
-                    ahead_mod.record_reproposed(self.repo, st, item, base, why)
-                    self.save()
-                if kind == "reject":
-                    return why, commit
-                if kind == "run":
-                    reset_worktree(w.path, w.branch, commit)
-                    return None, commit
-                continue
-            if self.lane is not None and self.lane.busy:
-                self.lane.wait(lambda: bool(self.stop) or bool(self.lane.ready))
-                continue
-            return None
-
-    def fill_lane(self, base: str, running: int) -> None:
-        """While this round runs: the lane proposes the next round's candidates on ``base``."""
-        o, st = self.opts, self.state
-        if self.lane is None or self.lane.busy or self.stop:
-            return
-        done, waiting = int(st.get("done", 0)), len(st.get("waiting") or [])
-        want = int(o.ahead) - waiting
-        if o.max is not None:
-            want = min(want, int(o.max) - done - running - waiting)
-        deadline = st.get("deadline")
-        if deadline is not None and time.time() >= float(deadline):
-            want = 0
-        if want > 0:
-            self.lane.start(base, want, done + running + waiting + 1)
-
-    def in_flight(self, made: list[str]) -> list[str]:
-        """What the workers of the round in flight and the waiting proposals are trying."""
-        rnd = self.state.get("round") or {}
-        running = [f"{c.get('worker')}: {ledger.flatten(c.get('desc', ''))}"
-                   for c in rnd.get("candidates", []) if not c.get("reject") and not c.get("dup")]
-        waiting = [f"waiting: {ledger.flatten(w.get('desc', ''))}"
-                   for w in self.state.get("waiting") or [] if not w.get("reject")]
-        return running + waiting + [f"waiting: {ledger.flatten(m)}" for m in made]
-
-    def lane_context(self, base: str, n: int, made: list[str]) -> tuple[dict, str]:
-        """A proposal for the next round, made while this one runs."""
-        o = self.opts
-        facts = loop.context_facts(self.repo, self.track(), base, n, o.plateau,
-                                   o.metric or "val_bpb", o.higher_is_better)
-        template_path = Path(o.prompt) if o.prompt else loop.PROMPT_TEMPLATE
-        template = template_path.read_text(encoding="utf-8") if template_path.exists() else \
-            "Improve {{metric}} ({{direction}} is better) by editing train.py; commit once.\n"
-        others = "\n".join(f"- {line}" for line in self.in_flight(made)) or "- (none)"
-        text = loop.render_prompt(template, facts) + (
-            f"\n## This round: {len(self.workers)} experiments run at once\n\n"
-            f"You propose for the next round, while this one runs. The other workers of this "
-            f"round, and the proposals waiting for the next, are trying:\n{others}\n"
-            "Propose something different from them.\n")
-        return facts, text
-
-    def lane_env(self, facts: dict, base: str, n: int) -> dict:
-        worker = self.workers[(n - 1) % len(self.workers)].id if self.workers else ""
-        return {"AUTORESEARCH_BASE": base, "AUTORESEARCH_BEST": str(facts["best"]),
-                "AUTORESEARCH_ITERATION": str(n),
-                "AUTORESEARCH_PLATEAU": "1" if facts["plateau"] else "0",
-                "AUTORESEARCH_METRIC": facts["metric"],
-                "AUTORESEARCH_DIRECTION": facts["direction"],
-                "AUTORESEARCH_WORKER": worker,  # the worker it most likely runs on
-                "AUTORESEARCH_ROUND_OTHERS": "\n".join(self.in_flight([]))}
+        self.ahead.fill_lane(base, count)
 
     def prepare_patch(self, w: Worker, base: str, patch: Path) -> tuple[str | None, str]:
         reset_worktree(w.path, w.branch, base)
@@ -696,7 +623,7 @@ class Rounds:
             verdicts = ["discard" if v == "keep" and not c.get("rerun") else v
                         for c, v in zip(cands, verdicts)]
             winner = None
-        again = self.beaten_keeps(rnd, verdicts, winner)
+        again = self.ahead.beaten_keeps(rnd, verdicts, winner)
         rnd["phase"] = "appending"
         self.save()
         header = ledger.read_header(self.ledger_path)
@@ -753,38 +680,6 @@ class Rounds:
                 return winner
             self.fast_forward(winner, base)
         return winner
-
-    def beaten_keeps(self, rnd: dict, verdicts: list, winner: str | None) -> dict:
-        """Runs of the round that beat their base but lost to the round's winner: each is
-        rebased onto the winner (3-way merge of train.py) and queued to run again first (a
-        waiting entry), not thrown away on a comparison made stale by the keep. Journaled in
-        the round (``again``: old commit -> rebased commit), so a resumed settle does the
-        same. Not with --confirm (the winner may yet be withdrawn) or a moved branch."""
-        if "again" in rnd:
-            return rnd["again"]
-        again: dict = {}
-        base = rnd["base"]
-        if winner and winner != base and not self.opts.confirm and rnd["kind"] == "round":
-            for cand, verdict in zip(rnd["candidates"], verdicts):
-                res = cand.get("result") or {}
-                if cand.get("rerun") or cand["commit"] == winner or verdict != "discard" \
-                        or res.get("status") != "keep":
-                    continue
-                new, why = gitops.rebase_onto(self.repo, cand["commit"], base, winner)
-                if new is None:
-                    log(f"{cand['worker']}: {short(cand['commit'])} beat its base but not "
-                        f"{short(winner)}, and {why}: not run again")
-                    continue
-                again[cand["commit"]] = new
-                keep_reachable(self.repo, ahead_mod.WAITING_PREFIX, new, None)
-                entry = {"base": winner, "commit": new, "again": cand["commit"],
-                         "desc": f"{ledger.flatten(cand['desc'])} (rebased onto "
-                                 f"{short(winner)})"}
-                waiting = self.state.setdefault("waiting", [])
-                if not any(w.get("commit") == new for w in waiting):
-                    waiting.insert(len([w for w in waiting if w.get("again")]), entry)
-        rnd["again"] = again
-        return again
 
     def fast_forward(self, winner: str, base: str) -> None:
         """The session branch moves to the kept commit (one keep at a time, never back)."""
@@ -1029,7 +924,7 @@ class Rounds:
         if o.propose and o.ahead:
             self.lane = Lane(self.repo, self.branch, o.propose, o.propose_timeout, st["token"],
                              str(Path(self.repo) / loop.PROPOSER_LOG), self.ledger_path,
-                             context=self.lane_context, env_for=self.lane_env)
+                             context=self.ahead.lane_context, env_for=self.ahead.lane_env)
         self.save()
         self.make_workers(head(self.repo))
         if resumed:
