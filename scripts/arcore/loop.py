@@ -452,6 +452,35 @@ def kill_stale(state: dict, grace: float) -> list[int]:
 
 
 # ---------------------------------------------------------------------------
+# The judge's command line (the one place both engines build it)
+# ---------------------------------------------------------------------------
+
+
+def judge_command(opts: argparse.Namespace, repo: str, desc: str, rerun: bool = False,
+                  worker: str | None = None, launcher: str | None = None,
+                  env: dict | None = None) -> tuple[list[str], dict]:
+    """run-experiment.sh's argv and environment for one run of HEAD in ``repo``: the loop's
+    pass-through options, ``--worker``/``--launcher`` for a slot, ``--rerun``. Extra options
+    or environment for every run go here."""
+    script = os.environ.get(RUN_EXPERIMENT_ENV) or str(RUN_EXPERIMENT)
+    argv = [script] if os.access(script, os.X_OK) else ["bash", script]
+    argv += ["--repo", repo, "--json"]
+    if worker:
+        argv += ["--worker", worker]
+    argv += ["--desc", desc]
+    for flag, value in (("--cmd", opts.cmd), ("--launcher", launcher or opts.launcher),
+                        ("--timeout", opts.timeout), ("--grace", opts.grace),
+                        ("--metric", opts.metric)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if opts.higher_is_better:
+        argv.append("--higher-is-better")
+    if rerun:
+        argv.append("--rerun")
+    return argv, {**os.environ, **(env or {})}
+
+
+# ---------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------
 
@@ -601,20 +630,9 @@ class Loop:
 
     def run_experiment(self, desc: str, rerun: bool = False) -> tuple[int, dict]:
         """Run the judge on HEAD; returns (exit status, its JSON result or {})."""
-        script = os.environ.get(RUN_EXPERIMENT_ENV) or str(RUN_EXPERIMENT)
-        argv = [script] if os.access(script, os.X_OK) else ["bash", script]
-        argv += ["--repo", self.repo, "--json", "--desc", desc]
         o = self.opts
-        for flag, value in (("--cmd", o.cmd), ("--launcher", o.launcher),
-                            ("--timeout", o.timeout), ("--grace", o.grace),
-                            ("--metric", o.metric)):
-            if value is not None:
-                argv += [flag, str(value)]
-        if o.higher_is_better:
-            argv.append("--higher-is-better")
-        if rerun:
-            argv.append("--rerun")
-        proc = self.spawn(argv, "experiment", dict(os.environ), subprocess.PIPE, None)
+        argv, env = judge_command(o, self.repo, desc, rerun=rerun)
+        proc = self.spawn(argv, "experiment", env, subprocess.PIPE, None)
         out_chunks: list[str] = []
         code, give_up = None, None
         patience = float(o.grace or 10) + 20  # run-experiment.sh's own grace, and then some

@@ -552,24 +552,13 @@ class Rounds:
 
     def experiment_argv(self, w: Worker, cand: dict) -> tuple[list[str], dict]:
         o = self.opts
-        script = os.environ.get(loop.RUN_EXPERIMENT_ENV) or str(loop.RUN_EXPERIMENT)
-        argv = ["bash", script, "--repo", w.path, "--json", "--worker", w.id,
-                "--desc", tagged(w.id, cand["desc"])]
         prefix, env = runner.launcher(
             o.runner, gpu=w.gpu, session=session_tag(self.branch), commit=cand["commit"],
             timeout_s=float(o.timeout or 600), grace_s=float(o.grace or 10),
             extra=o.slurm_args)
-        launcher = o.launcher or prefix
-        for flag, value in (("--cmd", o.cmd), ("--launcher", launcher or None),
-                            ("--timeout", o.timeout), ("--grace", o.grace),
-                            ("--metric", o.metric)):
-            if value is not None:
-                argv += [flag, str(value)]
-        if o.higher_is_better:
-            argv.append("--higher-is-better")
-        if cand.get("rerun"):
-            argv.append("--rerun")
-        return argv, {**os.environ, **env}
+        return loop.judge_command(o, w.path, tagged(w.id, cand["desc"]),
+                                  rerun=bool(cand.get("rerun")), worker=w.id,
+                                  launcher=o.launcher or prefix or None, env=env)
 
     def start_run(self, w: Worker, cand: dict, rnd: dict) -> None:
         if git(w.path, "rev-parse", "HEAD") != cand["commit"]:
