@@ -1,17 +1,20 @@
 """run-loop.sh's logic: the bounded, resumable overnight loop on top of run-experiment.sh.
 
 One iteration: get a candidate (a proposer command leaves one commit, or the next patch of a
-queue is applied), check it changes only train.py, run it through run-experiment.sh (the
-judge: keep, discard or crash, one ledger row, reverts what it rejects), print a status line.
-A bad candidate is restored to the last kept state and logged as a ``crash`` row.
+queue is applied; both in a disposable clone, arcore.proposals), check it changes only
+train.py, put it on the branch, run it through run-experiment.sh (the judge: keep, discard or
+crash, one ledger row, reverts what it rejects), print a status line. A bad candidate is a
+``crash`` row; nothing of it ever reached the user's tree. With ``--ahead K`` the next
+proposals are made while a run goes (arcore.lane, arcore.ahead). The states and transitions
+are written down in references/architecture.md §6.
 
 Resume: before every step the loop writes its phase, the base (last kept) commit and the
 candidate commit to ``.autoresearch/loop.json`` (atomically). A restart reads it and settles
 the step that was cut short, by these rules:
 
-* ``proposing`` / ``applying``: the proposer (or ``git am``) never finished; whatever it
-  left is restored to the base (commits kept as ``refs/autoresearch/rejected/<sha>``, new
-  untracked files removed); no row; the loop proposes again (a queue patch is re-applied).
+* ``proposing`` / ``applying``: the proposer (or ``git am``) never finished; its clone is
+  removed; no row; the loop proposes again (a queue patch is re-applied).
+* ``taking``: the candidate was being put on the branch: if HEAD is it, it runs.
 * ``running``: the candidate's row (a row after ``rows_before`` with its short hash) decides.
   A row means the experiment finished: its verdict stands (a discard/crash still at HEAD is
   reverted), it is never run again. No row: the candidate is re-run when HEAD is still the
