@@ -6,12 +6,15 @@
 # baseline run of HEAD. Runs on a branch autoresearch/<tag> with a clean tracked tree.
 #
 # Candidates (exactly one):
-#   --propose CMD        run CMD (bash -c, in the repo) once per iteration: an agent CLI in
-#                        headless mode. It must leave exactly one new commit changing only
-#                        train.py; anything else is restored and logged as a crash row.
+#   --propose CMD        run CMD (bash -c) once per iteration: an agent CLI in headless
+#                        mode. It runs in a fresh disposable clone of the branch (never in
+#                        your tree) and must leave exactly one new commit changing only
+#                        train.py; only that commit comes back, anything else is a crash row.
 #                        CMD gets AUTORESEARCH_CONTEXT (the rendered prompt file),
-#                        AUTORESEARCH_BEST, AUTORESEARCH_BASE, AUTORESEARCH_ITERATION,
-#                        AUTORESEARCH_PLATEAU (see references/proposer-recipes.md).
+#                        AUTORESEARCH_REPO (the clone), AUTORESEARCH_LEDGER (a read-only
+#                        copy of results.tsv), AUTORESEARCH_BEST, AUTORESEARCH_BASE,
+#                        AUTORESEARCH_ITERATION, AUTORESEARCH_PLATEAU
+#                        (see references/proposer-recipes.md).
 #   --queue DIR          apply DIR's patch files in name order (git am, or git apply for a
 #                        plain diff), one experiment each; judged patches are skipped.
 # Bounds:
@@ -24,6 +27,11 @@
 #   --plateau M          after M experiments without a keep, tell the proposer to change
 #                        direction (default 5; 0: never)
 #   --prompt FILE        prompt template (default templates/proposer-prompt.md)
+#   --ahead K            make up to K proposals for the next runs while a run goes (default
+#                        1 with --propose, the number of workers with parallel rounds; 0:
+#                        propose only after the verdict, strictly serial). A waiting
+#                        proposal whose base a keep superseded is rebased onto the new best;
+#                        one that no longer applies is proposed again.
 # Noise-aware acceptance (default: strictly better wins):
 #   --baseline-repeats R top the track up to R runs of its baseline (also when
 #                        setup.sh ran it; rows say "baseline repeat i/R", not ideas);

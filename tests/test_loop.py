@@ -316,8 +316,10 @@ def test_a_user_commit_on_top_of_the_last_keep_is_built_on_and_never_reverted(ta
 
 def test_the_proposer_gets_its_context_and_a_plateau_note_after_m_failures(target, env):
     env["FAKE_AGENT_VALUES"] = "1.1,1.2,1.3"
+    # --ahead 0: the third proposal is made after the second run's verdict (with --ahead 1 it
+    # is made while that run goes, and sees one failure, not two)
     done = run_loop(target, env, "--propose", "fake-agent", "--max", "3", "--plateau", "2",
-                    "--desc", "night1")
+                    "--desc", "night1", "--ahead", "0")
     assert done.returncode == 0, done.stderr
     agent = Path(env["FAKE_AGENT_DIR"])
     first, third = (agent / "context-1.md").read_text(), (agent / "context-3.md").read_text()
@@ -327,6 +329,22 @@ def test_the_proposer_gets_its_context_and_a_plateau_note_after_m_failures(targe
     assert "Change direction" in third and "night1: try VAL_BPB 1.100000" in third
     assert [r["description"] for r in rows(target)][1] == "night1: try VAL_BPB 1.100000"
     assert "plateau: 2 experiments without a keep" in done.stderr
+    assert "What has been tried in this track" in third
+    assert "3 experiments in this track: 1 keep, 2 discard, 0 crash" in third
+    assert "discard\t1.100000\tnight1: try VAL_BPB 1.100000" in third
+    assert "In flight" not in third  # nothing runs while a serial loop proposes
+
+
+def test_the_whats_been_tried_digest_holds_every_keep_and_is_bounded():
+    rows_ = [{"commit": f"{i:07d}", "val_bpb": 1.0 - i / 1000, "memory_gb": 1.0,
+              "status": "keep" if i % 50 == 0 else "discard", "description": f"idea {i} " * 8}
+             for i in range(2000)]
+    text = loop.tried_digest(rows_, limit=6000)
+    assert len(text) < 6000 + 200
+    assert all(f"idea {i} " in text for i in range(0, 2000, 50))   # every keep
+    assert "idea 1999 " in text and "idea 1 idea 1 " not in text    # the newest others
+    assert "older ones not shown" in text
+    assert text.startswith("2000 experiments in this track: 40 keep, 1960 discard")
 
 
 # ---------------------------------------------------------------------------
@@ -747,7 +765,7 @@ def test_a_loop_started_below_the_top_of_the_repo_exits_two_and_writes_nothing(t
     assert git(target, "status", "--porcelain", "--untracked-files=all") == ""
 
 
-def test_a_file_the_user_creates_while_the_proposer_runs_is_moved_aside_not_deleted(target,
+def test_a_file_the_user_creates_while_the_proposer_runs_stays_where_the_user_put_it(target,
                                                                                      env):
     assert run_loop(target, env, "--propose", "fake-agent", "--max", "0").returncode == 0
     agent = Path(env["FAKE_AGENT_DIR"])
@@ -760,10 +778,9 @@ def test_a_file_the_user_creates_while_the_proposer_runs_is_moved_aside_not_dele
     (agent / "release").write_text("")
     _, err = collect(proc)
     assert proc.returncode == 0, err
-    assert not (target / "notes").exists()
-    kept = list((target / ".autoresearch" / "removed").glob("*/notes/ideas.txt"))
-    assert [p.read_text() for p in kept] == ["my precious notes\n"]
-    assert ".autoresearch/removed/" in err
+    assert (target / "notes" / "ideas.txt").read_text() == "my precious notes\n"
+    assert not (target / ".autoresearch" / "removed").exists()
+    assert statuses(target) == ["keep", "keep"]
 
 
 def test_a_row_the_loop_cannot_write_fails_in_one_line_and_a_restart_writes_it_once(

@@ -193,7 +193,8 @@ def test_the_worker_is_named_in_the_description_on_one_line():
     (["--queue", ".", "--runner", "slurm", "--launcher", "srun"], "give one"),
     (["--queue", ".", "--gpus", "0,0"], "twice"),
     (["--queue", ".", "--gpus", "0,1", "--workers", "3"], "--gpus lists 2"),
-    (["--queue", ".", "--workers", "2", "--confirm", "2"], "not available"),
+    (["--queue", ".", "--workers", "2", "--confirm", "-1"], "--confirm >= 0"),
+    (["--queue", ".", "--workers", "2", "--ahead", "-1"], "--ahead must be >= 0"),
     (["--queue", ".", "--runner", "k8s"], "--runner must be"),
     (["--workers", "2"], "exactly one of"),
     (["--queue", ".", "--workers", "2", "--timeout", "ten"], "--timeout must be a number"),
@@ -218,13 +219,13 @@ def test_local_workers_get_one_gpu_each_in_order():
 
 
 def test_two_workers_run_rounds_and_keep_only_the_best_of_each(target, tmp_path):
-    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.03"),
+    queue = make_queue(target, tmp_path, [("a", "A", "0.01"), ("b", "B", "-0.03"),
                                           ("c", "C", "0.13"), ("d", "D", "-0.01")])
     done = run_loop(target, "--queue", str(queue), "--workers", "2")
     assert done.returncode == 0, done.stderr
     got = rows(target)
     assert [row["status"] for row in got] == ["keep", "discard", "keep", "discard", "keep"]
-    assert [row["val_bpb"] for row in got] == [1.0, 0.99, 0.97, 1.1, 0.96]
+    assert [row["val_bpb"] for row in got] == [1.0, 1.01, 0.97, 1.1, 0.96]
     assert got[0]["description"].startswith("[w1] baseline")
     assert [row["description"].split()[0] for row in got[1:]] == ["[w1]", "[w2]", "[w1]", "[w2]"]
     assert git(target, "log", "-1", "--format=%s") == "try d"
@@ -237,8 +238,29 @@ def test_two_workers_run_rounds_and_keep_only_the_best_of_each(target, tmp_path)
     assert_clean(target)
 
 
+def test_a_run_that_beat_its_base_but_lost_its_round_is_rebased_onto_the_winner_and_run_again(
+        target, tmp_path):
+    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.03"),
+                                          ("c", "C", "0.13"), ("d", "D", "-0.01")])
+    done = run_loop(target, "--queue", str(queue), "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    got = [(r["status"], r["val_bpb"], r["description"]) for r in rows(target)]
+    # round 1: a (0.99) beat the base but lost to b (0.97): logged discard, not thrown away
+    assert got[1][:2] == ("discard", 0.99) and "rebased onto it" in got[1][2]
+    assert got[2][:2] == ("keep", 0.97)
+    # round 2: a's change on top of b runs first (0.96, kept), next to c (1.10)
+    assert got[3] == ("keep", 0.96, "[w1] try a")
+    assert got[4][:2] == ("discard", 1.1)
+    # round 3: d on top of both
+    assert got[5][:2] == ("keep", 0.95) and len(got) == 6
+    assert git(target, "log", "-3", "--format=%s").splitlines() == ["try d", "try a", "try b"]
+    assert "experiments: 5" in done.stdout
+    assert not git(target, "for-each-ref", "refs/autoresearch/waiting/")
+    assert_clean(target)
+
+
 def test_each_worker_runs_with_its_own_gpu_and_its_log_is_archived(target, tmp_path):
-    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.02")])
+    queue = make_queue(target, tmp_path, [("a", "A", "0.01"), ("b", "B", "-0.02")])
     done = run_loop(target, "--queue", str(queue), "--gpus", "3,5")
     assert done.returncode == 0, done.stderr
     objects = runs(target)
@@ -311,7 +333,7 @@ def start_held_round(target: Path, tmp_path: Path):
 
     Returns (queue, gate, marks, the loop's process); each started run leaves its pid in marks.
     """
-    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.02")])
+    queue = make_queue(target, tmp_path, [("a", "A", "0.01"), ("b", "B", "-0.02")])
     gate, marks = tmp_path / "gate", tmp_path / "marks"
     marks.mkdir()
     gate.write_text("")
@@ -325,7 +347,7 @@ def start_held_round(target: Path, tmp_path: Path):
 
 
 def test_ctrl_c_during_a_round_stops_every_run_and_loses_nothing(target, tmp_path):
-    base_queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.02")])
+    base_queue = make_queue(target, tmp_path, [("a", "A", "0.01"), ("b", "B", "-0.02")])
     gate, marks = tmp_path / "gate", tmp_path / "marks"
     marks.mkdir()
     # the baseline first, with the gate open
@@ -369,7 +391,7 @@ def test_a_sigkilled_loop_resumes_its_round_without_losing_or_duplicating_a_row(
     assert not any(alive(pid) for pid in pids)
     got = rows(target)
     assert [row["status"] for row in got] == ["keep", "discard", "keep"]
-    assert sorted(row["val_bpb"] for row in got[1:]) == [0.98, 0.99]
+    assert sorted(row["val_bpb"] for row in got[1:]) == [0.98, 1.01]
     assert git(target, "log", "-1", "--format=%s") == "try b"
     assert_clean(target)
 
@@ -388,13 +410,14 @@ with open(os.environ["PROPOSALS"], "a") as out:
 if n == 3:
     raise SystemExit(0)  # no commit: a rejected proposal
 knob = "ABCDE"[n - 1]
-text = pathlib.Path("train.py").read_text().replace(f"{knob} = 0.0", f"{knob} = -0.00{n}")
+delta = "0.001" if n == 1 else f"-0.00{n}"  # proposal 1 does not improve
+text = pathlib.Path("train.py").read_text().replace(f"{knob} = 0.0", f"{knob} = {delta}")
 pathlib.Path("train.py").write_text(text)
 subprocess.run(["git", "commit", "-q", "-am", f"proposal {n} by {worker}"], check=True)
 '''
 
 
-def test_each_worker_proposes_in_its_own_worktree_told_what_the_others_try(target, tmp_path):
+def test_each_worker_proposes_in_its_own_clone_told_what_the_others_try(target, tmp_path):
     script = tmp_path / "proposer.py"
     script.write_text(PROPOSER)
     record = tmp_path / "proposals.txt"
@@ -404,13 +427,15 @@ def test_each_worker_proposes_in_its_own_worktree_told_what_the_others_try(targe
     lines = [line.split("|") for line in record.read_text().splitlines()]
     assert [(w, n) for w, n, *_ in lines] == [("w1", "1"), ("w2", "2"), ("w1", "3"), ("w2", "4")]
     for worker, _, cwd, _, told in lines:
-        assert cwd.endswith(f"{parallel.WORKTREES}/{worker}")
+        assert "/autoresearch-proposals-" in cwd and not cwd.startswith(str(target))
         assert told == "True"
     assert lines[0][3] == ""
     assert lines[1][3] == "w1: proposal 1 by w1"
     got = rows(target)
     assert [row["status"] for row in got] == ["keep", "discard", "keep", "crash", "keep"]
-    assert got[3]["description"].startswith("[w1] proposer (w1) made no commit")
+    # made ahead, while round 1 ran: its worker was not known yet, the row names it
+    assert got[3]["description"].startswith("[w1] proposer")
+    assert "made no commit" in got[3]["description"]
     assert git(target, "log", "-1", "--format=%s") == "proposal 4 by w2"
     assert_clean(target)
 
@@ -512,4 +537,150 @@ def test_runs_that_finished_after_a_sigkill_are_taken_not_run_again(target, tmp_
     assert len(list(marks.iterdir())) == 2  # nothing ran twice
     assert [row["status"] for row in rows(target)] == ["keep", "discard", "keep"]
     assert git(target, "log", "-1", "--format=%s") == "try b"
+    assert_clean(target)
+
+
+# ---------------------------------------------------------------------------
+# Noise-aware acceptance with several workers
+# ---------------------------------------------------------------------------
+
+
+def test_baseline_repeats_and_confirm_work_with_two_workers(target, tmp_path):
+    """Each worker's runs report the next value of its own file (values-w1, values-w2)."""
+    text = (target / "train.py").read_text().replace(
+        'print("---")',
+        'vals = os.path.join(os.environ["VALUES_DIR"], "values-" + os.environ.get('
+        '"AUTORESEARCH_WORKER", "w1"))\n'
+        'seq = open(vals).read().split() if os.path.exists(vals) else []\n'
+        'if seq:\n'
+        '    open(vals, "w").write(" ".join(seq[1:]))\n'
+        '    VAL_BPB, A, B, C, D, E = float(seq[0]), 0, 0, 0, 0, 0\n'
+        'print("---")')
+    (target / "train.py").write_text(text)
+    git(target, "commit", "-q", "-am", "per-worker values")
+    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "0.5"),
+                                          ("c", "C", "-0.1")])
+    values = tmp_path / "values"
+    values.mkdir()
+    # w1: baseline, repeat 2, patch a (within the floor), confirm 1, patch c (far outside)
+    (values / "values-w1").write_text("1.00 1.02 1.01 1.03 0.90")
+    # w2: repeat 3, patch b, confirm 2
+    (values / "values-w2").write_text("1.04 1.5 1.02")
+    done = run_loop(target, "--queue", str(queue), "--workers", "2", "--baseline-repeats",
+                    "3", "--confirm", "2", env={"VALUES_DIR": str(values)})
+    assert done.returncode == 0, done.stderr
+    floor = json.loads((target / ".autoresearch" / "session.json").read_text())["noise_floor"]
+    assert floor == pytest.approx(0.02)
+    got = [(r["status"], r["val_bpb"], r["description"]) for r in rows(target)]
+    assert [v for _, v, _ in got[:3]] == [1.0, 1.02, 1.04]
+    assert "baseline repeat 2/3" in got[1][2] and "baseline repeat 3/3" in got[2][2]
+    assert got[3][:2] == ("keep", 1.01) and got[4][:2] == ("discard", 1.5)
+    assert [v for _, v, _ in got[5:7]] == [1.03, 1.02] and "(confirm 1/2)" in got[5][2]
+    assert got[7][0] == "discard" and got[7][1] == pytest.approx(1.02)
+    assert "not confirmed" in got[7][2]
+    assert got[8][:2] == ("keep", 0.9)
+    assert len(got) == 9
+    head = git(target, "rev-parse", "HEAD")
+    assert git(target, "log", "-1", "--format=%s", head) == "try c"
+    assert git(target, "log", "-1", "--format=%s", "HEAD~1") == "per-worker values"  # a withdrawn
+    assert "experiments: 3" in done.stdout
+    assert_clean(target)
+
+
+# ---------------------------------------------------------------------------
+# The next round proposed ahead: SIGKILL while the lane proposes
+# ---------------------------------------------------------------------------
+
+SLOW_PROPOSER = '''import os, pathlib, subprocess, sys, time
+n = int(os.environ["AUTORESEARCH_ITERATION"])
+state = pathlib.Path(os.environ["LANE_DIR"])
+(state / f"started-{n}").write_text(str(os.getpid()))
+while n >= 3 and not (state / "go").exists():  # the lane's proposals wait
+    time.sleep(0.02)
+knob = "ABCDE"[(n - 1) % 5]
+text = pathlib.Path("train.py").read_text().replace(f"{knob} = 0.0", f"{knob} = 0.00{n}")
+pathlib.Path("train.py").write_text(text)
+subprocess.run(["git", "commit", "-q", "-am", f"proposal {n}"], check=True)
+'''
+
+
+def test_a_sigkill_while_the_next_round_is_proposed_ahead_loses_and_doubles_nothing(
+        target, tmp_path):
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_PROPOSER)
+    lane_dir, gate, marks = tmp_path / "lane", tmp_path / "gate", tmp_path / "marks"
+    lane_dir.mkdir()
+    marks.mkdir()
+    clones = tmp_path / "clones"
+    env = {**os.environ, "LANE_DIR": str(lane_dir), "STANDIN_GATE": str(gate),
+           "STANDIN_MARKS": str(marks), "AUTORESEARCH_CLONE_ROOT": str(clones)}
+    args = ["bash", str(RUN_LOOP), "--repo", str(target), "--cmd", f"{sys.executable} train.py",
+            "--propose", f"{sys.executable} {script}", "--workers", "2", "--max", "4"]
+    gate.write_text("")
+    assert subprocess.run([*args[:-2], "--max", "0"], env=env, capture_output=True,
+                          timeout=WAIT).returncode == 0   # the baseline
+    gate.unlink()
+    for p in marks.iterdir():
+        p.unlink()
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for(lambda: (lane_dir / "started-3").exists(), "the lane to propose for round 2")
+    lane_pid = int((lane_dir / "started-3").read_text())
+    os.killpg(proc.pid, signal.SIGKILL)  # the loop; its runs and the lane's proposer go on
+    proc.wait(timeout=WAIT)
+    assert alive(lane_pid)
+    before = rows(target)
+    (lane_dir / "go").write_text("")
+    gate.write_text("")
+    again = run_loop(target, "--propose", f"{sys.executable} {script}", "--workers", "2",
+                     "--max", "4", env={k: env[k] for k in ("LANE_DIR", "STANDIN_GATE",
+                                                            "STANDIN_MARKS",
+                                                            "AUTORESEARCH_CLONE_ROOT")})
+    assert again.returncode == 0, again.stderr
+    assert not alive(lane_pid)
+    got = rows(target)
+    assert got[:len(before)] == before
+    described = [(r["commit"], r["description"]) for r in got]
+    assert len(described) == len(set(described))
+    assert len(got) == 5 and "experiments: 4" in again.stdout
+    assert not list(clones.glob("*/p-*"))
+    assert not git(target, "for-each-ref", "refs/autoresearch/waiting/",
+                   "refs/autoresearch/incoming/")
+    assert_clean(target)
+
+
+COUNTED_PROPOSER = '''import os, pathlib, subprocess
+state = pathlib.Path(os.environ["LANE_DIR"])
+count = state / "count"
+k = int(count.read_text()) if count.exists() else 0
+count.write_text(str(k + 1))
+plan = [("A", "-0.001"), ("B", "0.01"), ("A", "-0.002"), ("C", "-0.004"), ("D", "-0.003")]
+knob, value = plan[min(k, len(plan) - 1)]
+text = pathlib.Path("train.py").read_text().replace(f"{knob} = 0.0", f"{knob} = {value}")
+pathlib.Path("train.py").write_text(text)
+subprocess.run(["git", "commit", "-q", "-am", f"set {knob} {value}"], check=True)
+'''
+
+
+def test_a_proposal_made_ahead_that_no_longer_applies_after_a_keep_is_reproposed(target,
+                                                                                 tmp_path):
+    script = tmp_path / "counted.py"
+    script.write_text(COUNTED_PROPOSER)
+    lane_dir = tmp_path / "lane"
+    lane_dir.mkdir()
+    done = run_loop(target, "--propose", f"{sys.executable} {script}", "--workers", "2",
+                    "--max", "4", env={"LANE_DIR": str(lane_dir)})
+    assert done.returncode == 0, done.stderr
+    got = [(r["status"], r["val_bpb"], r["description"]) for r in rows(target)]
+    assert got[1][:2] == ("keep", 0.999) and got[2][:2] == ("discard", 1.01)
+    # "set A -0.002" was made on the old best while round 1 ran: it conflicts with the kept
+    # "set A -0.001", so it is not run (no row) but recorded, and the next one takes its place
+    assert "set A -0.002" not in (target / "results.tsv").read_text()
+    (event,) = [o for o in runs(target) if o.get("event") == "reproposed"]
+    assert event["description"] == "set A -0.002" and "conflicts" in event["reason"]
+    assert got[3][:2] == ("keep", 0.995) and got[3][2].endswith("set C -0.004")  # rebased
+    assert got[4][:2] == ("discard", 0.996)  # proposed now, on the new best; beaten in round 2
+    assert len(got) == 5
+    assert "re-proposed 1" in done.stderr
+    assert not git(target, "for-each-ref", "refs/autoresearch/waiting/")
     assert_clean(target)

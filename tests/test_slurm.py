@@ -182,7 +182,7 @@ def test_a_parallel_round_runs_as_two_slurm_job_steps_on_two_gpus(slurm, tmp_pat
     repo = make_repo(tmp_path)
     (repo / "train.py").write_text(STANDIN)
     git(repo, "commit", "-q", "-am", "stand-in train.py")
-    queue = make_queue(repo, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.02")])
+    queue = make_queue(repo, tmp_path, [("a", "A", "0.01"), ("b", "B", "-0.02")])
     done = run_loop(repo, "--queue", str(queue), "--workers", "2", "--runner", "slurm",
                     "--timeout", "120")
     assert done.returncode == 0, done.stderr

@@ -1,17 +1,20 @@
 """run-loop.sh's logic: the bounded, resumable overnight loop on top of run-experiment.sh.
 
 One iteration: get a candidate (a proposer command leaves one commit, or the next patch of a
-queue is applied), check it changes only train.py, run it through run-experiment.sh (the
-judge: keep, discard or crash, one ledger row, reverts what it rejects), print a status line.
-A bad candidate is restored to the last kept state and logged as a ``crash`` row.
+queue is applied; both in a disposable clone, arcore.proposals), check it changes only
+train.py, put it on the branch, run it through run-experiment.sh (the judge: keep, discard or
+crash, one ledger row, reverts what it rejects), print a status line. A bad candidate is a
+``crash`` row; nothing of it ever reached the user's tree. With ``--ahead K`` the next
+proposals are made while a run goes (arcore.lane, arcore.ahead). The states and transitions
+are written down in references/architecture.md §6.
 
 Resume: before every step the loop writes its phase, the base (last kept) commit and the
 candidate commit to ``.autoresearch/loop.json`` (atomically). A restart reads it and settles
 the step that was cut short, by these rules:
 
-* ``proposing`` / ``applying``: the proposer (or ``git am``) never finished; whatever it
-  left is restored to the base (commits kept as ``refs/autoresearch/rejected/<sha>``, new
-  untracked files removed); no row; the loop proposes again (a queue patch is re-applied).
+* ``proposing`` / ``applying``: the proposer (or ``git am``) never finished; its clone is
+  removed; no row; the loop proposes again (a queue patch is re-applied).
+* ``taking``: the candidate was being put on the branch: if HEAD is it, it runs.
 * ``running``: the candidate's row (a row after ``rows_before`` with its short hash) decides.
   A row means the experiment finished: its verdict stands (a discard/crash still at HEAD is
   reverted), it is never run again. No row: the candidate is re-run when HEAD is still the
@@ -50,9 +53,7 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import signal
-import stat
 import statistics
 import subprocess
 import sys
@@ -61,7 +62,16 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from arcore import experiment, ledger, repeats, session, usage
+from arcore import ahead as ahead_mod
+from arcore import experiment, ledger, proposals, repeats, session, usage
+from arcore.lane import SUFFIX as LANE_SUFFIX
+from arcore.lane import Lane
+from arcore.gitops import (  # noqa: F401 (re-exported: arcore.parallel and tests use them)
+    DISCARDED, EDITABLE, KEEP_REMOVED_MAX, REJECTED, SAFE, UNJUDGED, WORKTREE, LoopError,
+    apply_patch, changed_files, commits_between, current_branch, default_branch, git, git_ok,
+    head, is_ancestor, keep_reachable, list_patches, log, next_patch, remove_new_files, restore,
+    revert_candidate,
+    save_worktree, short, subject, tracked_changes, untracked, validate_candidate)
 
 # ---------------------------------------------------------------------------
 # Constants
@@ -73,16 +83,8 @@ JOURNAL = f"{STATE_DIR}/loop.json"
 LOCK = f"{STATE_DIR}/loop.lock"
 CONTEXT = f"{STATE_DIR}/proposer-context.md"
 PROPOSER_LOG = f"{STATE_DIR}/proposer.log"
-LEDGER_BACKUP = f"{STATE_DIR}/results.before-propose.tsv"  # old place; now in the git dir
-GUARDED = ("session.json", "runs.jsonl")
-KEEP_REMOVED_MAX = 10 * 1024 * 1024  # new untracked files up to this size are moved aside
 LEDGER = "results.tsv"
-EDITABLE = ("train.py",)
 
-REJECTED = "refs/autoresearch/rejected/"
-DISCARDED = "refs/autoresearch/discarded/"
-UNJUDGED = "refs/autoresearch/unjudged/"
-WORKTREE = "refs/autoresearch/worktree/"
 
 TOKEN_ENV = "AUTORESEARCH_LOOP_TOKEN"
 PAUSE_ENV = "AUTORESEARCH_LOOP_PAUSE"       # test hook: PHASE or PHASE:N
@@ -94,191 +96,6 @@ OK, FAILED, USAGE, HARNESS, UNSAFE, NOTHING, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 PACKAGE = Path(__file__).resolve().parent.parent.parent
 RUN_EXPERIMENT = PACKAGE / "scripts" / "run-experiment.sh"
 PROMPT_TEMPLATE = PACKAGE / "templates" / "proposer-prompt.md"
-
-
-class LoopError(Exception):
-    """A reason to stop the loop: ``code`` is the exit status, the message one stderr line."""
-
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-def log(message: str) -> None:
-    print(f"{NAME}: {message}", file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------
-# Git
-# ---------------------------------------------------------------------------
-
-
-def git(repo: str, *args: str, check: bool = True, env: dict | None = None) -> str:
-    """Run git in ``repo``; its stdout stripped of the final newline. Raises LoopError(1)."""
-    proc = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True,
-                          env=env, stdin=subprocess.DEVNULL)
-    if check and proc.returncode != 0:
-        detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-        raise LoopError(FAILED, f"git {' '.join(args[:3])} failed: {detail[-1] if detail else ''}")
-    return proc.stdout.rstrip("\n")
-
-
-def git_ok(repo: str, *args: str) -> bool:
-    return subprocess.run(["git", "-C", repo, *args], capture_output=True,
-                          stdin=subprocess.DEVNULL).returncode == 0
-
-
-def head(repo: str) -> str | None:
-    out = git(repo, "rev-parse", "--verify", "-q", "HEAD", check=False)
-    return out or None
-
-
-def current_branch(repo: str) -> str | None:
-    """The checked-out branch's short name, or None on a detached HEAD."""
-    out = git(repo, "symbolic-ref", "-q", "--short", "HEAD", check=False)
-    return out or None
-
-
-def default_branch(repo: str) -> str | None:
-    """origin's HEAD branch, else main or master when it exists."""
-    out = git(repo, "symbolic-ref", "-q", "--short", "refs/remotes/origin/HEAD", check=False)
-    if out:
-        return out.split("/", 1)[-1]
-    for name in ("main", "master"):
-        if git_ok(repo, "show-ref", "--verify", "-q", f"refs/heads/{name}"):
-            return name
-    return None
-
-
-def tracked_changes(repo: str) -> list[str]:
-    """Paths with staged or unstaged changes to tracked files."""
-    out = git(repo, "status", "--porcelain", "--untracked-files=no")
-    return [line[3:] for line in out.splitlines() if line.strip()]
-
-
-def untracked(repo: str) -> set[str]:
-    """Untracked, non-ignored files (the session's files are ignored via info/exclude)."""
-    out = git(repo, "ls-files", "--others", "--exclude-standard", "-z")
-    return {p for p in out.split("\0") if p}
-
-
-def commits_between(repo: str, base: str, tip: str) -> list[str]:
-    out = git(repo, "rev-list", "--reverse", f"{base}..{tip}")
-    return out.split()
-
-
-def changed_files(repo: str, base: str, tip: str) -> list[str]:
-    out = git(repo, "diff", "--name-only", "--no-renames", base, tip)
-    return [p for p in out.splitlines() if p]
-
-
-def is_ancestor(repo: str, older: str, newer: str) -> bool:
-    return git_ok(repo, "merge-base", "--is-ancestor", older, newer)
-
-
-def subject(repo: str, commit: str) -> str:
-    return git(repo, "log", "-1", "--format=%s", commit)
-
-
-def short(commit: str | None) -> str:
-    return (commit or "")[: ledger.SHORT]
-
-
-def keep_reachable(repo: str, prefix: str, commit: str) -> None:
-    git(repo, "update-ref", f"{prefix}{commit}", commit)
-
-
-def save_worktree(repo: str) -> str | None:
-    """Keep uncommitted tracked changes reachable (``git stash create``) before a reset."""
-    if not tracked_changes(repo):
-        return None
-    sha = git(repo, "stash", "create", "autoresearch: tree left by an interrupted step",
-              check=False)
-    if sha:
-        git(repo, "update-ref", f"{WORKTREE}{sha}", sha)
-        log(f"uncommitted changes to tracked files saved as {WORKTREE}{sha}; "
-            f"get them back with: git stash apply {short(sha)}")
-    return sha or None
-
-
-def remove_new_files(repo: str, before: set[str] | list[str] | None) -> list[str]:
-    """Take untracked files that were not there before out of the tree (and directories they
-    leave empty). ``before`` None means unknown: nothing is removed. A regular file up to
-    KEEP_REMOVED_MAX bytes is moved under .autoresearch/removed/<time>/ (it may be the user's,
-    made while the step ran); a bigger one (a checkpoint, a download) is deleted."""
-    if before is None:
-        return []
-    gone = sorted(untracked(repo) - set(before))
-    root = Path(repo).resolve()
-    aside = root / STATE_DIR / "removed" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    moved = []
-    for rel in gone:
-        path = root / rel
-        with contextlib.suppress(FileNotFoundError):
-            info = path.lstat()
-            if stat.S_ISREG(info.st_mode) and info.st_size <= KEEP_REMOVED_MAX:
-                (aside / rel).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, aside / rel)
-                moved.append(rel)
-            else:
-                path.unlink()
-        parent = path.parent
-        while parent != root and root in parent.parents:
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-            parent = parent.parent
-    if moved:
-        log(f"moved {len(moved)} new untracked file(s) out of the tree into "
-            f"{aside.relative_to(root)}/ ({', '.join(moved[:3])}{' ...' if len(moved) > 3 else ''})")
-    return gone
-
-
-def restore(repo: str, branch: str, base: str, before: set[str] | list[str] | None,
-            prefix: str = REJECTED, rewritten: bool = False) -> list[str]:
-    """Put ``branch`` back at ``base`` with a clean tree: the state before a step began.
-
-    Commits between base and the old tip stay reachable under ``prefix``; uncommitted tracked
-    changes under WORKTREE; only untracked files absent from ``before`` are removed. The reset
-    happens only when the old tip descends from ``base`` (a user's rewrite is never undone),
-    or with ``rewritten`` (the loop watched the step: a rewrite is the proposer's, and the
-    kept commit it dropped goes back on the branch). Returns the removed files.
-    """
-    if current_branch(repo) != branch:
-        save_worktree(repo)
-        git(repo, "checkout", "-q", "-f", branch)
-    tip = head(repo)
-    if tip and tip != base and (rewritten or is_ancestor(repo, base, tip)):
-        for commit in commits_between(repo, base, tip):
-            keep_reachable(repo, prefix, commit)
-        save_worktree(repo)
-        # a file that was untracked before and got committed would vanish with the reset
-        kept = {}
-        for rel in before or ():
-            path = Path(repo) / rel
-            if path.is_file() and git_ok(repo, "cat-file", "-e", f"{tip}:{rel}"):
-                kept[rel] = path.read_bytes()
-        git(repo, "reset", "-q", "--hard", base)
-        for rel, data in kept.items():
-            path = Path(repo) / rel
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-    elif tracked_changes(repo):
-        save_worktree(repo)
-        git(repo, "reset", "-q", "--hard", "HEAD")
-    return remove_new_files(repo, before)
-
-
-def revert_candidate(repo: str, base: str, candidate: str, prefix: str) -> bool:
-    """Reset HEAD from ``candidate`` back to ``base`` iff HEAD is exactly the candidate."""
-    if candidate == base or head(repo) != candidate:
-        return False
-    keep_reachable(repo, prefix, candidate)
-    save_worktree(repo)
-    git(repo, "reset", "-q", "--hard", base)
-    return True
 
 
 # ---------------------------------------------------------------------------
@@ -368,102 +185,6 @@ def args_key(opts: argparse.Namespace) -> str:
     return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-# ---------------------------------------------------------------------------
-# Proposer validation
-# ---------------------------------------------------------------------------
-
-
-def validate_candidate(repo: str, branch: str, base: str, before: set[str] | list[str],
-                       exit_code: int | None = 0, timed_out: bool = False,
-                       timeout: float | None = None, editable: tuple = EDITABLE,
-                       who: str = "proposer") -> tuple[str | None, str]:
-    """Check what a proposer (or a queue patch) left: exactly one new commit on top of
-    ``base`` changing only ``editable`` files, a clean tree, no new untracked files.
-
-    Returns (reason, commit): reason None when the candidate is good; commit is the candidate
-    (or, for a rejection, the commit a crash row names: the offending tip, else the base).
-    """
-    if current_branch(repo) != branch:
-        return f"{who} left branch {branch}", base
-    tip = head(repo) or base
-    named = tip if tip != base else base
-    if timed_out:
-        return f"{who} timed out after {timeout:g}s" if timeout else f"{who} timed out", named
-    if exit_code not in (0, None):
-        return f"{who} exited with status {exit_code}", named
-    if tip != base and not is_ancestor(repo, base, tip):
-        return f"{who} rewrote history below the last kept commit {short(base)}", named
-    commits = commits_between(repo, base, tip)
-    if not commits:
-        return f"{who} made no commit", base
-    if len(commits) > 1:
-        return f"{who} made {len(commits)} commits (exactly one is allowed)", tip
-    dirty = tracked_changes(repo)
-    if dirty:
-        return f"{who} left uncommitted changes: {', '.join(dirty[:3])}", tip
-    new = sorted(untracked(repo) - set(before))
-    if new:
-        more = " ..." if len(new) > 3 else ""
-        return f"{who} left untracked files: {', '.join(new[:3])}{more}", tip
-    files = changed_files(repo, base, tip)
-    others = [f for f in files if f not in editable]
-    if others:
-        return f"{who} changed {', '.join(others[:3])} (only {', '.join(editable)} may change)", tip
-    if not files:
-        return f"{who}'s commit changes nothing", tip
-    return None, tip
-
-
-# ---------------------------------------------------------------------------
-# Queue mode
-# ---------------------------------------------------------------------------
-
-
-def list_patches(directory: str) -> list[Path]:
-    """The queue's patch files in name order (hidden files and directories skipped)."""
-    root = Path(directory)
-    return sorted((p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")),
-                  key=lambda p: p.name)
-
-
-def next_patch(directory: str, done: list[str] | set[str]) -> Path | None:
-    finished = set(done)
-    for patch in list_patches(directory):
-        if patch.name not in finished:
-            return patch
-    return None
-
-
-def _is_mail(patch: Path) -> bool:
-    with open(patch, "rb") as handle:
-        head_bytes = handle.read(4096)
-    return head_bytes.startswith(b"From ") or b"\nSubject:" in head_bytes \
-        or head_bytes.startswith(b"Subject:")
-
-
-def apply_patch(repo: str, patch: Path) -> str | None:
-    """Commit ``patch`` on HEAD: ``git am`` for a mail patch (format-patch), else ``git apply``
-    plus a commit named after the file. Returns None, or why it did not apply."""
-    if _is_mail(patch):
-        proc = subprocess.run(["git", "-C", repo, "am", "--quiet", "--no-3way", str(patch)],
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        if proc.returncode != 0:
-            subprocess.run(["git", "-C", repo, "am", "--abort"], capture_output=True,
-                           stdin=subprocess.DEVNULL)
-            lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-            return f"patch {patch.name} does not apply: {lines[0] if lines else 'git am failed'}"
-        return None
-    proc = subprocess.run(["git", "-C", repo, "apply", "--index", str(patch)],
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
-        return f"patch {patch.name} does not apply: {lines[0] if lines else 'git apply failed'}"
-    proc = subprocess.run(["git", "-C", repo, "commit", "-q", "-m", patch.stem],
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-        return f"patch {patch.name}: commit failed: {lines[-1] if lines else ''}"
-    return None
 
 
 # ---------------------------------------------------------------------------
@@ -553,6 +274,50 @@ def render_prompt(template: str, facts: dict) -> str:
     return out
 
 
+TRIED_LIMIT = 6000  # characters of the "what has been tried" digest in the prompt
+
+
+def tried_digest(rows: list[dict], limit: int = TRIED_LIMIT) -> str:
+    """Every experiment of the track, one line each (status, value, description), bounded to
+    ``limit`` characters: the keeps always, then the newest others; what does not fit is
+    counted. Repeated descriptions are shown once with their count."""
+    if not rows:
+        return "(nothing yet)"
+    seen: dict[str, list] = {}
+    for i, r in enumerate(rows):
+        desc = ledger.flatten(r["description"])[:200]
+        key = f"{r['status']}\t{desc}"
+        if key in seen:
+            seen[key][1] += 1
+            seen[key][0] = i
+        else:
+            seen[key] = [i, 1, r]
+    entries = sorted(seen.values(), key=lambda e: e[0])
+
+    def line(e) -> str:
+        r, times = e[2], e[1]
+        value = "-" if r["status"] == "crash" else f"{r['val_bpb'] or 0:.6f}"
+        return f"{r['status']}\t{value}\t{ledger.flatten(r['description'])[:200]}" + \
+            (f" (x{times})" if times > 1 else "")
+
+    chosen, size = set(), 0
+    order = [e for e in entries if e[2]["status"] == "keep"] + \
+        [e for e in reversed(entries) if e[2]["status"] != "keep"]
+    for e in order:
+        text = line(e)
+        if size + len(text) + 1 > limit:
+            continue
+        chosen.add(id(e))
+        size += len(text) + 1
+    shown = [line(e) for e in entries if id(e) in chosen]
+    left = len(entries) - len(shown)
+    counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("keep", "discard", "crash")}
+    head_line = (f"{len(rows)} experiments in this track: {counts['keep']} keep, "
+                 f"{counts['discard']} discard, {counts['crash']} crash")
+    tail = f"\n({left} older ones not shown)" if left else ""
+    return head_line + "\n" + "\n".join(shown) + tail
+
+
 def context_facts(repo: str, rows: list[dict], base: str, iteration: int, plateau_after: int,
                   metric: str, higher_is_better: bool, recent: int = 10) -> dict:
     best = best_value(rows, higher_is_better, repo)
@@ -576,6 +341,7 @@ def context_facts(repo: str, rows: list[dict], base: str, iteration: int, platea
         "base": short(base),
         "iteration": iteration,
         "recent": table or "(no rows yet)",
+        "tried": tried_digest(rows),
         "plateau": plateau,
         "failures": failures,
         "editable": ", ".join(EDITABLE),
@@ -680,12 +446,41 @@ def kill_stale(state: dict, grace: float) -> list[int]:
         wait_gone([pid], grace + 5)
     if isinstance(pgid, int) and (pgid in pids or not token):
         signal_group(pgid, signal.SIGKILL)
-    pids = set(tagged_pids(token))
+    pids = set(tagged_pids(token)) | (set(tagged_pids(token + LANE_SUFFIX)) if token else set())
     for other in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(other, signal.SIGKILL)
     wait_gone(list(pids), 5)
     return sorted(pids)
+
+
+# ---------------------------------------------------------------------------
+# The judge's command line (the one place both engines build it)
+# ---------------------------------------------------------------------------
+
+
+def judge_command(opts: argparse.Namespace, repo: str, desc: str, rerun: bool = False,
+                  worker: str | None = None, launcher: str | None = None,
+                  env: dict | None = None) -> tuple[list[str], dict]:
+    """run-experiment.sh's argv and environment for one run of HEAD in ``repo``: the loop's
+    pass-through options, ``--worker``/``--launcher`` for a slot, ``--rerun``. Extra options
+    or environment for every run go here."""
+    script = os.environ.get(RUN_EXPERIMENT_ENV) or str(RUN_EXPERIMENT)
+    argv = [script] if os.access(script, os.X_OK) else ["bash", script]
+    argv += ["--repo", repo, "--json"]
+    if worker:
+        argv += ["--worker", worker]
+    argv += ["--desc", desc]
+    for flag, value in (("--cmd", opts.cmd), ("--launcher", launcher or opts.launcher),
+                        ("--timeout", opts.timeout), ("--grace", opts.grace),
+                        ("--metric", opts.metric)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if opts.higher_is_better:
+        argv.append("--higher-is-better")
+    if rerun:
+        argv.append("--rerun")
+    return argv, {**os.environ, **(env or {})}
 
 
 # ---------------------------------------------------------------------------
@@ -705,8 +500,19 @@ class Loop:
     stop: int = 0                      # the signal that asked us to stop (0: none)
     last_verdict: str = "-"
     last_value: float | None = None
+    ahead: ahead_mod.Ahead | None = None  # --ahead K >= 1 with --propose
 
     # -- journal ---------------------------------------------------------------
+
+    def save(self) -> None:
+        save_journal(self.repo, self.state)
+
+    def dirty(self) -> str | None:
+        return dirty_problem(self.repo)
+
+    def stop_unsafe(self, message: str) -> None:
+        self.idle(counted=False)
+        raise LoopError(UNSAFE, message)
 
     def phase(self, name: str, **facts) -> None:
         """Record the step about to happen (and its facts) before doing it."""
@@ -725,7 +531,7 @@ class Loop:
             if patch not in done:
                 done.append(patch)
         for key in ("candidate", "child", "patch", "reject", "untracked_before", "kind",
-                    "confirm", "desc", "ledger_sha", "proposer_usage"):
+                    "confirm", "desc", "ledger_sha", "clone", "proposer_usage"):
             self.state.pop(key, None)
         self.state.update(facts)
         self.state["phase"] = "idle"
@@ -751,6 +557,8 @@ class Loop:
         self.stop = self.stop or signum
         if self.child is not None:
             self.forward(self.child, signum, first)
+        if self.ahead is not None:
+            self.ahead.lane.signal(first)
 
     def forward(self, child: subprocess.Popen, signum: int, first: bool) -> None:
         """Pass a stop on: the judge gets the signal itself (it kills its run's group and
@@ -774,9 +582,10 @@ class Loop:
 
     # -- children --------------------------------------------------------------
 
-    def spawn(self, argv: list[str], kind: str, env: dict, stdout, stderr) -> subprocess.Popen:
+    def spawn(self, argv: list[str], kind: str, env: dict, stdout, stderr,
+              cwd: str | None = None) -> subprocess.Popen:
         env = {**env, TOKEN_ENV: self.state["token"]}
-        proc = subprocess.Popen(argv, cwd=self.repo, env=env, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(argv, cwd=cwd or self.repo, env=env, stdin=subprocess.DEVNULL,
                                 stdout=stdout, stderr=stderr, start_new_session=True,
                                 text=True)
         proc.kind = kind  # type: ignore[attr-defined]
@@ -824,20 +633,9 @@ class Loop:
 
     def run_experiment(self, desc: str, rerun: bool = False) -> tuple[int, dict]:
         """Run the judge on HEAD; returns (exit status, its JSON result or {})."""
-        script = os.environ.get(RUN_EXPERIMENT_ENV) or str(RUN_EXPERIMENT)
-        argv = [script] if os.access(script, os.X_OK) else ["bash", script]
-        argv += ["--repo", self.repo, "--json", "--desc", desc]
         o = self.opts
-        for flag, value in (("--cmd", o.cmd), ("--launcher", o.launcher),
-                            ("--timeout", o.timeout), ("--grace", o.grace),
-                            ("--metric", o.metric)):
-            if value is not None:
-                argv += [flag, str(value)]
-        if o.higher_is_better:
-            argv.append("--higher-is-better")
-        if rerun:
-            argv.append("--rerun")
-        env = dict(os.environ, **usage.as_env(self.state.pop("proposer_usage", None)))  # usage
+        argv, env = judge_command(o, self.repo, desc, rerun=rerun,
+                                  env=usage.as_env(self.state.pop("proposer_usage", None)))
         proc = self.spawn(argv, "experiment", env, subprocess.PIPE, None)
         out_chunks: list[str] = []
         code, give_up = None, None
@@ -911,6 +709,7 @@ class Loop:
         stale = kill_stale(st, float(self.opts.grace or 10))
         if stale:
             log(f"killed {len(stale)} process(es) left by the previous loop")
+        proposals.sweep(self.repo)
         phase = st.get("phase", "idle")
         if phase == "idle":
             return
@@ -921,9 +720,20 @@ class Loop:
             return
         log(f"resuming: the previous loop stopped while {phase}")
         if phase in ("proposing", "applying"):
-            restore(self.repo, self.branch, base, st.get("untracked_before"))
-            self._restore_ledger()
+            if st.get("clone"):  # the proposal's clone: the user's tree was never touched
+                proposals.drop(st["clone"])
+            else:  # a journal of a loop that proposed in the tree itself
+                restore(self.repo, self.branch, base, st.get("untracked_before"))
             self.idle(counted=False)
+        elif phase == "taking":
+            cand = st.get("candidate")
+            if cand and head(self.repo) == cand:
+                pending = {"candidate": cand, "kind": "candidate", "patch": st.get("patch"),
+                           "base": base, "desc": None}
+                self.idle(counted=False, pending=pending)
+                log(f"the unjudged experiment {short(cand)} will run")
+            else:
+                self.idle(counted=False)
         elif phase == "rejecting":
             self.finish_reject()
         elif phase == "running" and st.get("kind") == "rerun" and st.get("confirm"):
@@ -953,15 +763,17 @@ class Loop:
 
     # -- rejection: restore + a crash row -------------------------------------
 
-    def reject(self, reason: str, commit: str) -> None:
-        self.phase("rejecting", reject={"reason": reason, "commit": commit},
+    def reject(self, reason: str, commit: str, in_clone: bool = False) -> None:
+        self.phase("rejecting", reject={"reason": reason, "commit": commit, "clone": in_clone},
                    rows_before=row_count(self.repo))
         self.finish_reject()
 
     def finish_reject(self) -> None:
         st = self.state
         reject = st.get("reject") or {}
-        restore(self.repo, self.branch, st["base"], st.get("untracked_before"), rewritten=True)
+        if not reject.get("clone"):  # a candidate rejected at HEAD (already judged): restore
+            restore(self.repo, self.branch, st["base"], st.get("untracked_before"),
+                    rewritten=True)
         self._hook("appending")
         if row_count(self.repo) <= int(st.get("rows_before", 0)):
             desc = self.describe(reject.get("reason", "proposal rejected"))
@@ -992,54 +804,6 @@ class Loop:
         prefix = (self.opts.desc or "").strip()
         return f"{prefix}: {text}" if prefix else text
 
-    def _backup_dir(self) -> Path:
-        """Inside the git dir: a proposer's `git clean -fdx` cannot reach the backups."""
-        path = Path(git(self.repo, "rev-parse", "--git-path", "autoresearch/before-propose"))
-        return path if path.is_absolute() else Path(self.repo) / path
-
-    def _backup_ledger(self) -> None:
-        src = Path(self.ledger_path)
-        backups = self._backup_dir()
-        backups.mkdir(parents=True, exist_ok=True)
-        (Path(self.repo) / LEDGER_BACKUP).unlink(missing_ok=True)  # the old place
-        dst = backups / LEDGER
-        if src.exists():
-            shutil.copyfile(src, dst)
-            self.state["ledger_sha"] = hashlib.sha256(src.read_bytes()).hexdigest()
-        else:
-            dst.unlink(missing_ok=True)
-            self.state["ledger_sha"] = None
-        for name in GUARDED:  # the freeze and the run records: never the proposer's either
-            here = Path(self.repo) / STATE_DIR / name
-            if here.exists():
-                shutil.copyfile(here, backups / name)
-            else:
-                (backups / name).unlink(missing_ok=True)
-
-    def _restore_ledger(self) -> bool:
-        """Undo a proposer's edit of results.tsv (rows are never the proposer's to write),
-        and of the session's freeze and run records. True when results.tsv was touched."""
-        want = self.state.get("ledger_sha", "unset")
-        if want == "unset":
-            return False
-        backups = self._backup_dir()
-        for name in GUARDED:
-            saved, here = backups / name, Path(self.repo) / STATE_DIR / name
-            if saved.exists() and (not here.exists() or here.read_bytes() != saved.read_bytes()):
-                here.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(saved, here)
-                log(f"restored {STATE_DIR}/{name}, which the proposer changed or deleted")
-        src = Path(self.ledger_path)
-        have = hashlib.sha256(src.read_bytes()).hexdigest() if src.exists() else None
-        if have == want:
-            return False
-        backup = backups / LEDGER
-        if want is None:
-            src.unlink(missing_ok=True)
-        elif backup.exists():
-            shutil.copyfile(backup, src)
-        return True
-
     def elapsed(self) -> float:
         return time.time() - float(self.state.get("started", time.time()))
 
@@ -1056,6 +820,8 @@ class Loop:
                            self.last_value, best_value(rows, o.higher_is_better, self.repo),
                            self.elapsed(), eta(int(self.state.get("done", 0)), self.elapsed(),
                                                o.max, left, queue_left))
+        if self.state.get("reproposed"):
+            line += f" | re-proposed {self.state['reproposed']}"
         log(line)
 
     # -- bounds ----------------------------------------------------------------
@@ -1159,30 +925,43 @@ class Loop:
 
     # -- candidates ------------------------------------------------------------
 
-    def propose(self) -> str | None:
-        """Run the proposer; returns the candidate commit or None (rejected, row written)."""
+    def proposer_context(self, base: str, n: int, made: list[str] | None = None
+                         ) -> tuple[dict, str]:
+        """The facts and the rendered prompt for proposal ``n`` on ``base`` (also written to
+        .autoresearch/proposer-context.md for the user to read). With --ahead, what is
+        running and waiting (and ``made``: the lane's batch so far) is named at the end."""
         o, repo = self.opts, self.repo
-        base = head(repo)
-        rows = track_rows(repo)
-        n = int(self.state.get("done", 0)) + 1
-        facts = context_facts(repo, rows, base, n, o.plateau, o.metric or "val_bpb",
+        facts = context_facts(repo, track_rows(repo), base, n, o.plateau, o.metric or "val_bpb",
                               o.higher_is_better)
         template_path = Path(o.prompt) if o.prompt else PROMPT_TEMPLATE
         template = template_path.read_text(encoding="utf-8") if template_path.exists() else \
             "Improve {{metric}} ({{direction}} is better) by editing train.py; commit once.\n"
+        text = render_prompt(template, facts)
+        if self.ahead is not None:
+            text += self.ahead.in_flight(made or [])
         context = Path(repo) / CONTEXT
         context.parent.mkdir(parents=True, exist_ok=True)
-        context.write_text(render_prompt(template, facts), encoding="utf-8")
-        before = sorted(untracked(repo))
-        self._backup_ledger()
-        self.phase("proposing", base=base, untracked_before=before, candidate=None)
-        env = {**os.environ,
-               "AUTORESEARCH_CONTEXT": str(context), "AUTORESEARCH_REPO": repo,
-               "AUTORESEARCH_BASE": base, "AUTORESEARCH_BEST": str(facts["best"]),
-               "AUTORESEARCH_ITERATION": str(n), "AUTORESEARCH_LEDGER": self.ledger_path,
-               "AUTORESEARCH_PLATEAU": "1" if facts["plateau"] else "0",
-               "AUTORESEARCH_METRIC": facts["metric"],
-               "AUTORESEARCH_DIRECTION": facts["direction"]}
+        context.write_text(text, encoding="utf-8")
+        return facts, text
+
+    def proposer_env(self, facts: dict, base: str, n: int) -> dict:
+        """The AUTORESEARCH_* facts a proposer gets (the clone's paths are added to them)."""
+        return {"AUTORESEARCH_BASE": base, "AUTORESEARCH_BEST": str(facts["best"]),
+                "AUTORESEARCH_ITERATION": str(n),
+                "AUTORESEARCH_PLATEAU": "1" if facts["plateau"] else "0",
+                "AUTORESEARCH_METRIC": facts["metric"],
+                "AUTORESEARCH_DIRECTION": facts["direction"]}
+
+    def propose(self) -> str | None:
+        """Run the proposer in a fresh clone; returns the candidate commit (now HEAD) or None
+        (rejected, row written; or dropped because the branch moved meanwhile)."""
+        o, repo = self.opts, self.repo
+        base = head(repo)
+        n = int(self.state.get("done", 0)) + 1
+        facts, text = self.proposer_context(base, n)
+        clone = proposals.open_clone(repo, self.branch, base, text, self.ledger_path)
+        self.phase("proposing", base=base, clone=clone.path, candidate=None)
+        env = {**os.environ, **proposals.env(clone), **self.proposer_env(facts, base, n)}
         if facts["plateau"]:
             log(f"plateau: {facts['failures']} experiments without a keep; "
                 "asking the proposer to change direction")
@@ -1191,45 +970,62 @@ class Loop:
                       f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ===\n")
             out.flush()
             log_offset = out.tell()  # usage: this proposal's part of proposer.log
-            proc = self.spawn(["bash", "-c", o.propose], "proposer", env, out, out)
+            proc = self.spawn(["bash", "-c", o.propose], "proposer", env, out, out,
+                              cwd=clone.path)
             code, timed_out = self.wait(proc, o.propose_timeout)
         self.state["proposer_usage"] = usage.read_log(str(Path(repo) / PROPOSER_LOG), log_offset)
         if self.stop:
-            restore(repo, self.branch, base, before, rewritten=True)
-            self._restore_ledger()
+            proposals.salvage(clone, REJECTED)
+            proposals.drop(clone)
             self.idle(counted=False)
             raise LoopError(INTERRUPTED, "stopped while proposing; the proposal was dropped")
-        ledger_touched = self._restore_ledger()
-        self.state.pop("ledger_sha", None)  # from here on, rows are the judge's to add
-        reason, commit = validate_candidate(repo, self.branch, base, before, code, timed_out,
-                                            o.propose_timeout)
-        if ledger_touched:  # the worst offence is named first
-            reason = "proposer modified results.tsv (restored)"
-        if reason:
-            self.reject(reason, commit)
-            return None
-        return commit
+        reason, commit = proposals.collect(clone, code, timed_out, o.propose_timeout)
+        return self.take(clone, reason, commit)
 
     def apply_next(self) -> str | None | bool:
-        """Queue mode: apply the next patch. False when the queue is empty, None when the
-        patch was rejected (row written), else the candidate commit."""
+        """Queue mode: apply the next patch in a fresh clone. False when the queue is empty,
+        None when the patch was rejected (row written), else the candidate commit."""
         patch = next_patch(self.opts.queue, self.queue_done())
         if patch is None:
             return False
         base = head(self.repo)
-        before = sorted(untracked(self.repo))
-        self.phase("applying", base=base, untracked_before=before, patch=patch.name,
-                   candidate=None)
-        problem = apply_patch(self.repo, patch)
-        if problem is None:
-            problem, commit = validate_candidate(self.repo, self.branch, base, before,
-                                                 who=f"patch {patch.name}")
-        else:
-            commit = base
-        if problem:
-            self.reject(problem, commit)
-            return None
-        return commit
+        clone = proposals.open_clone(self.repo, self.branch, base)
+        self.phase("applying", base=base, clone=clone.path, patch=patch.name, candidate=None)
+        reason, commit = proposals.apply(clone, patch, apply_patch)
+        return self.take(clone, reason, commit)
+
+    def take(self, clone: proposals.Clone, reason: str | None, commit: str) -> str | None:
+        """A proposal back from its clone: a rejection becomes a crash row (the user's tree is
+        not touched: nothing of the proposal is in it); a good one is put on the branch
+        (``git reset --keep``, only when HEAD is still its base and the tree is clean)."""
+        repo, base = self.repo, clone.base
+        try:
+            if reason:
+                if commit != base and git_ok(repo, "cat-file", "-e", f"{commit}^{{commit}}"):
+                    keep_reachable(repo, REJECTED, commit)
+                self.reject(reason, commit, in_clone=True)
+                return None
+            now = current_branch(repo)
+            if now != self.branch or dirty_problem(repo):
+                keep_reachable(repo, UNJUDGED, commit)
+                why = (f"the branch was switched to {now or 'a detached HEAD'}" if now !=
+                       self.branch else dirty_problem(repo))
+                self.idle(counted=False)
+                raise LoopError(UNSAFE, f"{why} while proposing; nothing was reset (the "
+                                        f"proposal is kept as {UNJUDGED}{short(commit)})")
+            if head(repo) != base:
+                keep_reachable(repo, UNJUDGED, commit)
+                log(f"the session branch moved while proposing (HEAD {short(head(repo))}, "
+                    f"base {short(base)}); proposal {short(commit)} dropped (kept as "
+                    f"{UNJUDGED}{short(commit)}), proposing again")
+                self.idle(counted=False)
+                return None
+            self.phase("taking", candidate=commit)
+            git(repo, "reset", "-q", "--keep", commit)
+            return commit
+        finally:
+            proposals.forget(repo, commit)
+            proposals.drop(clone)
 
     def candidate_round(self) -> bool:
         """One experiment. False when there is nothing left to do (an empty queue)."""
@@ -1247,6 +1043,8 @@ class Loop:
             got = self.apply_next()
             if got is False:
                 return False
+        elif self.ahead is not None:
+            got = self.ahead.next_candidate()
         else:
             got = self.propose()
         self.check_stop()
@@ -1260,7 +1058,13 @@ class Loop:
         base = self.state.get("base")
         prev_best = best_value(track_rows(self.repo), self.opts.higher_is_better, self.repo)
         rows_start = row_count(self.repo)
-        row = self.experiment(kind, desc)
+        if self.ahead is not None and kind == "candidate" and base:
+            self.ahead.fill(base, desc)  # the lane proposes the next ones while this runs
+        try:
+            row = self.experiment(kind, desc)
+        finally:
+            if self.ahead is not None:
+                self.ahead.running = None
         if row is None:
             self.report()
             return
@@ -1347,7 +1151,17 @@ class Loop:
             st.update(started=now, done=0, ledger_rows_at_start=row_count(self.repo),
                       deadline=None if o.hours is None else now + o.hours * 3600)
         st.update(status="running", args=key, pid=os.getpid(), token=uuid.uuid4().hex)
+        if not resumed:
+            ahead_mod.drop_waiting(self.repo, st)
         save_journal(self.repo, st)
+        if o.propose and o.ahead:
+            lane = Lane(self.repo, self.branch, o.propose, o.propose_timeout, st["token"],
+                        str(Path(self.repo) / PROPOSER_LOG), self.ledger_path,
+                        context=self.proposer_context, env_for=self.proposer_env)
+            self.ahead = ahead_mod.Ahead(self, lane)
+        elif st.get("waiting"):
+            ahead_mod.drop_waiting(self.repo, st)
+        ahead_mod.settle_orphans(self.repo, st)  # a waiting ref the journal does not list
         if resumed:
             log(f"resuming the loop: {st.get('done', 0)} experiment(s) done so far")
         confirm = st.pop("resume_confirm", None)
@@ -1398,6 +1212,7 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--prompt")
     p.add_argument("--baseline-repeats", type=int, default=1)
     p.add_argument("--confirm", type=int, default=0)
+    p.add_argument("--ahead", type=int)
     p.add_argument("--repo", default=".")
     p.add_argument("--cmd")
     p.add_argument("--launcher")
@@ -1425,6 +1240,10 @@ def check_options(opts: argparse.Namespace) -> argparse.Namespace:
         value = getattr(opts, name)
         if value is not None and value < 0:
             raise LoopError(USAGE, f"--{name.replace('_', '-')} must be >= 0")
+    if opts.ahead is not None and opts.ahead < 0:
+        raise LoopError(USAGE, "--ahead must be >= 0")
+    if opts.ahead is None or opts.queue:  # a queue's patches are ready at once
+        opts.ahead = 1 if opts.propose and opts.ahead is None else 0
     if opts.baseline_repeats < 1:
         raise LoopError(USAGE, "--baseline-repeats must be >= 1")
     if opts.hours is not None and not opts.hours > 0:
@@ -1497,6 +1316,12 @@ def main(argv: list[str]) -> int:
         log(f"internal error: {exc}; restart the same command to resume")
         code, status = FAILED, "failed"
     finally:
+        if loop.ahead is not None:
+            loop.ahead.lane.shutdown()  # no proposer outlives the loop
+            if code == OK:
+                ahead_mod.drop_waiting(repo, loop.state)
+        with contextlib.suppress(Exception):
+            proposals.sweep(repo)  # no clone outlives the loop
         for sig, old in handlers.items():
             signal.signal(sig, old)
     if loop.state.get("phase", "idle") != "idle":

@@ -60,7 +60,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from arcore import ledger, loop, runner, session
+from arcore import ahead as ahead_mod
+from arcore.rounds_ahead import RoundsAhead
+from arcore import gitops, ledger, loop, noise, proposals, runner, session
+from arcore.lane import Lane, forget_waiting
 
 # ---------------------------------------------------------------------------
 # Constants
@@ -102,6 +105,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--plateau", type=int, default=5)
     p.add_argument("--baseline-repeats", type=int, default=1)
     p.add_argument("--confirm", type=int, default=0)
+    p.add_argument("--ahead", type=int)
     p.add_argument("--repo", default=".")
     p.add_argument("--higher-is-better", action="store_true")
     p.add_argument("--workers", type=int)
@@ -118,9 +122,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise ParallelError(USAGE, "--launcher and --runner slurm both set the launcher; give one")
     if o.slurm_args and o.runner != "slurm":
         raise ParallelError(USAGE, "--slurm-arg needs --runner slurm")
-    if o.baseline_repeats != 1 or o.confirm:
-        raise ParallelError(USAGE, "--baseline-repeats and --confirm are not available with "
-                                   "parallel rounds; run them with one worker")
+    if o.baseline_repeats < 1 or o.confirm < 0:
+        raise ParallelError(USAGE, "--baseline-repeats must be >= 1 and --confirm >= 0")
     gpus = [g.strip() for g in (o.gpus or "").split(",") if g.strip()]
     if o.gpus is not None and not gpus:
         raise ParallelError(USAGE, "--gpus needs a comma-separated list, e.g. 0,1,2,3")
@@ -147,6 +150,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             raise ParallelError(USAGE, f"--{name.replace('_', '-')} must be >= 0")
     if o.hours is not None and not o.hours > 0:
         raise ParallelError(USAGE, "--hours must be > 0")
+    if o.ahead is not None and o.ahead < 0:
+        raise ParallelError(USAGE, "--ahead must be >= 0")
+    if o.ahead is None or o.queue:  # by default the next round's proposals, all of them
+        o.ahead = o.workers if o.propose and o.ahead is None else 0
     if o.queue:
         o.queue = str(Path(o.queue).resolve())
     return o
@@ -215,7 +222,8 @@ def tried_blobs(repo: str, rows: list[dict]) -> set[str]:
     names = [r["commit"] for r in rows if len(r["commit"]) >= 4]
     if not names:
         return set()
-    proc = subprocess.run(["git", "-C", repo, "cat-file", "--batch-check=%(objectname)"],
+    proc = subprocess.run(["git", *loop.SAFE, "-C", repo, "cat-file",
+                           "--batch-check=%(objectname)"],
                           input="".join(f"{n}:train.py\n" for n in names), capture_output=True,
                           text=True)
     return {line.strip() for line in proc.stdout.splitlines()
@@ -236,12 +244,7 @@ def remove_worktree(repo: str, path: str, branch: str) -> None:
         git(repo, "branch", "-D", "-q", branch, check=False)
 
 
-def reset_worktree(path: str, branch: str, base: str) -> None:
-    """Worker worktree at ``base`` on its branch, no tracked change, no stray untracked file."""
-    if loop.current_branch(path) != branch:
-        git(path, "checkout", "-q", "-f", "-B", branch, base)
-    git(path, "reset", "-q", "--hard", base)
-    git(path, "clean", "-q", "-f", "-d")
+reset_worktree = gitops.reset_worktree
 
 
 # ---------------------------------------------------------------------------
@@ -273,6 +276,11 @@ class Rounds:
     verdict: str = "-"
     value: float | None = None
     threads: list = field(default_factory=list)
+    lane: Lane | None = None  # --ahead K: the next round's proposals, made while one runs
+    ahead: RoundsAhead | None = None
+
+    def __post_init__(self) -> None:
+        self.ahead = RoundsAhead(self)
 
     # -- journal ---------------------------------------------------------------
 
@@ -299,6 +307,8 @@ class Rounds:
     def on_signal(self, signum: int, _frame) -> None:
         first = not self.stop
         self.stop = self.stop or signum
+        if self.lane is not None:
+            self.lane.signal(first)
         for w in self.workers:
             proc = w.proc
             if proc is None or proc.poll() is not None:
@@ -319,10 +329,10 @@ class Rounds:
         if self.stop:
             raise ParallelError(INTERRUPTED, f"stopped by {signal.Signals(self.stop).name}")
 
-    def spawn(self, w: Worker, argv: list[str], kind: str, env: dict, stdout, stderr
-              ) -> subprocess.Popen:
+    def spawn(self, w: Worker, argv: list[str], kind: str, env: dict, stdout, stderr,
+              cwd: str | None = None) -> subprocess.Popen:
         env = {**env, loop.TOKEN_ENV: self.state["token"]}
-        proc = subprocess.Popen(argv, cwd=w.path, env=env, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(argv, cwd=cwd or w.path, env=env, stdin=subprocess.DEVNULL,
                                 stdout=stdout, stderr=stderr, start_new_session=True)
         w.proc, w.kind = proc, kind
         if self.stop:
@@ -360,7 +370,8 @@ class Rounds:
     # -- candidates ------------------------------------------------------------
 
     def propose(self, w: Worker, base: str, others: list[str], n: int) -> tuple[str | None, str]:
-        """Run the proposer in the worker's worktree: (reason or None, commit)."""
+        """Run the proposer in a fresh clone at ``base``: (reason or None, commit); a good
+        commit is then checked out in the worker's worktree."""
         o = self.opts
         rows = self.track()
         facts = loop.context_facts(self.repo, rows, base, n, o.plateau, o.metric or "val_bpb",
@@ -375,25 +386,42 @@ class Rounds:
                  f"{others_text}\nPropose something different from them.\n")
         context = Path(self.repo) / ".autoresearch" / f"proposer-context-{w.id}.md"
         context.write_text(text, encoding="utf-8")
-        before = sorted(loop.untracked(w.path))
-        env = {**os.environ, "AUTORESEARCH_CONTEXT": str(context), "AUTORESEARCH_REPO": w.path,
+        clone = proposals.open_clone(self.repo, self.branch, base, text, self.ledger_path)
+        env = {**os.environ, **proposals.env(clone),
                "AUTORESEARCH_BASE": base, "AUTORESEARCH_BEST": str(facts["best"]),
-               "AUTORESEARCH_ITERATION": str(n), "AUTORESEARCH_LEDGER": self.ledger_path,
+               "AUTORESEARCH_ITERATION": str(n),
                "AUTORESEARCH_PLATEAU": "1" if facts["plateau"] else "0",
                "AUTORESEARCH_METRIC": facts["metric"], "AUTORESEARCH_DIRECTION":
                facts["direction"], "AUTORESEARCH_WORKER": w.id,
                "AUTORESEARCH_ROUND_OTHERS": "\n".join(others)}
-        with open(Path(self.repo) / loop.PROPOSER_LOG, "a", encoding="utf-8") as out:
-            out.write(f"\n=== proposal {n} ({w.id}) on {short(base)} at "
-                      f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ===\n")
-            out.flush()
-            proc = self.spawn(w, ["bash", "-c", o.propose], "proposer", env, out, out)
-            code, timed_out = self.wait_proposer(proc, o.propose_timeout)
-            w.proc = None
-        if self.stop:
-            return "stopped", base
-        return loop.validate_candidate(w.path, w.branch, base, before, code, timed_out,
-                                       o.propose_timeout, who=f"proposer ({w.id})")
+        try:
+            with open(Path(self.repo) / loop.PROPOSER_LOG, "a", encoding="utf-8") as out:
+                out.write(f"\n=== proposal {n} ({w.id}) on {short(base)} at "
+                          f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ===\n")
+                out.flush()
+                proc = self.spawn(w, ["bash", "-c", o.propose], "proposer", env, out, out,
+                                  cwd=clone.path)
+                code, timed_out = self.wait_proposer(proc, o.propose_timeout)
+                w.proc = None
+            if self.stop:
+                proposals.salvage(clone, REJECTED)
+                return "stopped", base
+            reason, commit = proposals.collect(clone, code, timed_out, o.propose_timeout,
+                                               who=f"proposer ({w.id})")
+            return self.taken(w, base, reason, commit)
+        finally:
+            proposals.drop(clone)
+
+    def taken(self, w: Worker, base: str, reason: str | None, commit: str
+              ) -> tuple[str | None, str]:
+        """A proposal back from its clone: a good one is checked out in the worker's worktree
+        (its incoming ref dropped once it has a place there)."""
+        if not reason:
+            reset_worktree(w.path, w.branch, commit)
+        elif commit != base:
+            keep_reachable(self.repo, REJECTED, commit, base)
+        proposals.forget(self.repo, commit)
+        return reason, commit
 
     def wait_proposer(self, proc: subprocess.Popen, timeout: float) -> tuple[int, bool]:
         deadline = time.monotonic() + timeout
@@ -414,11 +442,12 @@ class Rounds:
         return code, timed_out
 
     def apply(self, w: Worker, base: str, patch: Path) -> tuple[str | None, str]:
-        before = sorted(loop.untracked(w.path))
-        problem = loop.apply_patch(w.path, patch)
-        if problem:
-            return problem, base
-        return loop.validate_candidate(w.path, w.branch, base, before, who=f"patch {patch.name}")
+        clone = proposals.open_clone(self.repo, self.branch, base)
+        try:
+            reason, commit = proposals.apply(clone, patch, loop.apply_patch)
+            return self.taken(w, base, reason, commit)
+        finally:
+            proposals.drop(clone)
 
     def gather(self, rnd: dict, base: str, count: int) -> None:
         """Fill the round with up to ``count`` candidates (journaled one by one) and start
@@ -428,9 +457,17 @@ class Rounds:
         tried = set(self.state.get("tried", [])) | tried_blobs(self.repo, self.track())
         others: list[str] = []
         if self.opts.queue:
+            free = list(self.workers[:count])
+            while free and self.state.get("waiting"):
+                got = self.ahead.from_waiting(free[0], base)
+                if got is None:
+                    break
+                w = free.pop(0)
+                self.take(rnd, w, base, got[0], got[1], tried, others, None)
+                forget_waiting(self.repo, got[1])
             taken = set(self.queue_done()) | {c.get("patch") for c in rnd["candidates"]}
             plan = []
-            for w in self.workers[:count]:
+            for w in free:
                 patch = next((p for p in loop.list_patches(self.opts.queue)
                               if p.name not in taken), None)
                 if patch is None:
@@ -443,13 +480,21 @@ class Rounds:
             return
         for w in self.workers[:count]:
             self.check_stop()
-            reset_worktree(w.path, w.branch, base)
-            number = int(self.state.get("done", 0)) + len(rnd["candidates"]) + 1
-            reason, commit = self.propose(w, base, others, number)
+            got = self.ahead.from_waiting(w, base) \
+                if self.lane is not None or self.state.get("waiting") else None
+            if got is None:
+                reset_worktree(w.path, w.branch, base)
+                number = int(self.state.get("done", 0)) + len(rnd["candidates"]) + 1
+                reason, commit = self.propose(w, base, others, number)
+            else:
+                reason, commit = got
             if reason == "stopped":
                 loop.restore(w.path, w.branch, base, [], REJECTED)
                 self.check_stop()
             self.take(rnd, w, base, reason, commit, tried, others, None)
+            if got is not None and not reason:
+                forget_waiting(self.repo, commit)
+        self.ahead.fill_lane(base, count)
 
     def prepare_patch(self, w: Worker, base: str, patch: Path) -> tuple[str | None, str]:
         reset_worktree(w.path, w.branch, base)
@@ -507,22 +552,13 @@ class Rounds:
 
     def experiment_argv(self, w: Worker, cand: dict) -> tuple[list[str], dict]:
         o = self.opts
-        script = os.environ.get(loop.RUN_EXPERIMENT_ENV) or str(loop.RUN_EXPERIMENT)
-        argv = ["bash", script, "--repo", w.path, "--json", "--worker", w.id,
-                "--desc", tagged(w.id, cand["desc"])]
         prefix, env = runner.launcher(
             o.runner, gpu=w.gpu, session=session_tag(self.branch), commit=cand["commit"],
             timeout_s=float(o.timeout or 600), grace_s=float(o.grace or 10),
             extra=o.slurm_args)
-        launcher = o.launcher or prefix
-        for flag, value in (("--cmd", o.cmd), ("--launcher", launcher or None),
-                            ("--timeout", o.timeout), ("--grace", o.grace),
-                            ("--metric", o.metric)):
-            if value is not None:
-                argv += [flag, str(value)]
-        if o.higher_is_better:
-            argv.append("--higher-is-better")
-        return argv, {**os.environ, **env}
+        return loop.judge_command(o, w.path, tagged(w.id, cand["desc"]),
+                                  rerun=bool(cand.get("rerun")), worker=w.id,
+                                  launcher=o.launcher or prefix or None, env=env)
 
     def start_run(self, w: Worker, cand: dict, rnd: dict) -> None:
         if git(w.path, "rev-parse", "HEAD") != cand["commit"]:
@@ -565,13 +601,18 @@ class Rounds:
         Returns the kept commit or None."""
         base = rnd["base"]
         cands = rnd["candidates"]
-        results = [c["result"] for c in cands]
+        results = [None if c.get("rerun") else c["result"] for c in cands]
         verdicts = round_verdicts(results, self.opts.higher_is_better)
-        winner = next((c["commit"] for c, v in zip(cands, verdicts) if v == "keep"), None)
+        verdicts = [((c["result"] or {}).get("status") if c.get("rerun") and c["result"]
+                     else v) for c, v in zip(cands, verdicts)]  # a re-run's verdict stands
+        winner = next((c["commit"] for c, v in zip(cands, verdicts)
+                       if v == "keep" and not c.get("rerun")), None)
         moved = head(self.repo) not in (base, winner)
         if moved:  # someone committed on the session branch: log the runs, apply nothing
-            verdicts = ["discard" if v == "keep" else v for v in verdicts]
+            verdicts = ["discard" if v == "keep" and not c.get("rerun") else v
+                        for c, v in zip(cands, verdicts)]
             winner = None
+        again = self.ahead.beaten_keeps(rnd, verdicts, winner)
         rnd["phase"] = "appending"
         self.save()
         header = ledger.read_header(self.ledger_path)
@@ -595,10 +636,13 @@ class Rounds:
                 desc = res.get("description") or tagged(cand["worker"], cand["desc"])
                 if moved and res.get("status") == "keep":
                     desc += " (not applied: the session branch moved during the round)"
+                elif cand["commit"] in again:
+                    desc += (f" (beaten in its round by {short(winner)}; rebased onto it as "
+                             f"{short(again[cand['commit']])}, to run again)")
                 line = ledger.format_row(cand["commit"], res.get("value"), res.get("memory_gb"),
                                          verdict, desc, header)
                 record = dict(res.get("record") or {}, status=verdict)
-                if verdict != "keep":
+                if verdict != "keep" and not cand.get("rerun"):
                     keep_reachable(self.repo, DISCARDED, cand["commit"], base)
             fields = line.split("\t")
             named = dict(zip(header, fields))
@@ -621,15 +665,24 @@ class Rounds:
         rnd["moved"] = moved
         self.save()
         if winner and winner != base and head(self.repo) == base:
-            proc = subprocess.run(["git", "-C", self.repo, "merge", "--ff-only", "-q", winner],
-                                  capture_output=True, text=True, stdin=subprocess.DEVNULL)
-            if proc.returncode != 0:
-                keep_reachable(self.repo, "refs/autoresearch/kept/", winner, base)
-                raise ParallelError(UNSAFE, f"could not fast-forward {self.branch} to the kept "
-                                            f"{short(winner)}: {proc.stderr.strip()[:200]} "
-                                            f"(kept as refs/autoresearch/kept/{winner})")
-            log(f"kept {short(winner)}: {self.branch} fast-forwarded")
+            if noise.hold(self, rnd, winner):  # --confirm: re-runs first
+                return winner
+            self.fast_forward(winner, base)
         return winner
+
+    def fast_forward(self, winner: str, base: str) -> None:
+        """The session branch moves to the kept commit (one keep at a time, never back)."""
+        if head(self.repo) != base:
+            return
+        proc = subprocess.run(["git", *loop.SAFE, "-C", self.repo, "merge", "--ff-only",
+                               "-q", winner],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            keep_reachable(self.repo, "refs/autoresearch/kept/", winner, base)
+            raise ParallelError(UNSAFE, f"could not fast-forward {self.branch} to the kept "
+                                        f"{short(winner)}: {proc.stderr.strip()[:200]} "
+                                        f"(kept as refs/autoresearch/kept/{winner})")
+        log(f"kept {short(winner)}: {self.branch} fast-forwarded")
 
     def log_run(self, cand: dict, record: dict, rnd: dict) -> None:
         """runs.jsonl object + archived log in the main session for one run of the round."""
@@ -656,6 +709,8 @@ class Rounds:
         left = None if deadline is None else float(deadline) - time.time()
         line = loop.status_line(done, o.max, self.verdict, self.value, self.best(), elapsed,
                                 loop.eta(done, elapsed, o.max, left))
+        if self.state.get("reproposed"):
+            line += f" | re-proposed {self.state['reproposed']}"
         log(f"{line} | {worker}")
 
     # -- bounds ----------------------------------------------------------------
@@ -711,7 +766,7 @@ class Rounds:
         number = int(self.state.get("rounds", 0)) + 1 if kind == "round" else 0
         rnd = {"n": number, "kind": kind, "base": base,
                "phase": "running", "rows_before": len(ledger.read_ledger(self.ledger_path)),
-               "candidates": []}
+               "prev_best": self.best(), "candidates": []}
         self.state["round"] = rnd
         self.state["base"] = base
         return rnd
@@ -723,6 +778,9 @@ class Rounds:
                   and c["result"] is None]
         self.settle(rnd)
         self.state["round"] = None
+        if rnd["kind"] == "round" and self.state.get("confirm") and not self.stop:
+            self.save()
+            noise.confirm(self)
         self.state["rounds"] = int(self.state.get("rounds", 0)) + (rnd["kind"] == "round")
         self.state["base"] = head(self.repo)
         self.save()
@@ -842,6 +900,7 @@ class Rounds:
         stale = loop.kill_stale({"token": st.get("token", "")}, float(o.grace or 10))
         if stale:
             log(f"killed {len(stale)} process(es) left by the previous loop")
+        proposals.sweep(self.repo)
         self.scratch_results()
         now = time.time()
         if not resumed:
@@ -849,12 +908,22 @@ class Rounds:
                       rows_at_start=len(ledger.read_ledger(self.ledger_path)),
                       deadline=None if o.hours is None else now + o.hours * 3600)
         st.update(status="running", args=key, pid=os.getpid(), token=uuid.uuid4().hex)
+        if not resumed:
+            ahead_mod.drop_waiting(self.repo, st)
+        ahead_mod.settle_orphans(self.repo, st)
+        if o.propose and o.ahead:
+            self.lane = Lane(self.repo, self.branch, o.propose, o.propose_timeout, st["token"],
+                             str(Path(self.repo) / loop.PROPOSER_LOG), self.ledger_path,
+                             context=self.ahead.lane_context, env_for=self.ahead.lane_env)
         self.save()
         self.make_workers(head(self.repo))
         if resumed:
             log(f"resuming: {st.get('done', 0)} experiment(s) done so far")
         self.recover()
+        if st.get("confirm"):
+            noise.confirm(self)
         self.baseline()
+        noise.repeat_baseline(self)
         rounds = 0
         while True:
             self.check_stop()
@@ -996,7 +1065,12 @@ def main(argv: list[str]) -> int:
         code, status = INTERRUPTED, "interrupted"
     finally:
         try:
+            if rounds.lane is not None:
+                rounds.lane.shutdown()  # no proposer outlives the loop
+            if code == OK:
+                ahead_mod.drop_waiting(repo, rounds.state)
             rounds.drop_workers()
+            proposals.sweep(repo)
         finally:
             for sig, old in handlers.items():
                 signal.signal(sig, old)

@@ -38,11 +38,18 @@ queue_patch() {
   [ ! -d .autoresearch/worktrees ]
 }
 
-@test "noise options are refused with parallel rounds, with one line and exit 2" {
-  run --separate-stderr bash "${LOOP}" --queue "${QUEUE}" --workers 2 --confirm 2
+@test "baseline repeats run on the workers at once and record the noise floor" {
+  run --separate-stderr bash "${LOOP}" --queue "${QUEUE}" --workers 2 --baseline-repeats 3
+  [ "${status}" -eq 5 ]
+  [ "$(ar_rows)" -eq 3 ]
+  grep -q 'baseline repeat 3/3' results.tsv
+  grep -q '"noise_floor"' .autoresearch/session.json
+}
+
+@test "a negative --confirm is refused with parallel rounds, with one line and exit 2" {
+  run --separate-stderr bash "${LOOP}" --queue "${QUEUE}" --workers 2 --confirm -1
   [ "${status}" -eq 2 ]
   [ "$(wc -l <<<"${stderr}")" -eq 1 ]
-  [[ "${stderr}" == *"not available with parallel rounds"* ]]
   [ ! -f results.tsv ]
 }
 
