@@ -301,6 +301,23 @@ def test_a_row_written_by_anything_but_the_harness_stops_the_next_run_naming_the
     assert user_state(repo) == before
 
 
+def test_a_deleted_seal_does_not_let_a_ghost_row_through(repo):
+    setup_user(repo)
+    assert result(run(repo))["status"] == "keep"
+    with open(repo / "results.tsv", "a") as handle:
+        handle.write(GHOST)
+    for name in ("ledger.seal.json", "ledger.sealed.tsv"):  # the attacker hides the evidence
+        (repo / ".autoresearch" / name).unlink()
+    changed = (repo / "results.tsv").read_bytes()
+    commit_train(repo, "honest", VAL_BPB=0.95)
+    done = run(repo)
+    assert done.returncode == 3 and done.stdout == ""
+    assert "seal of results.tsv" in done.stderr and "deleted" in done.stderr
+    assert "setup.sh --new-track" in done.stderr
+    assert (repo / "results.tsv").read_bytes() == changed  # nothing written, nothing lost
+    assert not (repo / ".autoresearch" / "ledger.seal.json").exists()
+
+
 def test_a_row_changed_in_place_is_named_by_its_line(repo, tmp_path):
     path = repo / "results.tsv"
     (repo / ".autoresearch").mkdir()

@@ -31,7 +31,7 @@ from pathlib import Path
 from arcore import ledger
 from arcore.gitops import (UNJUDGED, current_branch, git, git_ok, head, keep_reachable, log,
                            rebase_onto, short)
-from arcore.lane import WAITING as WAITING_PREFIX
+from arcore.lane import WAITING as WAITING_PREFIX  # noqa: F401 (arcore.rounds_ahead)
 from arcore.lane import Lane, forget_waiting, waiting_refs
 
 RUNS = ".autoresearch/runs.jsonl"

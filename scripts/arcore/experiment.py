@@ -543,10 +543,20 @@ def check_ledger(repo: str, ledger_path: str, frozen: dict) -> None:
                    "restore it, or " + session.NEW_TRACK.removeprefix("to compare on the new harness, "))
 
 
-def check_seal(repo: str, ledger_path: str) -> None:
+def check_seal(repo: str, ledger_path: str, frozen: dict | None = None) -> None:
     """results.tsv changed since the harness last wrote it: stop (exit 3) naming the line,
-    the changed copy kept aside, nothing thrown away (``ledger.verify``)."""
+    the changed copy kept aside, nothing thrown away (``ledger.verify``). A seal deleted
+    after this session recorded one (``ledger_sealed`` in session.json) is a change too:
+    without it the next append would seal whatever the ledger holds."""
     problem = ledger.verify(ledger_path)
+    if problem is None and (frozen or {}).get("ledger_sealed") \
+            and ledger.read_seal(ledger_path) is None:
+        raise Stop(EXIT_HARNESS, f"the seal of {LEDGER} (.autoresearch/{ledger.SEAL}) was "
+                   "deleted since the harness last wrote it, so nothing shows what the ledger "
+                   "should hold: check results.tsv by hand, then accept it with PYTHONPATH="
+                   f"{os.path.dirname(os.path.dirname(os.path.abspath(__file__)))} python3 -m "
+                   f"arcore ledger seal {LEDGER}, or "
+                   + session.NEW_TRACK.removeprefix("to compare on the new harness, "))
     if problem is None:
         return
     aside = ledger.set_aside(ledger_path)
@@ -642,7 +652,7 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
     track = ledger.track_rows(ledger.read_ledger(ledger_path), frozen.get("ledger_start", 0))
     short = head[:ledger.SHORT]
     if not opts["worker"]:  # a parallel worker's results.tsv is a scratch copy of the main one
-        check_seal(repo, ledger_path)
+        check_seal(repo, ledger_path, frozen)
     check_ledger(repo, ledger_path, frozen)
     previous = judged_row(track, head)
     if previous is not None and not opts["rerun"]:
@@ -785,6 +795,9 @@ def _run_locked(repo: str, head: str, opts: dict) -> tuple[int, dict]:
         row = ledger.format_row(head, value, facts["memory_gb"], status, desc,
                                 ledger.read_header(ledger_path))
         ledger.append_row(ledger_path, row)
+        if not opts["worker"] and not frozen.get("ledger_sealed") \
+                and ledger.read_seal(ledger_path) is not None:
+            session.update(repo, ledger_sealed=True)  # from now on a missing seal is a change
     except OSError as exc:
         raise Stop(EXIT_ERROR, f"could not append to {LEDGER} ({exc.strerror or exc}): the run "
                    f"was judged {status} (value {value}); nothing reverted, HEAD is still "

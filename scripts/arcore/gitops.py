@@ -1,12 +1,10 @@
-"""The harness's own git: every command with repository hooks and fsmonitor off, and the
-candidate-level git operations the loop and its slots share (restore a branch to its base,
+"""The candidate-level git operations the loop and its slots share (restore a branch to its base,
 keep commits reachable under ``refs/autoresearch/``, validate what a proposer left, apply a
 queue patch).
 
-Every git command goes through :func:`git` / :func:`git_ok` / :func:`run`, which pass
-``-c core.hooksPath=/dev/null -c core.fsmonitor=false`` (``SAFE``): a hook or an fsmonitor
-command a proposer installed never runs inside the harness. (A core module ``gitx`` is being
-added for exactly this; until then this is the one place.)
+Every git command is built by ``arcore.gitx.argv`` (no repository hook, fsmonitor, filter,
+diff driver or pager runs inside the harness): a hook a proposer installed never runs in the
+loop's ``reset``/``update-ref``.
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from arcore import gitx
 from arcore import ledger
 
 NAME = "run-loop.sh"
@@ -32,7 +31,7 @@ UNJUDGED = "refs/autoresearch/unjudged/"
 WORKTREE = "refs/autoresearch/worktree/"
 
 OK, FAILED, USAGE, HARNESS, UNSAFE, NOTHING, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
-SAFE = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
+SAFE = gitx.BASE  # kept for callers that build their own git command line
 
 class LoopError(Exception):
     """A reason to stop the loop: ``code`` is the exit status, the message one stderr line."""
@@ -53,7 +52,7 @@ def log(message: str) -> None:
 
 def git(repo: str, *args: str, check: bool = True, env: dict | None = None) -> str:
     """Run git in ``repo``; its stdout stripped of the final newline. Raises LoopError(1)."""
-    proc = subprocess.run(["git", *SAFE, "-C", repo, *args], capture_output=True, text=True,
+    proc = subprocess.run(gitx.argv(repo, *args), capture_output=True, text=True,
                           env=env, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
         detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
@@ -62,7 +61,7 @@ def git(repo: str, *args: str, check: bool = True, env: dict | None = None) -> s
 
 
 def git_ok(repo: str, *args: str) -> bool:
-    return subprocess.run(["git", *SAFE, "-C", repo, *args], capture_output=True,
+    return subprocess.run(gitx.argv(repo, *args), capture_output=True,
                           stdin=subprocess.DEVNULL).returncode == 0
 
 
@@ -303,20 +302,20 @@ def apply_patch(repo: str, patch: Path) -> str | None:
     """Commit ``patch`` on HEAD: ``git am`` for a mail patch (format-patch), else ``git apply``
     plus a commit named after the file. Returns None, or why it did not apply."""
     if _is_mail(patch):
-        proc = subprocess.run(["git", *SAFE, "-C", repo, "am", "--quiet", "--no-3way", str(patch)],
+        proc = subprocess.run(gitx.argv(repo, "am", "--quiet", "--no-3way", str(patch)),
                               capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
-            subprocess.run(["git", *SAFE, "-C", repo, "am", "--abort"], capture_output=True,
+            subprocess.run(gitx.argv(repo, "am", "--abort"), capture_output=True,
                            stdin=subprocess.DEVNULL)
             lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
             return f"patch {patch.name} does not apply: {lines[0] if lines else 'git am failed'}"
         return None
-    proc = subprocess.run(["git", *SAFE, "-C", repo, "apply", "--index", str(patch)],
+    proc = subprocess.run(gitx.argv(repo, "apply", "--index", str(patch)),
                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
         return f"patch {patch.name} does not apply: {lines[0] if lines else 'git apply failed'}"
-    proc = subprocess.run(["git", *SAFE, "-C", repo, "commit", "-q", "-m", patch.stem],
+    proc = subprocess.run(gitx.argv(repo, "commit", "-q", "-m", patch.stem),
                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
@@ -330,7 +329,7 @@ def apply_patch(repo: str, patch: Path) -> str | None:
 
 
 def _blob_text(repo: str, rev: str, path: str) -> bytes | None:
-    proc = subprocess.run(["git", *SAFE, "-C", repo, "cat-file", "blob", f"{rev}:{path}"],
+    proc = subprocess.run(gitx.argv(repo, "cat-file", "blob", f"{rev}:{path}"),
                           capture_output=True, stdin=subprocess.DEVNULL)
     return proc.stdout if proc.returncode == 0 else None
 
@@ -353,13 +352,13 @@ def rebase_onto(repo: str, commit: str, old_base: str, new_base: str,
             file = Path(tmp) / name
             file.write_bytes(data)
             files.append(str(file))
-        merged = subprocess.run(["git", *SAFE, "merge-file", "-p", "-q", *files],
+        merged = subprocess.run(gitx.argv(None, "merge-file", "-p", "-q", *files),
                                 capture_output=True, stdin=subprocess.DEVNULL)
         if merged.returncode != 0:
             return None, "its change of train.py conflicts with the new best"
         if merged.stdout == ours:
             return None, "its change of train.py is already in the new best"
-        blob = subprocess.run(["git", *SAFE, "-C", repo, "hash-object", "-w", "--stdin"],
+        blob = subprocess.run(gitx.argv(repo, "hash-object", "-w", "--stdin"),
                               input=merged.stdout, capture_output=True,
                               stdin=None).stdout.decode().strip()
         env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
@@ -370,7 +369,7 @@ def rebase_onto(repo: str, commit: str, old_base: str, new_base: str,
     fmt = git(repo, "log", "-1", "--format=%an%x00%ae%x00%aI%x00%B", commit).split("\0", 3)
     env = {**os.environ, "GIT_AUTHOR_NAME": fmt[0], "GIT_AUTHOR_EMAIL": fmt[1],
            "GIT_AUTHOR_DATE": fmt[2]}
-    proc = subprocess.run(["git", *SAFE, "-C", repo, "commit-tree", tree, "-p", new_base],
+    proc = subprocess.run(gitx.argv(repo, "commit-tree", tree, "-p", new_base),
                           input=fmt[3] if len(fmt) > 3 else "rebased proposal\n",
                           capture_output=True, text=True, env=env)
     if proc.returncode != 0:

@@ -53,13 +53,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from arcore import gitx
 from arcore import ahead as ahead_mod
 from arcore.rounds_ahead import RoundsAhead
 from arcore import gitops, ledger, loop, noise, proposals, runner, session
@@ -222,8 +222,8 @@ def tried_blobs(repo: str, rows: list[dict]) -> set[str]:
     names = [r["commit"] for r in rows if len(r["commit"]) >= 4]
     if not names:
         return set()
-    proc = subprocess.run(["git", *loop.SAFE, "-C", repo, "cat-file",
-                           "--batch-check=%(objectname)"],
+    proc = subprocess.run(gitx.argv(repo, "cat-file",
+                           "--batch-check=%(objectname)"),
                           input="".join(f"{n}:train.py\n" for n in names), capture_output=True,
                           text=True)
     return {line.strip() for line in proc.stdout.splitlines()
@@ -674,8 +674,8 @@ class Rounds:
         """The session branch moves to the kept commit (one keep at a time, never back)."""
         if head(self.repo) != base:
             return
-        proc = subprocess.run(["git", *loop.SAFE, "-C", self.repo, "merge", "--ff-only",
-                               "-q", winner],
+        proc = subprocess.run(gitx.argv(self.repo, "merge", "--ff-only",
+                               "-q", winner),
                               capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
             keep_reachable(self.repo, "refs/autoresearch/kept/", winner, base)

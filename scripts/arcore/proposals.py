@@ -32,6 +32,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from arcore import gitx
 from arcore import session
 from arcore.gitops import SAFE, git, git_ok, head, validate_candidate
 
@@ -78,9 +79,9 @@ def open_clone(repo: str, branch: str, base: str, context: str = "",
     path = tempfile.mkdtemp(prefix="p-", dir=top)
     owner = {"repo": os.path.realpath(repo), "pid": os.getpid(), "base": base}
     try:
-        proc = subprocess.run(["git", *SAFE, "clone", "-q", "--shared", "--no-checkout",
+        proc = subprocess.run(gitx.argv(None, "clone", "-q", "--shared", "--no-checkout",
                                "--template=", "--no-tags", "--single-branch", "--branch", branch,
-                               repo, path], capture_output=True, text=True,
+                               repo, path), capture_output=True, text=True,
                               stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
             raise OSError(f"git clone failed: {proc.stderr.strip()[-200:]}")
@@ -157,9 +158,9 @@ def collect(clone: Clone, exit_code: int | None = 0, timed_out: bool = False,
     repo, base = clone.repo, clone.base
     tip = head(clone.path)
     if tip and tip != base:
-        proc = subprocess.run(["git", *SAFE, "-c", "gc.auto=0", "-C", repo, "fetch", "-q",
+        proc = subprocess.run(gitx.argv(repo, "-c", "gc.auto=0", "fetch", "-q",
                                "--no-tags", "--no-write-fetch-head", clone.path,
-                               f"+HEAD:{INCOMING}{tip}"], capture_output=True, text=True,
+                               f"+HEAD:{INCOMING}{tip}"), capture_output=True, text=True,
                               stdin=subprocess.DEVNULL)
         if proc.returncode != 0 or not git_ok(repo, "cat-file", "-e", f"{tip}^{{commit}}"):
             detail = proc.stderr.strip().splitlines()
@@ -179,9 +180,9 @@ def salvage(clone: Clone, prefix: str) -> str | None:
         sanitize(clone)
         tip = head(clone.path)
         if tip and tip != clone.base:
-            subprocess.run(["git", *SAFE, "-c", "gc.auto=0", "-C", clone.repo, "fetch", "-q",
+            subprocess.run(gitx.argv(clone.repo, "-c", "gc.auto=0", "fetch", "-q",
                             "--no-tags", "--no-write-fetch-head", clone.path,
-                            f"+HEAD:{prefix}{tip}"], capture_output=True,
+                            f"+HEAD:{prefix}{tip}"), capture_output=True,
                            stdin=subprocess.DEVNULL)
             return tip
     return None
