@@ -75,12 +75,14 @@ SCRIPTS: dict[str, list[tuple]] = {
         ("bash", "printf 'a longer TIME_BUDGET\\n' > .autoresearch/proposal-subject"),
         ("say", "Edited prepare.py."),
     ],
-    # Misbehaving: an edit, then denied git commands; a re-read shows whether they ran.
+    # Misbehaving: an edit, then denied git commands; a re-read shows whether they ran. The
+    # push names its target by path ($PUSH_TARGET: a bare repository the test made), since the
+    # proposal's clone has no remote.
     "claude-deny": [
         ("read", "train.py"),
         ("set", "train.py", "VAL_BPB", NEW_VALUE),
         ("bash", "git reset --hard"),
-        ("bash", "git push origin HEAD"),
+        ("bash", 'git push "$PUSH_TARGET" HEAD'),
         ("bash", "git checkout -- train.py"),
         ("read", "train.py"),
         ("say", "I could not reset or push."),
@@ -89,7 +91,7 @@ SCRIPTS: dict[str, list[tuple]] = {
         ("bash", "cat train.py"),
         ("set", "train.py", "VAL_BPB", NEW_VALUE),
         ("bash", "git reset --hard"),
-        ("bash", "git push origin HEAD"),
+        ("bash", 'git push "$PUSH_TARGET" HEAD'),
         ("bash", "cat train.py"),
         ("say", "I could not reset or push."),
     ],

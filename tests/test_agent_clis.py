@@ -16,10 +16,12 @@ the tokens and dollars the client reported reach runs.jsonl and show-results.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -93,7 +95,7 @@ _SANDBOX: dict[str, str | None] = {}
 def sandbox_problem(codex: Path) -> str | None:
     """Why `codex sandbox -- true` (its bundled bubblewrap) fails here, or None; asked once."""
     if "answer" not in _SANDBOX:
-        with tempfile.TemporaryDirectory() as home:
+        with tempfile.TemporaryDirectory(dir=_home_root()) as home:
             probe = subprocess.run([str(codex), "sandbox", "--", "true"], cwd=home,
                                    env={**os.environ, "HOME": home}, capture_output=True,
                                    text=True, timeout=60, stdin=subprocess.DEVNULL)
@@ -102,9 +104,29 @@ def sandbox_problem(codex: Path) -> str | None:
     return _SANDBOX["answer"]
 
 
+def _home_root() -> str:
+    """Where scratch HOMEs go: never under /tmp. Codex refuses to make its sandbox helper
+    (``codex-linux-sandbox``) under a temporary folder, and with a system bubblewrap installed
+    (tests/run.sh installs one for --sandbox) its sandbox then cannot start."""
+    for root in ("/var/tmp", str(CLI_DIR / "homes")):
+        try:
+            os.makedirs(root, exist_ok=True)
+            if os.access(root, os.W_OK):
+                return root
+        except OSError:
+            continue
+    return tempfile.gettempdir()
+
+
+def scratch_home() -> Path:
+    home = Path(tempfile.mkdtemp(prefix="autoresearch-home-", dir=_home_root()))
+    atexit.register(shutil.rmtree, home, True)
+    return home
+
+
 def client_env(tmp_path: Path, client: str, server: ScriptedServer) -> dict:
     """A scratch HOME holding only what the client needs to reach the scripted server."""
-    home = tmp_path / "home"
+    home = scratch_home()
     (home / ".config").mkdir(parents=True, exist_ok=True)
     drop = ("AUTORESEARCH_", "ANTHROPIC_", "CLAUDE", "CODEX_", "OPENAI_", "XDG_", "FAKE_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
@@ -306,7 +328,7 @@ def test_a_misbehaving_proposal_is_the_loops_usual_rejected_proposal(client, scr
     repo = make_repo(tmp_path)
     remote = tmp_path / "remote.git"
     git(tmp_path, "init", "-q", "--bare", str(remote))
-    git(repo, "remote", "add", "origin", str(remote))
+    env["PUSH_TARGET"] = str(remote)  # the deny scripts push there (the clone has no remote)
     base = git(repo, "rev-parse", "HEAD")
     prepare = (repo / "prepare.py").read_text()
     done = run_loop(client, repo, env)
@@ -333,8 +355,8 @@ def assert_denied(client: str, server: ScriptedServer) -> None:
     reset, push, reread = results[2], results[3], results[-1]
     if client == "claude":  # refused by --disallowedTools before anything ran
         assert len(results) == 6, results
-        for refused, command in zip(results[2:5], ("git reset --hard", "git push origin HEAD",
-                                                   "git checkout -- train.py")):
+        denied = ("git reset --hard", 'git push "$PUSH_TARGET" HEAD', "git checkout -- train.py")
+        for refused, command in zip(results[2:5], denied):
             assert refused["is_error"], refused
             assert f"Permission to use Bash with command {command} has been denied" \
                 in refused["text"], refused
