@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from arcore import ledger, loop
-from scratchrepo import git, make_repo
+from scratchrepo import PRINTED, git, make_repo
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_LOOP = ROOT / "scripts" / "run-loop.sh"
@@ -112,7 +112,7 @@ def env_for(tmp_path: Path, plan_dir: Path, **extra) -> dict:
     out = {k: v for k, v in os.environ.items() if not k.startswith(("AUTORESEARCH_", "STANDIN_"))}
     out.update(PLAN_DIR=str(plan_dir), STANDIN_MARKS=str(tmp_path / "marks"),
                AUTORESEARCH_CLONE_ROOT=str(tmp_path / "clones"), LOOP_TEST_ID=uuid.uuid4().hex,
-               **extra)
+               **PRINTED, **extra)  # the stand-in prints its value: a printed session
     return out
 
 

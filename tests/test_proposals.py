@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from arcore import ledger, proposals
+from scratchrepo import PRINTED
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_LOOP = ROOT / "scripts" / "run-loop.sh"
@@ -64,7 +65,8 @@ def env(tmp_path: Path) -> dict:
                                                                      "STANDIN_"))}
     (tmp_path / "agent").mkdir()
     out.update(PATH=f"{AGENTS}:{os.environ['PATH']}", FAKE_AGENT_DIR=str(tmp_path / "agent"),
-               AUTORESEARCH_CLONE_ROOT=str(tmp_path / "clones"), LOOP_TEST_ID=uuid.uuid4().hex)
+               AUTORESEARCH_CLONE_ROOT=str(tmp_path / "clones"), LOOP_TEST_ID=uuid.uuid4().hex,
+               **PRINTED)  # stand-ins print their value: printed sessions
     return out
 
 
