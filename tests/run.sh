@@ -7,7 +7,8 @@
 # runner, librsvg2-bin to render the progress chart, bubblewrap for --sandbox)
 # when it runs as root with apt-get, then runs pytest, bats, ShellCheck over
 # every shell script, and the
-# Agent Skills reference validator on SKILL.md. Every part runs; the exit code
+# Agent Skills reference validator on SKILL.md. pytest runs in AR_TEST_WORKERS
+# processes (default 2; 0 runs it in this one). Every part runs; the exit code
 # is non-zero when any part failed. Tests whose packages are absent skip and
 # say why. AR_TEST_NO_APT=1 skips the Debian packages. It also installs the real
 # agent CLIs (Claude Code, Codex) with npm into tests/.agent-clis/ where npm is present;
@@ -111,7 +112,14 @@ main() {
   bats tests/bats || failed+=(bats)
 
   ar_log "pytest"
-  python -m pytest "$@" || failed+=(pytest)
+  # Two processes by default (CI has two cores); a file's tests stay in one process, so
+  # the Slurm daemons and each file's fixtures are never shared. AR_TEST_WORKERS=0: serial.
+  local workers="${AR_TEST_WORKERS:-2}"
+  if [[ "${workers}" == 0 ]]; then
+    python -m pytest "$@" || failed+=(pytest)
+  else
+    python -m pytest -n "${workers}" --dist loadfile "$@" || failed+=(pytest)
+  fi
 
   if ((${#failed[@]})); then
     ar_log "FAILED: ${failed[*]}"
