@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from arcore import proposals, usage
+from arcore import procs, proposals, usage
 from arcore.gitops import REJECTED, git, keep_reachable, short, subject
 
 WAITING = "refs/autoresearch/waiting/"
@@ -162,23 +162,7 @@ class Lane:
             proposals.drop(clone)
 
     def _wait(self, proc: subprocess.Popen) -> tuple[int, bool]:
-        deadline = time.monotonic() + self.timeout
-        timed_out, killing = False, None
-        while True:
-            try:
-                code = proc.wait(timeout=0.1)
-                break
-            except subprocess.TimeoutExpired:
-                now = time.monotonic()
-                if killing is None and (self.stopping or now > deadline):
-                    timed_out = not self.stopping
-                    with _quiet():
-                        os.killpg(proc.pid, signal.SIGTERM)
-                    killing = now + 5
-                elif killing is not None and now > killing:
-                    with _quiet():
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    killing = now + 3600
+        code, timed_out = procs.wait_group(proc, self.timeout, lambda: self.stopping)
         with _quiet():
             os.killpg(proc.pid, signal.SIGKILL)
         _kill_tagged(self.token + SUFFIX)

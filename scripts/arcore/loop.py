@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from arcore import ahead as ahead_mod
-from arcore import experiment, ledger, proposals, repeats, session, usage
+from arcore import experiment, ledger, procs, proposals, repeats, session, usage
 from arcore.lane import SUFFIX as LANE_SUFFIX
 from arcore.lane import Lane
 from arcore.gitops import (  # noqa: F401 (re-exported: arcore.parallel and tests use them)
@@ -599,21 +599,7 @@ class Loop:
     def wait(self, proc: subprocess.Popen, timeout: float | None) -> tuple[int, bool]:
         """Wait for the proposer; past ``timeout`` (or once a stop signal came) its group gets
         SIGTERM, then SIGKILL 5 s later. Then every process it left behind is killed."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        timed_out, killing = False, None
-        while True:
-            try:
-                code = proc.wait(timeout=0.1)
-                break
-            except subprocess.TimeoutExpired:
-                now = time.monotonic()
-                if killing is None and (self.stop or (deadline is not None and now > deadline)):
-                    timed_out = not self.stop
-                    signal_group(proc.pid, signal.SIGTERM)
-                    killing = now + 5
-                elif killing is not None and now > killing:
-                    signal_group(proc.pid, signal.SIGKILL)
-                    killing = now + 3600
+        code, timed_out = procs.wait_group(proc, timeout, lambda: bool(self.stop))
         self.child = None
         self.state.pop("child", None)
         self.kill_leftovers(proc.pid)

@@ -62,7 +62,7 @@ from pathlib import Path
 from arcore import gitx
 from arcore import ahead as ahead_mod
 from arcore.rounds_ahead import RoundsAhead
-from arcore import gitops, ledger, loop, noise, proposals, runner, session
+from arcore import gitops, ledger, loop, noise, procs, proposals, runner, session
 from arcore.lane import Lane, forget_waiting
 
 # ---------------------------------------------------------------------------
@@ -424,20 +424,7 @@ class Rounds:
         return reason, commit
 
     def wait_proposer(self, proc: subprocess.Popen, timeout: float) -> tuple[int, bool]:
-        deadline = time.monotonic() + timeout
-        timed_out = False
-        while True:
-            try:
-                code = proc.wait(timeout=0.1)
-                break
-            except subprocess.TimeoutExpired:
-                if time.monotonic() > deadline and not timed_out:
-                    timed_out = True
-                    loop.signal_group(proc.pid, signal.SIGTERM)
-                    deadline = time.monotonic() + 5
-                elif timed_out and time.monotonic() > deadline:
-                    loop.signal_group(proc.pid, signal.SIGKILL)
-                    deadline = time.monotonic() + 3600
+        code, timed_out = procs.wait_group(proc, timeout)
         loop.signal_group(proc.pid, signal.SIGKILL)
         return code, timed_out
 

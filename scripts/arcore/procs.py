@@ -217,3 +217,32 @@ def trim_log(path: str, cap: int) -> None:
         handle.write(f"\n[autoresearch: log-flood: the run wrote {size} bytes, past the "
                      f"{cap} byte cap; {size - 2 * keep} bytes cut here]\n".encode())
         handle.write(tail)
+
+
+def wait_group(proc: subprocess.Popen, timeout: float | None, stopping=lambda: False
+               ) -> tuple[int, bool]:
+    """Wait for ``proc`` (a process-group leader, e.g. a proposer). Past ``timeout`` seconds
+    (None: never), or once ``stopping()`` is true, its group gets SIGTERM, then SIGKILL 5 s
+    later. Returns (exit code, timed out); a stop is not a time-out. Leftovers of the group
+    are the caller's to kill."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    timed_out, killing = False, None
+    while True:
+        try:
+            return proc.wait(timeout=0.1), timed_out
+        except subprocess.TimeoutExpired:
+            now = time.monotonic()
+            if killing is None and (stopping() or (deadline is not None and now > deadline)):
+                timed_out = not stopping()
+                _signal_group(proc.pid, signal.SIGTERM)
+                killing = now + 5
+            elif killing is not None and now > killing:
+                _signal_group(proc.pid, signal.SIGKILL)
+                killing = now + 3600
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
