@@ -31,6 +31,12 @@ def make_repo(tmp_path: Path, name: str = "target") -> Path:
     repo = tmp_path / name
     shutil.copytree(STANDINS / "target", repo)
     shutil.copy(STANDINS / "ok.py", repo / "train.py")
+    return commit_baseline(repo)
+
+
+def commit_baseline(repo: Path) -> Path:
+    """``git init`` on branch autoresearch/test, a test identity, everything committed as
+    "baseline"."""
     git(repo, "init", "-q", "-b", "autoresearch/test")
     git(repo, "config", "user.email", "test@example.com")
     git(repo, "config", "user.name", "Test")

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from arcore import attest, session, tamper
-from scratchrepo import git
+from scratchrepo import commit_baseline, git
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "run-experiment.sh"
@@ -202,13 +202,7 @@ def target(tmp_path, monkeypatch, cache, target_python):
     monkeypatch.setenv("AUTORESEARCH_CACHE_DIR", str(cache))
     repo = tmp_path / "target"
     shutil.copytree(FIXTURE, repo)
-    git(repo, "init", "-q", "-b", "autoresearch/test")
-    git(repo, "config", "user.email", "test@example.com")
-    git(repo, "config", "user.name", "Test")
-    git(repo, "config", "commit.gpgsign", "false")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "baseline")
-    return repo
+    return commit_baseline(repo)
 
 
 def run(repo: Path, python: str, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
@@ -619,13 +613,7 @@ def cpu_target(tmp_path, monkeypatch, cpu_cache):
     text = prepare.read_text()
     assert text.count("TIME_BUDGET = 15 ") == 1
     prepare.write_text(text.replace("TIME_BUDGET = 15 ", "TIME_BUDGET = 2 "))
-    git(repo, "init", "-q", "-b", "autoresearch/test")
-    git(repo, "config", "user.email", "test@example.com")
-    git(repo, "config", "user.name", "Test")
-    git(repo, "config", "commit.gpgsign", "false")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "baseline")
-    return repo
+    return commit_baseline(repo)
 
 
 FINAL_EVAL = "# Final eval\n"
