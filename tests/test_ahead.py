@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from arcore import ledger, loop
+from arcore import journal, ledger, loop
 from scratchrepo import PRINTED, git, make_repo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,8 +159,8 @@ def assert_settled(target: Path, tmp_path: Path) -> None:
     assert not list((tmp_path / "clones").glob("*/p-*"))
     assert not git(target, "for-each-ref", "refs/autoresearch/waiting/",
                    "refs/autoresearch/incoming/")
-    journal = loop.load_journal(str(target))
-    assert journal.get("phase") == "idle" and not journal.get("waiting")
+    state = journal.load_journal(str(target))
+    assert state.get("phase") == "idle" and not state.get("waiting")
 
 
 def test_a_proposal_made_while_a_keep_runs_is_rebased_onto_the_new_best(target, tmp_path,

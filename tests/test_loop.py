@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from arcore import ledger, loop
+from arcore import context, journal, ledger, loop
 from scratchrepo import PRINTED
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,8 +180,8 @@ def assert_settled(repo: Path, env: dict, head: str, nrows: int | None = None) -
         while live_processes(env) and time.monotonic() < deadline:
             time.sleep(0.05)  # a killed process may take a moment to be reaped
         assert live_processes(env) == []
-    journal = loop.load_journal(str(repo))
-    assert journal.get("phase", "idle") == "idle"
+    state = journal.load_journal(str(repo))
+    assert state.get("phase", "idle") == "idle"
 
 
 def clean_env(env: dict, *drop: str) -> dict:
@@ -339,7 +339,7 @@ def test_the_whats_been_tried_digest_holds_every_keep_and_is_bounded():
     rows_ = [{"commit": f"{i:07d}", "val_bpb": 1.0 - i / 1000, "memory_gb": 1.0,
               "status": "keep" if i % 50 == 0 else "discard", "description": f"idea {i} " * 8}
              for i in range(2000)]
-    text = loop.tried_digest(rows_, limit=6000)
+    text = context.tried_digest(rows_, limit=6000)
     assert len(text) < 6000 + 200
     assert all(f"idea {i} " in text for i in range(0, 2000, 50))   # every keep
     assert "idea 1999 " in text and "idea 1 idea 1 " not in text    # the newest others
@@ -558,7 +558,7 @@ def test_a_restart_after_sigkill_at_any_phase_continues_without_duplicates(
     proc.wait(timeout=30)
     if phase in ("proposing", "running"):
         assert live_processes(env), "the child should outlive a SIGKILLed loop"
-    cut = loop.load_journal(str(target)).get("candidate") or ""
+    cut = journal.load_journal(str(target)).get("candidate") or ""
     env["FAKE_AGENT_VALUES"] = "0.5,0.4"
     again = run_loop(target, env, *args)
     assert again.returncode == 0, again.stderr
@@ -607,7 +607,8 @@ def test_a_stale_run_that_finished_after_the_loop_died_is_not_run_again(target, 
     proc.kill()
     proc.wait(timeout=30)
     (gate / "release").write_text("")
-    wait_rows(target, 2)              # run-experiment.sh outlived the loop and judged it
+    answer = target / ".autoresearch" / "worktrees" / "w1" / ".autoresearch" / "runs.jsonl"
+    wait_file(answer)                 # run-experiment.sh outlived the loop and judged it
     deadline = time.monotonic() + WAIT
     while live_processes(env) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -637,10 +638,10 @@ def test_a_second_loop_in_the_same_repo_is_refused(target, env, tmp_path):
 
 
 def test_the_status_line_shows_progress_best_verdict_elapsed_and_eta():
-    line = loop.status_line(3, 10, "discard", 0.9981, 0.991, 900, loop.eta(3, 900, 10, None))
+    line = context.status_line(3, 10, "discard", 0.9981, 0.991, 900, context.eta(3, 900, 10, None))
     assert line == "[3/10] discard 0.998100 | best 0.991000 | elapsed 0:15:00 | ETA 0:35:00"
-    assert loop.eta(0, 0, None, None) is None
-    assert loop.eta(2, 100, 10, 60.0) == 60.0
+    assert context.eta(0, 0, None, None) is None
+    assert context.eta(2, 100, 10, 60.0) == 60.0
 
 
 def test_the_prompt_template_renders_every_placeholder():
@@ -648,16 +649,16 @@ def test_the_prompt_template_renders_every_placeholder():
     facts = {"program": "program.md", "metric": "val_bpb", "direction": "lower",
              "best": "0.990000", "base": "abc1234", "iteration": 4, "recent": "(rows)",
              "plateau": "", "failures": 0, "editable": "train.py"}
-    out = loop.render_prompt(template, facts)
+    out = context.render_prompt(template, facts)
     assert "{{" not in out and "0.990000" in out and "abc1234" in out
 
 
 def test_the_journal_is_written_atomically_and_read_back(tmp_path):
-    loop.save_journal(str(tmp_path), {"phase": "running", "candidate": "abc"})
-    assert loop.load_journal(str(tmp_path)) == {"phase": "running", "candidate": "abc"}
+    journal.save_journal(str(tmp_path), {"phase": "running", "candidate": "abc"})
+    assert journal.load_journal(str(tmp_path)) == {"phase": "running", "candidate": "abc"}
     assert [p.name for p in (tmp_path / ".autoresearch").iterdir()] == ["loop.json"]
     (tmp_path / ".autoresearch" / "loop.json").write_text("{torn")
-    assert loop.load_journal(str(tmp_path)) == {}
+    assert journal.load_journal(str(tmp_path)) == {}
 
 
 # ---------------------------------------------------------------------------
@@ -677,10 +678,11 @@ def start_losing_run(target: Path, env: dict, tmp_path: Path, most: str):
     return gate, proc
 
 
-def test_a_commit_made_during_a_losing_run_stops_the_loop_and_is_never_reset(target, env,
-                                                                               tmp_path):
+def test_a_commit_made_during_a_run_stops_the_loop_and_is_never_reset(target, env, tmp_path):
+    base = git(target, "rev-parse", "HEAD")
     gate, proc = start_losing_run(target, env, tmp_path, "3")
-    cand = git(target, "rev-parse", "HEAD")
+    cand = journal.load_journal(str(target))["candidate"]
+    assert git(target, "rev-parse", "HEAD") == base  # the run is in its slot, not here
     (target / "notes.md").write_text("my notes\n")
     git(target, "add", "notes.md")
     git(target, "commit", "-q", "-m", "user: notes")
@@ -688,24 +690,24 @@ def test_a_commit_made_during_a_losing_run_stops_the_loop_and_is_never_reset(tar
     (gate / "release").write_text("")
     _, err = collect(proc)
     assert proc.returncode == 4, err
-    assert f"git revert {cand[:7]}" in err
-    assert git(target, "rev-parse", "HEAD") == mine and git(target, "rev-parse", "HEAD~1") == cand
+    assert f"moved to {mine[:7]} during the run of {cand[:7]}" in err
+    assert git(target, "rev-parse", "HEAD") == mine and git(target, "rev-parse", "HEAD~1") == base
     assert statuses(target) == ["keep", "discard"]
-    assert loop.load_journal(str(target)).get("phase", "idle") == "idle"
+    assert journal.load_journal(str(target)).get("phase", "idle") == "idle"
 
 
 def test_a_branch_switched_during_a_run_stops_the_loop_and_neither_branch_is_touched(
         target, env, tmp_path):
+    base = git(target, "rev-parse", "HEAD")
     gate, proc = start_losing_run(target, env, tmp_path, "3")
-    cand = git(target, "rev-parse", "HEAD")
     git(target, "checkout", "-q", "-b", "mine")
     (gate / "release").write_text("")
     _, err = collect(proc)
     assert proc.returncode == 4, err
     assert "switched" in err
     assert git(target, "symbolic-ref", "--short", "HEAD") == "mine"
-    assert git(target, "rev-parse", "mine") == cand
-    assert git(target, "rev-parse", "autoresearch/test") == cand
+    assert git(target, "rev-parse", "mine") == base
+    assert git(target, "rev-parse", "autoresearch/test") == base
     assert statuses(target) == ["keep", "discard"]
 
 
@@ -724,15 +726,18 @@ def test_a_proposer_that_drops_the_kept_commit_is_rejected_and_the_branch_put_ba
     assert rejected.strip(), "the proposer's rewritten commit stays reachable"
 
 
-def test_an_edit_made_during_a_losing_run_is_saved_and_the_user_told_where(target, env,
-                                                                           tmp_path):
+def test_an_edit_made_during_a_run_is_never_touched_and_the_next_loop_refuses_it(target, env,
+                                                                                 tmp_path):
     gate, proc = start_losing_run(target, env, tmp_path, "1")
     (target / "program.md").write_text("# program\nmy uncommitted edit\n")
     (gate / "release").write_text("")
     _, err = collect(proc)
-    saved = git(target, "for-each-ref", "--format=%(objectname)", "refs/autoresearch/worktree/")
-    assert saved and f"git stash apply {saved[:7]}" in err, err
-    git(target, "stash", "apply", saved)
+    assert proc.returncode == 0, err  # the run was in its slot: nothing here was reset
+    assert (target / "program.md").read_text() == "# program\nmy uncommitted edit\n"
+    assert statuses(target) == ["keep", "discard"]
+    again = run_loop(target, env, "--propose", "fake-agent", "--max", "2")
+    assert again.returncode == 4 and "uncommitted changes to tracked files (program.md)" \
+        in again.stderr
     assert (target / "program.md").read_text() == "# program\nmy uncommitted edit\n"
 
 
@@ -791,17 +796,18 @@ def test_a_row_the_loop_cannot_write_fails_in_one_line_and_a_restart_writes_it_o
     for key, value in dict(env, FAKE_AGENT_MODE="crash").items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(target)
+    assert run_loop(target, env, "--propose", "fake-agent", "--max", "0").returncode == 0
 
     def full_disk(path, line):
         raise OSError(28, "No space left on device", path)
 
-    monkeypatch.setattr(loop.ledger, "append_row", full_disk)  # the loop's own crash row
+    monkeypatch.setattr(ledger, "append_row", full_disk)  # the scheduler writes every row
     code = loop.main(loop_args("--propose", "fake-agent", "--max", "1")[2:])
     err = capsys.readouterr().err
     assert code == 1
     assert "No space left on device; fix it, then restart the same command" in err
     assert "Traceback" not in err
-    assert statuses(target) == ["keep"]  # the baseline, written by run-experiment.sh
+    assert statuses(target) == ["keep"]  # the baseline, written before the disk filled
     monkeypatch.undo()
     again = run_loop(target, dict(env, FAKE_AGENT_MODE="crash"), "--propose", "fake-agent",
                      "--max", "1")

@@ -1,0 +1,1058 @@
+"""The scheduler: the one engine behind run-loop.sh, for one slot or many, local or Slurm.
+
+A session has *slots* (arcore.slots: 1 by default; ``--workers N``, ``--gpus LIST``, Slurm job
+steps with ``--runner slurm``) and a proposal lane (arcore.lane, ``--ahead K``: proposals for
+upcoming runs are made while the slots run, on the current best; ``--ahead 0`` proposes in the
+foreground only when a slot is free). Candidates come from the proposer (each in a disposable
+clone, arcore.proposals) or from a queue of patches. Every run is run-experiment.sh in a slot's
+worktree, judged against the standing best as it was when the run started.
+
+When a run ends (``decide``, a pure function):
+
+* ``row``: a discard, a crash, or a run that is never applied (the baseline, a repeat, a
+  confirmation): its row is appended, nothing else moves;
+* ``keep``: it beat the best and its base *is* the best: its row, then the session branch is
+  fast-forwarded to it (one keep at a time; the branch never moves any other way);
+* ``hold``: a keep within the noise floor with ``--confirm K``: its row, then K re-runs; the
+  branch moves only if their mean still beats the previous best, else a ``discard`` row
+  withdraws it;
+* ``park``: it beat its base while a confirmation is pending: decided again once that ends;
+* ``again``: it beat its base, but another slot's keep superseded that base while it ran: it
+  is not kept on a stale comparison and not thrown away: its train.py change is rebased onto
+  the new best (3-way) and queued to run first (its row says so; if it no longer applies, it
+  says that);
+* ``moved``: the session branch moved under the scheduler (a user's commit, a switched
+  branch): the row is written, nothing applied, and the scheduler stops (exit 4).
+
+A waiting proposal whose base was superseded is rebased the same way before it runs; one
+that no longer applies is re-proposed and recorded (runs.jsonl and the status line, no row).
+A candidate whose train.py is identical to one already tried in the track is not run.
+
+The journal is ``.autoresearch/loop.json`` (arcore.journal): the foreground step (``phase``:
+idle, proposing, applying, rejecting, withdrawing), the job in each slot (its commit, base,
+kind and, once it ended, its answer and decision), the waiting proposals, a pending
+confirmation, the counters. It is written before every step; a restart with the same command
+after SIGKILL or reboot settles what was cut short (``recover``): a run whose answer is in its
+slot is judged (never run twice), one without is queued again when its base is still the best
+(else kept as ``refs/autoresearch/unjudged/<sha>``), a row the dead loop was appending is
+appended once. The states and transitions are written down in references/architecture.md §8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from arcore import (ahead, context, experiment, gitx, journal, ledger, procs, proposals,
+                    repeats, runner, session, slots, usage)
+from arcore.gitops import (DISCARDED, REJECTED, UNJUDGED, LoopError, apply_patch,
+                           current_branch, git_ok, head, keep_reachable, list_patches,
+                           log, rebase_onto, short, subject, tracked_changes)
+from arcore.lane import WAITING, Lane, forget_waiting
+from arcore.lane import _kill_tagged as kill_tagged
+
+OK, FAILED, USAGE, HARNESS, UNSAFE, NOTHING, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
+PAUSE_ENV = "AUTORESEARCH_LOOP_PAUSE"       # test hook: PHASE or PHASE:N
+HOOK_DIR_ENV = "AUTORESEARCH_LOOP_HOOK_DIR"  # test hook: where paused-PHASE / resume live
+RUN_EXPERIMENT_ENV = "AUTORESEARCH_RUN_EXPERIMENT"
+RUN_EXPERIMENT = context.PACKAGE / "scripts" / "run-experiment.sh"
+PROPOSER_LOG = ".autoresearch/proposer.log"
+KEPT = "refs/autoresearch/kept/"
+RERUN_KINDS = ("repeat", "confirm")
+STEP_KEYS = ("clone", "reject", "withdraw", "child")
+
+
+# ---------------------------------------------------------------------------
+# Pure rules
+# ---------------------------------------------------------------------------
+
+
+def decide(job: dict, status: str | None, tip: str | None, best: str | None,
+           on_branch: bool, confirming: bool) -> str:
+    """What a finished run becomes (see the module doc): row, keep, park, again or moved.
+    ``tip``: the session branch now; ``best``: where the scheduler last put it."""
+    if job.get("kind") != "candidate":
+        return "row"
+    if not on_branch or tip != best:
+        return "moved"
+    if status != "keep":
+        return "row"
+    if job.get("base") != best:
+        return "again"
+    return "park" if confirming else "keep"
+
+
+def within_noise(value: float | None, prev_best: float | None, floor: float | None) -> bool:
+    """--confirm: a keep whose gain over the previous best is within the noise floor."""
+    if value is None or prev_best is None or not floor or floor <= 0:
+        return False
+    return abs(prev_best - value) <= floor
+
+
+def judge_command(opts: argparse.Namespace, repo: str, desc: str, rerun: bool = False,
+                  worker: str | None = None, launcher: str | None = None,
+                  env: dict | None = None) -> tuple[list[str], dict]:
+    """run-experiment.sh's argv and environment for one run of HEAD in ``repo`` (the one
+    place it is built): the loop's pass-through options, ``--worker``/``--launcher``,
+    ``--rerun``."""
+    script = os.environ.get(RUN_EXPERIMENT_ENV) or str(RUN_EXPERIMENT)
+    argv = [script] if os.access(script, os.X_OK) else ["bash", script]
+    argv += ["--repo", repo, "--json"]
+    if worker:
+        argv += ["--worker", worker]
+    argv += ["--desc", desc]
+    for flag, value in (("--cmd", opts.cmd), ("--launcher", launcher or opts.launcher),
+                        ("--timeout", opts.timeout), ("--grace", opts.grace),
+                        ("--metric", opts.metric)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if opts.higher_is_better:
+        argv.append("--higher-is-better")
+    if rerun:
+        argv.append("--rerun")
+    return argv, {**os.environ, **(env or {})}
+
+
+# ---------------------------------------------------------------------------
+# The scheduler
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Scheduler:
+    opts: argparse.Namespace
+    repo: str
+    branch: str
+    state: dict = field(default_factory=dict)
+    slots: list = field(default_factory=list)
+    lane: Lane | None = None
+    child: subprocess.Popen | None = None  # the foreground proposer
+    stop: int = 0
+    verdict: str = "-"
+    value: float | None = None
+    halt: LoopError | None = None  # why no new job starts (raised once the slots are idle)
+    give_up: float | None = None
+
+    # -- journal ---------------------------------------------------------------
+
+    @property
+    def jobs(self) -> dict:
+        return self.state.setdefault("slots", {})
+
+    @property
+    def waiting(self) -> list:
+        return self.state.setdefault("waiting", [])
+
+    @property
+    def many(self) -> bool:
+        return len(self.slots) > 1
+
+    @property
+    def ledger_path(self) -> str:
+        return str(Path(self.repo) / context.LEDGER)
+
+    def save(self) -> None:
+        journal.save_journal(self.repo, self.state)
+
+    def step(self, name: str, **facts) -> None:
+        """Journal the foreground step about to happen (and its facts) before doing it."""
+        self.state.update(facts)
+        self.state["phase"] = name
+        self.save()
+        self.hook(name)
+
+    def idle(self) -> None:
+        for key in STEP_KEYS:
+            self.state.pop(key, None)
+        self.state["phase"] = "idle"
+        self.save()
+
+    def hook(self, name: str) -> None:
+        """Test hook: pause at a phase until DIR/resume exists or a stop signal arrives."""
+        want, where = os.environ.get(PAUSE_ENV, ""), os.environ.get(HOOK_DIR_ENV, "")
+        if not want or not where:
+            return
+        phase, _, number = want.partition(":")
+        if phase != name or (number and int(number) != int(self.state.get("done", 0)) + 1):
+            return
+        Path(where, f"paused-{name}").write_text(str(os.getpid()), encoding="utf-8")
+        while not self.stop and not Path(where, "resume").exists():
+            time.sleep(0.02)
+
+    def describe(self, text: str) -> str:
+        prefix = (self.opts.desc or "").strip()
+        return f"{prefix}: {text}" if prefix else text
+
+    def track(self) -> list[dict]:
+        return context.track_rows(self.repo)
+
+    def best_value(self) -> float | None:
+        return context.best_value(self.track(), self.opts.higher_is_better, self.repo)
+
+    def count(self, job_or_item: dict) -> None:
+        """One experiment done (the baseline, repeats and confirmations are not counted);
+        its queue patch is done too."""
+        if job_or_item.get("kind", "candidate") == "candidate":
+            self.state["done"] = int(self.state.get("done", 0)) + 1
+        patch = job_or_item.get("patch")
+        if patch and patch not in self.queue_done():
+            self.queue_done().append(patch)
+
+    def queue_done(self) -> list[str]:
+        queues = self.state.setdefault("queues", {})
+        return queues.setdefault(str(self.opts.queue or ""), [])
+
+    # -- signals ---------------------------------------------------------------
+
+    def on_signal(self, signum: int, _frame) -> None:
+        first = not self.stop
+        self.stop = self.stop or signum
+        if self.lane is not None:
+            self.lane.signal(first)
+        if self.child is not None and self.child.poll() is None:
+            journal.signal_group(self.child.pid, signal.SIGTERM if first else signal.SIGKILL)
+        for slot in self.slots:
+            proc = slot.proc
+            if proc is None or proc.poll() is not None:
+                continue
+            if first:  # run-experiment.sh kills its run's group and writes no row
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signum)
+            else:
+                journal.signal_group(proc.pid, signal.SIGKILL)
+        if not first:
+            for pid in journal.tagged_pids(self.state.get("token", "")):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def check_stop(self) -> None:
+        if self.stop:
+            raise LoopError(INTERRUPTED, f"stopped by {signal.Signals(self.stop).name}")
+
+    # -- candidates: the proposer in the foreground, a queue patch -----------------
+
+    def running(self) -> list[str]:
+        return [slots.tagged(sid, j.get("desc", ""), self.many)
+                for sid, j in sorted(self.jobs.items())]
+
+    def waiting_descs(self, made: list[str] | None = None) -> list[str]:
+        return [w.get("desc", "") for w in self.waiting if not w.get("reject")] + (made or [])
+
+    def lane_context(self, base: str, n: int, made: list[str]) -> tuple[dict, str]:
+        return context.prompt(self.repo, self.opts, base, n, self.running(),
+                              self.waiting_descs(made))
+
+    def lane_env(self, facts: dict, base: str, n: int) -> dict:
+        return {**context.proposer_env(facts, base, n),
+                "AUTORESEARCH_ROUND_OTHERS": "\n".join(self.running() + self.waiting_descs())}
+
+    def propose_now(self, base: str) -> dict | None:
+        """The proposer in a fresh clone, in the foreground: a waiting item (a candidate or a
+        rejection) or None when stopped."""
+        o, repo = self.opts, self.repo
+        n = int(self.state.get("done", 0)) + self.candidates_in_flight() + 1
+        facts, text = context.prompt(repo, o, base, n, self.running(), self.waiting_descs())
+        clone = proposals.open_clone(repo, self.branch, base, text, self.ledger_path)
+        self.step("proposing", clone=clone.path)
+        token = self.state["token"] + journal.LANE_SUFFIX
+        env = {**os.environ, **proposals.env(clone), **self.lane_env(facts, base, n),
+               journal.TOKEN_ENV: token}
+        if facts["plateau"]:
+            log(f"plateau: {facts['failures']} experiments without a keep; "
+                "asking the proposer to change direction")
+        log_path = str(Path(repo) / PROPOSER_LOG)
+        with open(log_path, "a", encoding="utf-8") as out:
+            out.write(f"\n=== proposal {n} on {short(base)} at "
+                      f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ===\n")
+            out.flush()
+            offset = out.tell()
+            proc = subprocess.Popen(["bash", "-c", o.propose], cwd=clone.path, env=env,
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True)
+            self.child = proc
+            self.state["child"] = {"pid": proc.pid, "pgid": proc.pid, "kind": "proposer"}
+            self.save()
+            if self.stop:
+                journal.signal_group(proc.pid, signal.SIGTERM)
+            code, timed_out = procs.wait_group(proc, o.propose_timeout, lambda: bool(self.stop))
+        self.child = None
+        journal.signal_group(proc.pid, signal.SIGKILL)
+        kill_tagged(token)
+        spent = usage.read_log(log_path, offset)
+        if self.stop:
+            proposals.salvage(clone, REJECTED)
+            proposals.drop(clone)
+            self.idle()
+            raise LoopError(INTERRUPTED, "stopped while proposing; the proposal was dropped")
+        reason, commit = proposals.collect(clone, code, timed_out, o.propose_timeout)
+        return self.received(clone, reason, commit, spent)
+
+    def apply_next(self, base: str) -> dict | None | bool:
+        """Queue mode: the next patch applied in a fresh clone. False: the queue is empty."""
+        taken = set(self.queue_done()) | {j.get("patch") for j in self.jobs.values()}
+        patch = next((p for p in list_patches(self.opts.queue) if p.name not in taken), None)
+        if patch is None:
+            return False
+        clone = proposals.open_clone(self.repo, self.branch, base)
+        self.step("applying", clone=clone.path)
+        reason, commit = proposals.apply(clone, patch, apply_patch)
+        return self.received(clone, reason, commit, None, patch.name)
+
+    def received(self, clone, reason: str | None, commit: str, spent: dict | None,
+                 patch: str | None = None) -> dict:
+        try:
+            item = {"base": clone.base, "commit": commit, "patch": patch, "usage": spent}
+            if reason:
+                if commit != clone.base and git_ok(self.repo, "cat-file", "-e",
+                                                   f"{commit}^{{commit}}"):
+                    keep_reachable(self.repo, REJECTED, commit)
+                item["reject"] = reason
+            else:
+                item["desc"] = subject(self.repo, commit)
+            return item
+        finally:
+            proposals.forget(self.repo, commit)
+            proposals.drop(clone)
+            self.idle()
+
+    # -- rejections: a crash row, written by the scheduler -----------------------
+
+    def reject(self, reason: str, commit: str, item: dict, slot: str = "") -> None:
+        self.step("rejecting", reject={"reason": reason, "commit": commit, "slot": slot,
+                                       "patch": item.get("patch"), "usage": item.get("usage"),
+                                       "rows_before": context.row_count(self.repo)})
+        self.finish_reject()
+
+    def finish_reject(self) -> None:
+        r = self.state.get("reject") or {}
+        self.hook("appending")
+        commit = short(r.get("commit") or self.state.get("best"))
+        desc = slots.tagged(r.get("slot") or "", self.describe(r.get("reason", "proposal "
+                                                                        "rejected")), self.many)
+        if context.row_count(self.repo) <= int(r.get("rows_before", 0)):
+            ledger.append_row(self.ledger_path, ledger.format_row(
+                commit, None, None, "crash", desc, ledger.read_header(self.ledger_path)))
+            record = usage.rejected_record(r.get("usage"), commit, desc,
+                                           time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            if record:
+                self.append_run(record)
+        self.count({"kind": "candidate", "patch": r.get("patch")})
+        self.verdict, self.value = "crash", None
+        log(f"crash: {r.get('reason', '')}")
+        self.idle()
+        self.report()
+
+    # -- starting a run -----------------------------------------------------------
+
+    def candidates_in_flight(self) -> int:
+        return sum(1 for j in self.jobs.values() if j.get("kind") == "candidate")
+
+    def free_slot(self):
+        return next((s for s in self.slots if s.id not in self.jobs), None)
+
+    def tried(self) -> set[str]:
+        return set(self.state.get("tried", [])) | slots.tried_blobs(self.repo, self.track())
+
+    def take(self, slot, item: dict) -> bool:
+        """A waiting item onto ``slot``: rebased onto the best if its base was superseded, a
+        rejection's row, a duplicate dropped; True when a run started."""
+        best = self.state["best"]
+        kind, commit, why = ahead.onto_best(self.repo, item, best)
+        if kind == "gone":
+            return False
+        if kind == "reproposed":
+            ahead.record_reproposed(self.repo, self.state, item, best, why)
+            self.save()
+            return False
+        if kind == "reject":
+            self.reject(why, commit, item, slot.id)
+            return False
+        blob = slots.blob_of(self.repo, commit)
+        if blob in self.tried():
+            keep_reachable(self.repo, REJECTED, commit)
+            forget_waiting(self.repo, item.get("commit") or "")
+            log(f"{short(commit)} has the same train.py as an experiment already tried in this "
+                "track; not run again")
+            self.append_run({"event": "duplicate", "commit": commit,
+                             "description": item.get("desc", ""),
+                             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            self.count({"kind": "duplicate", "patch": item.get("patch")})  # not run: not counted
+            dups = self.state["duplicates_in_a_row"] = \
+                int(self.state.get("duplicates_in_a_row", 0)) + 1
+            if self.opts.max_crashes and dups >= self.opts.max_crashes:
+                self.halt = LoopError(FAILED, f"stopping after {dups} proposals in a row that "
+                                              "repeat an experiment already tried")
+            self.save()
+            return False
+        self.state["duplicates_in_a_row"] = 0
+        desc = item.get("desc") or subject(self.repo, commit)
+        job = {"commit": commit, "base": best, "kind": "candidate", "patch": item.get("patch"),
+               "desc": desc if item.get("again") or item.get("described") else
+               self.describe(desc), "usage": item.get("usage"), "blob": blob,
+               "again": item.get("again")}
+        self.start(slot, job)
+        forget_waiting(self.repo, item.get("commit") or "")
+        return True
+
+    def start(self, slot, job: dict) -> None:
+        """Journal the job, then run-experiment.sh in the slot."""
+        slots.checkout(slot, job["commit"])
+        slots.prepare_scratch(self.repo, slot)
+        job.update(rows_before=context.row_count(self.repo), started=time.time())
+        self.jobs[slot.id] = job
+        self.state["candidate"] = job["commit"]
+        if job.get("blob"):
+            self.state["tried"] = sorted(set(self.state.get("tried", [])) | {job["blob"]})
+        self.save()
+        self.hook("taking")
+        o = self.opts
+        prefix, env = runner.launcher(o.runner, gpu=slot.gpu,
+                                      session=slots.session_tag(self.branch),
+                                      commit=job["commit"], timeout_s=float(o.timeout or 600),
+                                      grace_s=float(o.grace or 10), extra=o.slurm_args)
+        env.update(usage.as_env(job.get("usage")))
+        env[journal.TOKEN_ENV] = self.state["token"]
+        argv, env = judge_command(o, slot.path, slots.tagged(slot.id, job["desc"], self.many),
+                                  rerun=job["kind"] in RERUN_KINDS or bool(job.get("rerun")),
+                                  worker=slot.id, launcher=o.launcher or prefix or None,
+                                  env=env)
+        proc = slots.start(slot, argv, env)
+        job["child"] = {"pid": proc.pid, "pgid": proc.pid, "kind": "experiment"}
+        self.save()
+        if self.stop:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+
+    # -- a run ends -----------------------------------------------------------------
+
+    def reap(self) -> None:
+        """Judge every slot whose run has ended."""
+        for slot in self.slots:
+            proc = slot.proc
+            if proc is None or proc.poll() is None:
+                continue
+            slot.proc = None
+            journal.signal_group(proc.pid, signal.SIGKILL)  # nothing of the run lives on
+            job = self.jobs.get(slot.id)
+            if job is None:
+                continue
+            job.pop("child", None)
+            job["exit"] = proc.returncode
+            result = slots.answer(slot, job["commit"], proc.returncode) \
+                if proc.returncode in (OK, UNSAFE) else None
+            if self.opts.runner == "slurm" and (result is None or result["status"] == "crash"):
+                subprocess.run(runner.cancel_command(slots.session_tag(self.branch),
+                                                     job["commit"]),
+                               capture_output=True, check=False)
+            if result is None:
+                self.unjudged(slot.id, job)
+                continue
+            job["result"] = {k: v for k, v in result.items() if k != "reverted"}
+            self.save()
+            self.hook("judging")
+            self.settle(slot.id, job)
+
+    def unjudged(self, sid: str, job: dict) -> None:
+        """A run that wrote no answer: its commit is kept as unjudged, nothing else."""
+        code = job.get("exit")
+        commit = job["commit"]
+        if job.get("kind") == "candidate" and commit != job.get("base"):
+            keep_reachable(self.repo, UNJUDGED, commit)
+            log(f"reverted the unjudged experiment {short(commit)} (kept as "
+                f"{UNJUDGED}{short(commit)})")
+        self.state["tried"] = [b for b in self.state.get("tried", []) if b != job.get("blob")]
+        del self.jobs[sid]
+        self.save()
+        if self.stop or code in (INTERRUPTED, None, -signal.SIGTERM, -signal.SIGKILL):
+            return
+        if code == NOTHING:
+            self.halt = self.halt or LoopError(FAILED, f"run-experiment.sh says "
+                                                       f"{short(commit)} was already judged")
+        elif code == HARNESS:
+            self.halt = LoopError(HARNESS, "run-experiment.sh: the harness changed since the "
+                                           "freeze; nothing was run (start a new track: "
+                                           "scripts/setup.sh --new-track)")
+        elif code == UNSAFE:
+            self.halt = LoopError(UNSAFE, "run-experiment.sh refused: unsafe git state")
+        else:
+            self.halt = self.halt or LoopError(
+                FAILED, f"run-experiment.sh failed (exit {code}) without judging "
+                        f"{short(commit)}; see its messages above")
+
+    def settle(self, sid: str | None, job: dict) -> None:
+        """Decide what the ended run means now, write its row once, move the branch."""
+        result = job["result"]
+        if "decision" not in job:
+            tip = head(self.repo)
+            on_branch = current_branch(self.repo) == self.branch
+            action = decide(job, result.get("status"), tip, self.state.get("best"), on_branch,
+                            bool(self.state.get("confirm")))
+            if action == "park":
+                self.archive_log(sid, job)
+                self.state.setdefault("parked", []).append(job)
+                self.jobs.pop(sid, None)
+                self.save()
+                log(f"{short(job['commit'])} beat its base; decided once the pending "
+                    "confirmation ends")
+                return
+            job["decision"] = self.plan(job, action, result, tip, on_branch)
+            self.save()
+        self.apply(sid, job)
+
+    def plan(self, job: dict, action: str, result: dict, tip: str | None,
+             on_branch: bool) -> dict:
+        """The row and the git step of a decision (journaled before either happens)."""
+        status = result.get("status") or "crash"
+        desc = result.get("description") or slots.tagged(job.get("slot", ""), job["desc"],
+                                                          self.many)
+        out = {"action": action, "status": status, "desc": desc}
+        if action == "moved":
+            where = "was switched" if not on_branch else f"moved to {short(tip)}"
+            out["why"] = (f"the session branch {where} during the run of "
+                          f"{short(job['commit'])}: its row is logged, nothing applied; check "
+                          "the branch, then start the loop again")
+            if status == "keep":
+                out.update(status="discard", desc=f"{desc} (not applied: the session branch "
+                                                  "moved during the run)")
+        elif action == "again":
+            new, why = rebase_onto(self.repo, job["commit"], job["base"], tip)
+            out["status"] = "discard"
+            if new is None:
+                out["desc"] = (f"{desc} (beat its base {short(job['base'])}, superseded by "
+                               f"{short(tip)} while it ran, and {why}: not run again)")
+            else:
+                out["again"] = new
+                keep_reachable(self.repo, WAITING, new)
+                out["desc"] = (f"{desc} (beat its base {short(job['base'])}, superseded by "
+                               f"{short(tip)} while it ran; rebased onto it as {short(new)}, "
+                               "to run again)")
+        elif action == "keep" and self.opts.confirm:
+            prev = self.best_value()
+            floor = (session.load(self.repo) or {}).get("noise_floor")
+            floor = floor if isinstance(floor, (int, float)) and not isinstance(floor, bool) \
+                else None
+            if within_noise(result.get("value"), prev, floor):
+                out["action"] = "hold"
+                out["confirm"] = {"commit": job["commit"], "base": job["base"],
+                                  "prev_best": prev, "k": int(self.opts.confirm),
+                                  "desc": job["desc"], "slot": job.get("slot"),
+                                  "rows_start": context.row_count(self.repo),
+                                  "memory_gb": result.get("memory_gb")}
+        return out
+
+    def apply(self, sid: str | None, job: dict) -> None:
+        d = job["decision"]
+        header = ledger.read_header(self.ledger_path)
+        line = ledger.format_row(job["commit"], job["result"].get("value"),
+                                 job["result"].get("memory_gb"), d["status"], d["desc"], header)
+        named = dict(zip(header, line.split("\t")))
+        present = any((r["commit"], r["description"]) == (named.get("commit"),
+                                                          named.get("description"))
+                      for r in context.rows_after(self.repo, int(job.get("rows_before", 0))))
+        if not present:
+            ledger.append_row(self.ledger_path, line)
+            self.mark_sealed()
+            self.log_run(sid, job, d)
+            self.count(job)
+        action = d["action"]
+        if d["status"] != "keep" and job.get("kind") == "candidate" \
+                and job["commit"] != job.get("base"):
+            keep_reachable(self.repo, DISCARDED, job["commit"])
+        if action == "keep":
+            self.fast_forward(job["commit"])
+        elif action == "hold":
+            self.state["confirm"] = d["confirm"]
+        elif action == "again" and d.get("again"):
+            if not any(w.get("commit") == d["again"] for w in self.waiting):
+                self.waiting.insert(0, {"base": self.state["best"], "commit": d["again"],
+                                        "again": job["commit"], "described": True,
+                                        "desc": f"{ledger.flatten(job['desc'])} (rebased "
+                                                f"onto {short(self.state['best'])})"})
+        elif action == "moved":
+            self.halt = LoopError(UNSAFE, d["why"])
+        if sid is not None:
+            self.jobs.pop(sid, None)
+        self.verdict, self.value = d["status"], job["result"].get("value")
+        self.save()
+        self.report(sid if self.many else None)
+
+    def fast_forward(self, commit: str) -> None:
+        """The session branch moves to the kept commit (one keep at a time, never back)."""
+        if head(self.repo) == commit:
+            self.state["best"] = commit
+            return
+        problem = None
+        if current_branch(self.repo) != self.branch:
+            problem = "the session branch is not checked out"
+        elif head(self.repo) != self.state.get("best"):
+            problem = f"the session branch moved to {short(head(self.repo))}"
+        else:
+            proc = subprocess.run(gitx.argv(self.repo, "merge", "--ff-only", "-q", commit),
+                                  capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            if proc.returncode == 0:
+                self.state["best"] = commit
+                if self.many:
+                    log(f"kept {short(commit)}: {self.branch} fast-forwarded")
+                return
+            problem = proc.stderr.strip()[:200]
+        keep_reachable(self.repo, KEPT, commit)
+        self.halt = LoopError(UNSAFE, f"could not fast-forward {self.branch} to the kept "
+                                      f"{short(commit)}: {problem} (kept as {KEPT}{commit})")
+
+    def mark_sealed(self) -> None:
+        frozen = session.load(self.repo) or {}
+        if not frozen.get("ledger_sealed") and ledger.read_seal(self.ledger_path) is not None:
+            session.update(self.repo, ledger_sealed=True)
+
+    def append_run(self, record: dict) -> None:
+        with contextlib.suppress(OSError):
+            experiment.append_jsonl(os.path.join(session.session_dir(self.repo),
+                                                 experiment.RUNS), record)
+
+    def log_run(self, sid: str | None, job: dict, d: dict) -> None:
+        """The run's runs.jsonl object and archived log in the main session."""
+        result = job["result"]
+        record = dict(result.get("record") or {}, status=d["status"], description=d["desc"],
+                      commit=job["commit"], short=short(job["commit"]))
+        record.pop("reverted", None)
+        self.archive_log(sid, job)
+        if job.get("archived_log"):
+            record["log"] = job["archived_log"]
+        if self.many:
+            record["worker"] = sid
+        else:
+            record.pop("worker", None)
+        self.append_run(record)
+
+    def archive_log(self, sid: str | None, job: dict) -> None:
+        """The run's log, copied from its slot to .autoresearch/logs/ (once)."""
+        slot = next((s for s in self.slots if s.id == sid), None)
+        src = (job.get("result") or {}).get("log")
+        if slot is not None and src and not job.get("archived_log"):
+            job["archived_log"] = slots.copy_log(self.repo, os.path.join(slot.path, src),
+                                                 short(job["commit"]))
+            self.save()
+
+    def report(self, sid: str | None = None) -> None:
+        o, st = self.opts, self.state
+        done = int(st.get("done", 0))
+        elapsed = time.time() - float(st.get("started", time.time()))
+        deadline = st.get("deadline")
+        left = None if deadline is None else float(deadline) - time.time()
+        queue_left = None
+        if o.queue:
+            queue_left = sum(1 for p in list_patches(o.queue) if p.name not in
+                             set(self.queue_done()))
+        line = context.status_line(done, o.max, self.verdict, self.value, self.best_value(),
+                                   elapsed, context.eta(done, elapsed, o.max, left, queue_left))
+        if st.get("reproposed"):
+            line += f" | re-proposed {st['reproposed']}"
+        log(line + (f" | {sid}" if sid else ""))
+
+    # -- confirmation (--confirm K) -------------------------------------------------
+
+    def confirm_job(self) -> dict | None:
+        """The next re-run a pending confirmation needs (None: none now)."""
+        c = self.state.get("confirm")
+        if not c:
+            return None
+        got = self.confirm_rows(c)
+        running = sum(1 for j in self.jobs.values() if j.get("kind") == "confirm")
+        if any(r["status"] == "crash" for r in got) or len(got) + running >= int(c["k"]) + 1:
+            return None
+        i = len(got) + running
+        return {"commit": c["commit"], "base": self.state["best"], "kind": "confirm",
+                "desc": f"{c['desc']} (confirm {i}/{c['k']})"}
+
+    def confirm_rows(self, c: dict) -> list[dict]:
+        return [r for r in context.rows_after(self.repo, int(c["rows_start"]) - 1)
+                if r["commit"] and c["commit"].startswith(r["commit"])
+                and "not confirmed" not in r["description"]]
+
+    def confirm_due(self) -> bool:
+        c = self.state.get("confirm")
+        if not c or any(j.get("kind") == "confirm" for j in self.jobs.values()):
+            return False
+        got = self.confirm_rows(c)
+        return any(r["status"] == "crash" for r in got) or len(got) >= int(c["k"]) + 1
+
+    def resolve_confirm(self) -> None:
+        """Every re-run is in: fast-forward to the held keep, or withdraw it with a row."""
+        c = self.state["confirm"]
+        got = self.confirm_rows(c)
+        values = [r["val_bpb"] for r in got]
+        failed = any(r["status"] == "crash" for r in got) or None in values or not values
+        mean = None if failed else statistics.fmean(values)
+        if head(self.repo) == c["base"] and context.beats(mean, c["prev_best"],
+                                                          self.opts.higher_is_better):
+            log(f"confirmed: mean {mean:.6f} over {len(values)} runs beats "
+                f"{c['prev_best']:.6f}")
+            self.fast_forward(c["commit"])
+            self.verdict, self.value = "keep", mean
+            self.state["confirm"] = None
+            self.save()
+            self.report()
+        else:
+            self.step("withdrawing", withdraw={"mean": mean, "runs": len(values),
+                                               "rows_before": context.row_count(self.repo)})
+            self.finish_withdraw()
+        for job in self.state.pop("parked", []):  # decided now, on the outcome
+            job.pop("decision", None)
+            self.settle_parked(job)
+
+    def settle_parked(self, job: dict) -> None:
+        self.settle(None, job)
+
+    def finish_withdraw(self) -> None:
+        c, w = self.state["confirm"], self.state.get("withdraw") or {}
+        mean = w.get("mean")
+        shown = "a crash" if mean is None else f"mean {mean:.6f}"
+        desc = (f"{c['desc']} (not confirmed: {shown} over {w.get('runs', 0)} runs vs best "
+                f"{c['prev_best']:.6f})")
+        desc = slots.tagged(c.get("slot") or "", desc, self.many)
+        keep_reachable(self.repo, DISCARDED, c["commit"])
+        if context.row_count(self.repo) <= int(w.get("rows_before", 0)):
+            ledger.append_row(self.ledger_path, ledger.format_row(
+                short(c["commit"]), mean, c.get("memory_gb"), "discard", desc,
+                ledger.read_header(self.ledger_path)))
+        log(f"not confirmed: {shown} over {w.get('runs', 0)} runs does not beat "
+            f"{c['prev_best']:.6f}; {short(c['commit'])} withdrawn (the branch stays at "
+            f"{short(self.state.get('best'))})")
+        self.verdict, self.value = "discard", mean
+        self.state["confirm"] = None
+        self.idle()
+        self.report()
+
+    # -- the lane -------------------------------------------------------------------
+
+    def absorb(self) -> None:
+        if self.lane is not None and ahead.absorb(self.lane, self.state):
+            self.save()
+
+    def fill_lane(self) -> None:
+        """While runs go: the lane proposes the next ones on the current best."""
+        o, st = self.opts, self.state
+        if self.lane is None or self.lane.busy or self.stop or self.halt or not self.jobs:
+            return
+        done, waiting = int(st.get("done", 0)), len(self.waiting)
+        want = int(o.ahead) - waiting
+        if o.max is not None:
+            want = min(want, int(o.max) - done - self.candidates_in_flight() - waiting)
+        deadline = st.get("deadline")
+        if deadline is not None and time.time() >= float(deadline):
+            want = 0
+        if want > 0:
+            self.lane.start(st["best"], want, done + self.candidates_in_flight() + waiting + 1)
+
+    # -- bounds ---------------------------------------------------------------------
+
+    def bound(self) -> str | None:
+        """Why no new experiment may start (None: one may)."""
+        o, st = self.opts, self.state
+        done = int(st.get("done", 0)) + self.candidates_in_flight()
+        if o.max is not None and done >= o.max:
+            return f"reached --max {o.max}"
+        deadline = st.get("deadline")
+        if deadline is not None:
+            left = float(deadline) - time.time()
+            finished = int(st.get("done", 0))
+            per_run = (time.time() - float(st["started"])) * max(1, len(self.slots)) \
+                / finished if finished else 0.0
+            if left <= 0 or per_run > left:
+                return f"reached --hours {o.hours:g}"
+        return None
+
+    def check_crashes(self) -> None:
+        o = self.opts
+        crashes = context.trailing(context.rows_after(self.repo,
+                                                      int(self.state.get("ledger_rows_at_start",
+                                                                         0))), ("crash",))
+        if o.max_crashes and crashes >= o.max_crashes and self.halt is None:
+            self.halt = LoopError(FAILED, f"stopping after {crashes} crashes in a row "
+                                          "(see .autoresearch/logs and "
+                                          ".autoresearch/proposer.log)")
+
+    # -- the next thing for a free slot ----------------------------------------------
+
+    def fill(self) -> str | None:
+        """Start what may start on free slots. Returns why nothing more can come (the loop
+        ends once the slots are idle), or None."""
+        while True:
+            slot = self.free_slot()
+            if slot is None or self.stop or self.halt:
+                return None
+            job = self.confirm_job()
+            if job is not None:
+                self.start(slot, job)
+                continue
+            if self.state.get("confirm"):
+                return None  # no new candidate while a keep waits for its confirmation
+            why = self.bound()
+            if why:
+                return why
+            self.check_crashes()
+            if self.halt:
+                return None
+            problem = dirty_problem(self.repo)
+            if problem:  # a fast-forward could not keep anything: stop before proposing
+                if not self.jobs:
+                    self.halt = LoopError(UNSAFE, problem)
+                return None
+            self.absorb()
+            if self.waiting:
+                self.take(slot, self.waiting.pop(0))
+                self.save()
+                continue
+            if self.opts.queue:
+                got = self.apply_next(self.state["best"])
+                if got is False:
+                    return "the queue is empty"
+                if not self.take(slot, got):
+                    continue
+                continue
+            if self.lane is not None and self.lane.busy:
+                return None
+            if self.jobs and self.lane is not None:
+                self.fill_lane()
+                return None
+            item = self.propose_now(self.state["best"])
+            self.check_stop()
+            self.take(slot, item)
+            self.save()
+
+    def wait(self) -> None:
+        """Until a run ends, the lane hands something over, or a short while passes."""
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            if any(s.proc is not None and s.proc.poll() is not None for s in self.slots):
+                return
+            if self.lane is not None and (self.lane.ready or not self.lane.busy) and \
+                    self.free_slot() is not None and not self.stop:
+                return
+            if self.stop and self.give_up is None:
+                self.give_up = time.monotonic() + float(self.opts.grace or 10) + 20
+            if self.give_up is not None and time.monotonic() > self.give_up:
+                log("run-experiment.sh did not stop; killing it")
+                for s in self.slots:
+                    if s.proc is not None:
+                        journal.signal_group(s.proc.pid, signal.SIGKILL)
+                self.give_up = time.monotonic() + 3600
+            time.sleep(0.05)
+
+    def busy(self) -> bool:
+        return any(s.proc is not None for s in self.slots)
+
+    def drain(self) -> None:
+        """Wait for every run to end and judge it."""
+        while self.busy():
+            self.wait()
+            self.reap()
+
+    # -- the prelude: the baseline and its repeats ------------------------------------
+
+    def run_one(self, job: dict) -> dict | None:
+        """One run on the first slot, waited for; its row (None: not judged)."""
+        self.check_stop()
+        rows_before = context.row_count(self.repo)
+        self.start(self.slots[0], job)
+        self.drain()
+        self.raise_halt()
+        self.check_stop()
+        return context.row_for(context.rows_after(self.repo, rows_before), job["commit"])
+
+    def baseline(self) -> None:
+        """An empty track (or one with no kept row) starts with HEAD unmodified."""
+        track = self.track()
+        if not any(r["status"] == "keep" for r in track):
+            base = self.state["best"]
+            log(f"baseline: running {short(base)} unmodified"
+                + (f" ({self.slots[0].id})" if self.many else ""))
+            self.run_one({"commit": base, "base": base, "kind": "baseline",
+                          "desc": self.describe("baseline"),
+                          "rerun": context.row_for(track, base) is not None})
+            if not any(r["status"] == "keep" for r in self.track()):
+                raise LoopError(FAILED, "the baseline did not produce a metric; see its log "
+                                        "under .autoresearch/logs/ and fix the target first")
+        if int(self.opts.baseline_repeats or 1) >= 2:
+            best = self.state["best"]
+            repeats.top_up(self.repo, int(self.opts.baseline_repeats), best,
+                           lambda desc: self.run_one({"commit": best, "base": best,
+                                                      "kind": "repeat",
+                                                      "desc": self.describe(desc)}), log)
+
+    # -- recovery ---------------------------------------------------------------------
+
+    def harvest(self) -> None:
+        """Before the worktrees are rebuilt: the answer of a run a dead loop did not judge
+        but that finished (in its slot's runs.jsonl) is taken as it is."""
+        for sid, job in self.jobs.items():
+            if job["commit"] != job.get("base"):
+                keep_reachable(self.repo, UNJUDGED, job["commit"])
+            if job.get("result") is not None:
+                continue
+            if self.opts.runner == "slurm":
+                subprocess.run(runner.cancel_command(slots.session_tag(self.branch),
+                                                     job["commit"]),
+                               capture_output=True, check=False)
+            where = slots.Slot(sid, str(Path(self.repo) / slots.WORKTREES / sid), "", None)
+            found = slots.answer(where, job["commit"], None)
+            if found is not None:
+                job["result"] = {k: v for k, v in found.items() if k != "reverted"}
+                if found.get("log") and not job.get("archived_log"):  # the worktree is rebuilt
+                    job["archived_log"] = slots.copy_log(
+                        self.repo, str(Path(where.path) / found["log"]), short(job["commit"]))
+                self.save()
+
+    def recover(self) -> None:
+        """Settle what a dead loop (SIGKILL, reboot) left; see the module doc."""
+        st = self.state
+        phase = st.get("phase", "idle")
+        if phase != "idle" or self.jobs:
+            log(f"resuming: the previous loop stopped while "
+                f"{phase if phase != 'idle' else 'running'}")
+        if phase in ("proposing", "applying"):
+            proposals.drop(st.get("clone"))
+            self.idle()
+        elif phase == "rejecting":
+            self.finish_reject()
+        elif phase == "withdrawing":
+            self.finish_withdraw()
+        elif phase != "idle":
+            self.idle()
+        for sid, job in sorted(list(self.jobs.items())):
+            if job.get("result") is not None:
+                self.settle(sid, job)
+                continue
+            del self.jobs[sid]
+            if job.get("kind") == "candidate" and job.get("base") == st.get("best"):
+                keep_reachable(self.repo, WAITING, job["commit"])
+                self.waiting.insert(0, {"base": job["base"], "commit": job["commit"],
+                                        "desc": job["desc"], "described": True,
+                                        "patch": job.get("patch"), "usage": job.get("usage")})
+                self.state["tried"] = [b for b in st.get("tried", []) if b != job.get("blob")]
+                log(f"the unjudged experiment {short(job['commit'])} will run again")
+            elif job.get("kind") == "candidate":
+                keep_reachable(self.repo, UNJUDGED, job["commit"])
+            self.save()
+        self.raise_halt()
+
+    def raise_halt(self) -> None:
+        if self.halt is not None:
+            halt, self.halt = self.halt, None
+            raise halt
+
+    # -- the whole session --------------------------------------------------------------
+
+    def run(self) -> int:
+        o, st = self.opts, self.state
+        key = journal.args_key(o)
+        resumed = st.get("status") == "running" and st.get("args") == key
+        problem = dirty_problem(self.repo)
+        if problem:
+            raise LoopError(UNSAFE, problem)
+        session.ensure_excludes(self.repo)
+        if session.load(self.repo) is None:
+            frozen = session.freeze(self.repo, metric=o.metric or "val_bpb",
+                                    higher_is_better=o.higher_is_better)
+            log(f"froze a new session (track starts at results.tsv row "
+                f"{frozen['ledger_start'] + 1})")
+        changes = session.verify(self.repo)
+        if changes:
+            raise LoopError(HARNESS, session.verify_message(changes))
+        try:
+            experiment.check_seal(self.repo, self.ledger_path, session.load(self.repo))
+        except experiment.Stop as exc:
+            raise LoopError(HARNESS, str(exc)) from None
+        stale = journal.kill_stale(st, float(o.grace or 10))
+        if stale:
+            log(f"killed {len(stale)} process(es) left by the previous loop")
+        proposals.sweep(self.repo)
+        self.harvest()
+        now = time.time()
+        if not resumed:
+            st.update(started=now, done=0, ledger_rows_at_start=context.row_count(self.repo),
+                      deadline=None if o.hours is None else now + o.hours * 3600)
+            ahead.drop_waiting(self.repo, st)
+        st.update(status="running", args=key, pid=os.getpid(), token=os.urandom(16).hex(),
+                  best=head(self.repo))
+        ahead.settle_orphans(self.repo, st)
+        self.save()
+        self.slots = slots.make(self.repo, self.branch, o.gpu_list, st["best"])
+        if o.propose and o.ahead:
+            self.lane = Lane(self.repo, self.branch, o.propose, o.propose_timeout, st["token"],
+                             str(Path(self.repo) / PROPOSER_LOG), self.ledger_path,
+                             context=self.lane_context, env_for=self.lane_env)
+        if resumed:
+            log(f"resuming the loop: {st.get('done', 0)} experiment(s) done so far")
+        self.recover()
+        if self.state.get("confirm") and self.confirm_due():
+            self.resolve_confirm()
+        self.baseline()
+        return self.loop()
+
+    def loop(self) -> int:
+        started_any = False
+        while True:
+            self.absorb()
+            self.reap()
+            if self.confirm_due():
+                self.resolve_confirm()
+            self.check_crashes()
+            if self.stop or self.halt:
+                if not self.busy():
+                    self.raise_halt()
+                    self.check_stop()
+                self.wait()
+                continue
+            rows_before = int(self.state.get("done", 0))
+            why = self.fill()
+            started_any = started_any or bool(self.jobs) or \
+                int(self.state.get("done", 0)) > rows_before
+            if self.busy() or self.state.get("confirm") or self.halt or self.stop:
+                self.fill_lane()
+                self.wait()
+                continue
+            if why is None and self.lane is not None and (self.lane.busy or self.waiting):
+                self.wait()
+                continue
+            if why == "the queue is empty" and not started_any \
+                    and not int(self.state.get("done", 0)):
+                raise LoopError(NOTHING, f"nothing to do: every patch in {self.opts.queue} "
+                                         "was already judged")
+            log(f"done: {why or 'nothing left to run'}")
+            return OK
+
+    def abandon(self) -> None:
+        """At the end (an error, a stop): every run still going is stopped and unjudged."""
+        for slot in self.slots:
+            if slot.proc is not None and slot.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + float(self.opts.grace or 10) + 20
+        while self.busy() and time.monotonic() < deadline:
+            self.reap()
+            time.sleep(0.05)
+        for slot in self.slots:
+            if slot.proc is not None:
+                journal.signal_group(slot.proc.pid, signal.SIGKILL)
+                slot.proc.wait()
+        stop, self.stop = self.stop, self.stop or signal.SIGTERM
+        self.reap()
+        self.stop = stop
+
+
+def dirty_problem(repo: str) -> str | None:
+    changed = tracked_changes(repo)
+    if changed:
+        shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+        return f"the tree has uncommitted changes to tracked files ({shown}); commit them first"
+    return None
+
+
