@@ -51,9 +51,10 @@ def log(message: str) -> None:
 
 
 def git(repo: str, *args: str, check: bool = True, env: dict | None = None) -> str:
-    """Run git in ``repo``; its stdout stripped of the final newline. Raises LoopError(1)."""
+    """Run git in ``repo``; its stdout stripped of the final newline. Raises LoopError(1).
+    In a session of its own: a Ctrl-C meant for the loop never cuts a git step short."""
     proc = subprocess.run(gitx.argv(repo, *args), capture_output=True, text=True,
-                          env=env, stdin=subprocess.DEVNULL)
+                          env=env, stdin=subprocess.DEVNULL, start_new_session=True)
     if check and proc.returncode != 0:
         detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
         raise LoopError(FAILED, f"git {' '.join(args[:3])} failed: {detail[-1] if detail else ''}")
@@ -62,7 +63,7 @@ def git(repo: str, *args: str, check: bool = True, env: dict | None = None) -> s
 
 def git_ok(repo: str, *args: str) -> bool:
     return subprocess.run(gitx.argv(repo, *args), capture_output=True,
-                          stdin=subprocess.DEVNULL).returncode == 0
+                          stdin=subprocess.DEVNULL, start_new_session=True).returncode == 0
 
 
 def head(repo: str) -> str | None:

@@ -199,7 +199,7 @@ class Scheduler:
     def count(self, job_or_item: dict) -> None:
         """One experiment done (the baseline, repeats and confirmations are not counted);
         its queue patch is done too."""
-        if job_or_item.get("kind", "candidate") == "candidate":
+        if job_or_item.get("kind", "candidate") == "candidate" and not job_or_item.get("again"):
             self.state["done"] = int(self.state.get("done", 0)) + 1
         patch = job_or_item.get("patch")
         if patch and patch not in self.queue_done():
@@ -352,7 +352,8 @@ class Scheduler:
     # -- starting a run -----------------------------------------------------------
 
     def candidates_in_flight(self) -> int:
-        return sum(1 for j in self.jobs.values() if j.get("kind") == "candidate")
+        return sum(1 for j in self.jobs.values()
+                   if j.get("kind") == "candidate" and not j.get("again"))
 
     def free_slot(self):
         return next((s for s in self.slots if s.id not in self.jobs), None)
@@ -595,7 +596,8 @@ class Scheduler:
             problem = f"the session branch moved to {short(head(self.repo))}"
         else:
             proc = subprocess.run(gitx.argv(self.repo, "merge", "--ff-only", "-q", commit),
-                                  capture_output=True, text=True, stdin=subprocess.DEVNULL)
+                                  capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                                  start_new_session=True)  # a Ctrl-C cannot cut it short
             if proc.returncode == 0:
                 self.state["best"] = commit
                 if self.many:
@@ -672,7 +674,7 @@ class Scheduler:
                 "desc": f"{c['desc']} (confirm {i}/{c['k']})"}
 
     def confirm_rows(self, c: dict) -> list[dict]:
-        return [r for r in context.rows_after(self.repo, int(c["rows_start"]) - 1)
+        return [r for r in context.rows_after(self.repo, int(c["rows_start"]))
                 if r["commit"] and c["commit"].startswith(r["commit"])
                 and "not confirmed" not in r["description"]]
 
@@ -794,7 +796,8 @@ class Scheduler:
                 continue
             if self.state.get("confirm"):
                 return None  # no new candidate while a keep waits for its confirmation
-            why = self.bound()
+            again = bool(self.waiting) and bool(self.waiting[0].get("again"))
+            why = None if again else self.bound()  # a re-run finishes an experiment begun
             if why:
                 return why
             self.check_crashes()
@@ -880,12 +883,45 @@ class Scheduler:
             if not any(r["status"] == "keep" for r in self.track()):
                 raise LoopError(FAILED, "the baseline did not produce a metric; see its log "
                                         "under .autoresearch/logs/ and fix the target first")
-        if int(self.opts.baseline_repeats or 1) >= 2:
-            best = self.state["best"]
-            repeats.top_up(self.repo, int(self.opts.baseline_repeats), best,
-                           lambda desc: self.run_one({"commit": best, "base": best,
-                                                      "kind": "repeat",
-                                                      "desc": self.describe(desc)}), log)
+        self.repeat_baseline()
+
+    def repeat_baseline(self) -> None:
+        """--baseline-repeats R: the track's baseline runs again until it has R runs (as many
+        at once as there are slots; rows labelled as repeats, never counted as ideas); their
+        std is the noise floor (arcore.repeats, shared with setup.sh)."""
+        total = int(self.opts.baseline_repeats or 1)
+        if total < 2:
+            return
+        best = self.state["best"]
+        commit, values = repeats.baseline_runs(self.track())
+        if commit is None:
+            return
+        if len(values) < total and not best.startswith(commit):
+            log(f"--baseline-repeats {total}: the track has {len(values)} run(s) of its "
+                f"baseline {commit}, but HEAD has moved past it; no repeats run (measure the "
+                "noise of HEAD with run-experiment.sh --rerun)")
+            return
+        while True:
+            have = len(repeats.baseline_runs(self.track())[1])
+            if have >= total:
+                break
+            self.check_stop()
+            rows_before = context.row_count(self.repo)
+            for i, slot in zip(range(have + 1, total + 1), self.slots):
+                self.start(slot, {"commit": best, "base": best, "kind": "repeat",
+                                  "desc": self.describe(repeats.repeat_description(i, total))})
+            self.drain()
+            self.raise_halt()
+            self.check_stop()
+            if not any(r["status"] != "crash" for r in context.rows_after(self.repo,
+                                                                          rows_before)):
+                break  # the repeats crashed: no floor from them
+        _, values = repeats.baseline_runs(self.track())
+        floor = repeats.noise_floor(values)
+        if floor is not None:
+            session.update(self.repo, noise_floor=floor)
+            log(f"noise floor: std {floor:.6f} over {len(values)} runs of the baseline "
+                f"{commit}")
 
     # -- recovery ---------------------------------------------------------------------
 
