@@ -6,8 +6,8 @@ Usage: python3 bench/bench_parallel.py [--seconds S] [--experiments N] [--worker
 
 Each configuration runs scripts/run-loop.sh over a queue of N patches in a fresh scratch
 target whose train.py is a stand-in that sleeps S seconds (a fixed-length run) and prints
-upstream's summary block. The baseline run is done first and not timed. One worker is the
-single-GPU loop (arcore.loop); more are parallel rounds (arcore.parallel). Slurm (--runner
+upstream's summary block. The baseline run is done first and not timed. One engine
+(arcore.scheduler) runs every count. Slurm (--runner
 slurm, 2 workers on the loopback one-node Slurm of tests/slurm/, which needs root and the
 Debian packages) runs when available. Prints one line per configuration:
 experiments/hour, speed-up over one worker, and the goal (>= 0.95 x N).

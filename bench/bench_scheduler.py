@@ -16,8 +16,8 @@ projection to upstream's 5-minute runs: the per-experiment gap measured here (ha
 overhead + waiting for the proposer) is split into the harness's fixed part (the gap of
 --ahead 1 when the proposer is hidden) and the proposer's part, which scales with the run.
 Goals: one slot >= 0.97 busy with a 20 % proposer (projected to 300 s runs); N slots >= 0.95 N
-x one slot's rate (more slots are arcore.parallel's rounds; with --propose they make
-the next round's proposals while a round runs).
+x one slot's rate (one engine, arcore.scheduler, for every count: a slot that frees up
+starts the next candidate at once; the lane proposes ahead, one per slot).
 
 Exit codes: 0 measured (the figures are printed whatever they are), 1 a run failed, 2 usage.
 """
@@ -175,9 +175,9 @@ def main(argv: list[str]) -> int:
                   f"{busy:>6.2f} {rate:>9.0f} {gap:>9.2f} {projected:>9.3f} {goal:>5}")
     think = (fractions[0] if fractions else 0.2) * o.seconds
     results = []
-    for n in slots:  # N x the experiments: the same number of rounds as one slot's runs
+    for n in slots:  # N x the experiments: as many runs per slot as one slot's
         m = measure(o.seconds, o.experiments * n, think, ["--workers", str(n)], env)
-        results.append((f"local, {n} slots (rounds)", n, m))
+        results.append((f"local, {n} slots", n, m))
     use_slurm = o.slurm == "yes" or (o.slurm == "auto" and slurm_available())
     if use_slurm:
         state = Path(tempfile.mkdtemp(prefix="ar-bench-slurm-"))
@@ -193,7 +193,7 @@ def main(argv: list[str]) -> int:
             for n in slots:
                 m = measure(o.seconds, o.experiments * n, think,
                             ["--workers", str(n), "--runner", "slurm"], slurm_env)
-                results.append((f"slurm, {n} slots (rounds)", n, m))
+                results.append((f"slurm, {n} slots", n, m))
         finally:
             subprocess.run(["bash", str(SLURM / "stop.sh"), "--state", str(state)],
                            capture_output=True)

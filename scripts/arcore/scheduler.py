@@ -44,26 +44,25 @@ import argparse
 import contextlib
 import os
 import signal
-import statistics
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from arcore import (ahead, context, experiment, gitx, journal, ledger, procs, proposals,
-                    repeats, runner, session, slots, usage)
-from arcore.gitops import (DISCARDED, REJECTED, UNJUDGED, LoopError, apply_patch,
-                           current_branch, git_ok, head, keep_reachable, list_patches,
-                           log, rebase_onto, short, subject, tracked_changes)
-from arcore.lane import WAITING, Lane, forget_waiting
-from arcore.lane import _kill_tagged as kill_tagged
+from arcore import (ahead, context, experiment, gitx, journal, ledger, proposals,
+                    runner, session, slots, usage)
+from arcore.gitops import (DISCARDED, UNJUDGED, LoopError, current_branch, head,
+                           keep_reachable, list_patches, log, rebase_onto, short,
+                           tracked_changes)
+from arcore.intake import PROPOSER_LOG, Intake
+from arcore.lane import WAITING, Lane
+from arcore.noise import Noise
 
 OK, FAILED, USAGE, HARNESS, UNSAFE, NOTHING, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 PAUSE_ENV = "AUTORESEARCH_LOOP_PAUSE"       # test hook: PHASE or PHASE:N
 HOOK_DIR_ENV = "AUTORESEARCH_LOOP_HOOK_DIR"  # test hook: where paused-PHASE / resume live
 RUN_EXPERIMENT_ENV = "AUTORESEARCH_RUN_EXPERIMENT"
 RUN_EXPERIMENT = context.PACKAGE / "scripts" / "run-experiment.sh"
-PROPOSER_LOG = ".autoresearch/proposer.log"
 KEPT = "refs/autoresearch/kept/"
 RERUN_KINDS = ("repeat", "confirm")
 STEP_KEYS = ("clone", "reject", "withdraw", "child")
@@ -126,7 +125,7 @@ def judge_command(opts: argparse.Namespace, repo: str, desc: str, rerun: bool = 
 
 
 @dataclass
-class Scheduler:
+class Scheduler(Intake, Noise):
     opts: argparse.Namespace
     repo: str
     branch: str
@@ -236,119 +235,6 @@ class Scheduler:
         if self.stop:
             raise LoopError(INTERRUPTED, f"stopped by {signal.Signals(self.stop).name}")
 
-    # -- candidates: the proposer in the foreground, a queue patch -----------------
-
-    def running(self) -> list[str]:
-        return [slots.tagged(sid, j.get("desc", ""), self.many)
-                for sid, j in sorted(self.jobs.items())]
-
-    def waiting_descs(self, made: list[str] | None = None) -> list[str]:
-        return [w.get("desc", "") for w in self.waiting if not w.get("reject")] + (made or [])
-
-    def lane_context(self, base: str, n: int, made: list[str]) -> tuple[dict, str]:
-        return context.prompt(self.repo, self.opts, base, n, self.running(),
-                              self.waiting_descs(made))
-
-    def lane_env(self, facts: dict, base: str, n: int) -> dict:
-        return {**context.proposer_env(facts, base, n),
-                "AUTORESEARCH_ROUND_OTHERS": "\n".join(self.running() + self.waiting_descs())}
-
-    def propose_now(self, base: str) -> dict | None:
-        """The proposer in a fresh clone, in the foreground: a waiting item (a candidate or a
-        rejection) or None when stopped."""
-        o, repo = self.opts, self.repo
-        n = int(self.state.get("done", 0)) + self.candidates_in_flight() + 1
-        facts, text = context.prompt(repo, o, base, n, self.running(), self.waiting_descs())
-        clone = proposals.open_clone(repo, self.branch, base, text, self.ledger_path)
-        self.step("proposing", clone=clone.path)
-        token = self.state["token"] + journal.LANE_SUFFIX
-        env = {**os.environ, **proposals.env(clone), **self.lane_env(facts, base, n),
-               journal.TOKEN_ENV: token}
-        if facts["plateau"]:
-            log(f"plateau: {facts['failures']} experiments without a keep; "
-                "asking the proposer to change direction")
-        log_path = str(Path(repo) / PROPOSER_LOG)
-        with open(log_path, "a", encoding="utf-8") as out:
-            out.write(f"\n=== proposal {n} on {short(base)} at "
-                      f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ===\n")
-            out.flush()
-            offset = out.tell()
-            proc = subprocess.Popen(["bash", "-c", o.propose], cwd=clone.path, env=env,
-                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                    start_new_session=True)
-            self.child = proc
-            self.state["child"] = {"pid": proc.pid, "pgid": proc.pid, "kind": "proposer"}
-            self.save()
-            if self.stop:
-                journal.signal_group(proc.pid, signal.SIGTERM)
-            code, timed_out = procs.wait_group(proc, o.propose_timeout, lambda: bool(self.stop))
-        self.child = None
-        journal.signal_group(proc.pid, signal.SIGKILL)
-        kill_tagged(token)
-        spent = usage.read_log(log_path, offset)
-        if self.stop:
-            proposals.salvage(clone, REJECTED)
-            proposals.drop(clone)
-            self.idle()
-            raise LoopError(INTERRUPTED, "stopped while proposing; the proposal was dropped")
-        reason, commit = proposals.collect(clone, code, timed_out, o.propose_timeout)
-        return self.received(clone, reason, commit, spent)
-
-    def apply_next(self, base: str) -> dict | None | bool:
-        """Queue mode: the next patch applied in a fresh clone. False: the queue is empty."""
-        taken = set(self.queue_done()) | {j.get("patch") for j in self.jobs.values()}
-        patch = next((p for p in list_patches(self.opts.queue) if p.name not in taken), None)
-        if patch is None:
-            return False
-        clone = proposals.open_clone(self.repo, self.branch, base)
-        self.step("applying", clone=clone.path)
-        reason, commit = proposals.apply(clone, patch, apply_patch)
-        return self.received(clone, reason, commit, None, patch.name)
-
-    def received(self, clone, reason: str | None, commit: str, spent: dict | None,
-                 patch: str | None = None) -> dict:
-        try:
-            item = {"base": clone.base, "commit": commit, "patch": patch, "usage": spent}
-            if reason:
-                if commit != clone.base and git_ok(self.repo, "cat-file", "-e",
-                                                   f"{commit}^{{commit}}"):
-                    keep_reachable(self.repo, REJECTED, commit)
-                item["reject"] = reason
-            else:
-                item["desc"] = subject(self.repo, commit)
-            return item
-        finally:
-            proposals.forget(self.repo, commit)
-            proposals.drop(clone)
-            self.idle()
-
-    # -- rejections: a crash row, written by the scheduler -----------------------
-
-    def reject(self, reason: str, commit: str, item: dict, slot: str = "") -> None:
-        self.step("rejecting", reject={"reason": reason, "commit": commit, "slot": slot,
-                                       "patch": item.get("patch"), "usage": item.get("usage"),
-                                       "rows_before": context.row_count(self.repo)})
-        self.finish_reject()
-
-    def finish_reject(self) -> None:
-        r = self.state.get("reject") or {}
-        self.hook("appending")
-        commit = short(r.get("commit") or self.state.get("best"))
-        desc = slots.tagged(r.get("slot") or "", self.describe(r.get("reason", "proposal "
-                                                                        "rejected")), self.many)
-        if context.row_count(self.repo) <= int(r.get("rows_before", 0)):
-            ledger.append_row(self.ledger_path, ledger.format_row(
-                commit, None, None, "crash", desc, ledger.read_header(self.ledger_path)))
-            record = usage.rejected_record(r.get("usage"), commit, desc,
-                                           time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-            if record:
-                self.append_run(record)
-        self.count({"kind": "candidate", "patch": r.get("patch")})
-        self.verdict, self.value = "crash", None
-        log(f"crash: {r.get('reason', '')}")
-        self.idle()
-        self.report()
-
     # -- starting a run -----------------------------------------------------------
 
     def candidates_in_flight(self) -> int:
@@ -357,50 +243,6 @@ class Scheduler:
 
     def free_slot(self):
         return next((s for s in self.slots if s.id not in self.jobs), None)
-
-    def tried(self) -> set[str]:
-        return set(self.state.get("tried", [])) | slots.tried_blobs(self.repo, self.track())
-
-    def take(self, slot, item: dict) -> bool:
-        """A waiting item onto ``slot``: rebased onto the best if its base was superseded, a
-        rejection's row, a duplicate dropped; True when a run started."""
-        best = self.state["best"]
-        kind, commit, why = ahead.onto_best(self.repo, item, best)
-        if kind == "gone":
-            return False
-        if kind == "reproposed":
-            ahead.record_reproposed(self.repo, self.state, item, best, why)
-            self.save()
-            return False
-        if kind == "reject":
-            self.reject(why, commit, item, slot.id)
-            return False
-        blob = slots.blob_of(self.repo, commit)
-        if blob in self.tried():
-            keep_reachable(self.repo, REJECTED, commit)
-            forget_waiting(self.repo, item.get("commit") or "")
-            log(f"{short(commit)} has the same train.py as an experiment already tried in this "
-                "track; not run again")
-            self.append_run({"event": "duplicate", "commit": commit,
-                             "description": item.get("desc", ""),
-                             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-            self.count({"kind": "duplicate", "patch": item.get("patch")})  # not run: not counted
-            dups = self.state["duplicates_in_a_row"] = \
-                int(self.state.get("duplicates_in_a_row", 0)) + 1
-            if self.opts.max_crashes and dups >= self.opts.max_crashes:
-                self.halt = LoopError(FAILED, f"stopping after {dups} proposals in a row that "
-                                              "repeat an experiment already tried")
-            self.save()
-            return False
-        self.state["duplicates_in_a_row"] = 0
-        desc = item.get("desc") or subject(self.repo, commit)
-        job = {"commit": commit, "base": best, "kind": "candidate", "patch": item.get("patch"),
-               "desc": desc if item.get("again") or item.get("described") else
-               self.describe(desc), "usage": item.get("usage"), "blob": blob,
-               "again": item.get("again")}
-        self.start(slot, job)
-        forget_waiting(self.repo, item.get("commit") or "")
-        return True
 
     def start(self, slot, job: dict) -> None:
         """Journal the job, then run-experiment.sh in the slot."""
@@ -658,101 +500,6 @@ class Scheduler:
             line += f" | re-proposed {st['reproposed']}"
         log(line + (f" | {sid}" if sid else ""))
 
-    # -- confirmation (--confirm K) -------------------------------------------------
-
-    def confirm_job(self) -> dict | None:
-        """The next re-run a pending confirmation needs (None: none now)."""
-        c = self.state.get("confirm")
-        if not c:
-            return None
-        got = self.confirm_rows(c)
-        running = sum(1 for j in self.jobs.values() if j.get("kind") == "confirm")
-        if any(r["status"] == "crash" for r in got) or len(got) + running >= int(c["k"]) + 1:
-            return None
-        i = len(got) + running
-        return {"commit": c["commit"], "base": self.state["best"], "kind": "confirm",
-                "desc": f"{c['desc']} (confirm {i}/{c['k']})"}
-
-    def confirm_rows(self, c: dict) -> list[dict]:
-        return [r for r in context.rows_after(self.repo, int(c["rows_start"]))
-                if r["commit"] and c["commit"].startswith(r["commit"])
-                and "not confirmed" not in r["description"]]
-
-    def confirm_due(self) -> bool:
-        c = self.state.get("confirm")
-        if not c or any(j.get("kind") == "confirm" for j in self.jobs.values()):
-            return False
-        got = self.confirm_rows(c)
-        return any(r["status"] == "crash" for r in got) or len(got) >= int(c["k"]) + 1
-
-    def resolve_confirm(self) -> None:
-        """Every re-run is in: fast-forward to the held keep, or withdraw it with a row."""
-        c = self.state["confirm"]
-        got = self.confirm_rows(c)
-        values = [r["val_bpb"] for r in got]
-        failed = any(r["status"] == "crash" for r in got) or None in values or not values
-        mean = None if failed else statistics.fmean(values)
-        if head(self.repo) == c["base"] and context.beats(mean, c["prev_best"],
-                                                          self.opts.higher_is_better):
-            log(f"confirmed: mean {mean:.6f} over {len(values)} runs beats "
-                f"{c['prev_best']:.6f}")
-            self.fast_forward(c["commit"])
-            self.verdict, self.value = "keep", mean
-            self.state["confirm"] = None
-            self.save()
-            self.report()
-        else:
-            self.step("withdrawing", withdraw={"mean": mean, "runs": len(values),
-                                               "rows_before": context.row_count(self.repo)})
-            self.finish_withdraw()
-        for job in self.state.pop("parked", []):  # decided now, on the outcome
-            job.pop("decision", None)
-            self.settle_parked(job)
-
-    def settle_parked(self, job: dict) -> None:
-        self.settle(None, job)
-
-    def finish_withdraw(self) -> None:
-        c, w = self.state["confirm"], self.state.get("withdraw") or {}
-        mean = w.get("mean")
-        shown = "a crash" if mean is None else f"mean {mean:.6f}"
-        desc = (f"{c['desc']} (not confirmed: {shown} over {w.get('runs', 0)} runs vs best "
-                f"{c['prev_best']:.6f})")
-        desc = slots.tagged(c.get("slot") or "", desc, self.many)
-        keep_reachable(self.repo, DISCARDED, c["commit"])
-        if context.row_count(self.repo) <= int(w.get("rows_before", 0)):
-            ledger.append_row(self.ledger_path, ledger.format_row(
-                short(c["commit"]), mean, c.get("memory_gb"), "discard", desc,
-                ledger.read_header(self.ledger_path)))
-        log(f"not confirmed: {shown} over {w.get('runs', 0)} runs does not beat "
-            f"{c['prev_best']:.6f}; {short(c['commit'])} withdrawn (the branch stays at "
-            f"{short(self.state.get('best'))})")
-        self.verdict, self.value = "discard", mean
-        self.state["confirm"] = None
-        self.idle()
-        self.report()
-
-    # -- the lane -------------------------------------------------------------------
-
-    def absorb(self) -> None:
-        if self.lane is not None and ahead.absorb(self.lane, self.state):
-            self.save()
-
-    def fill_lane(self) -> None:
-        """While runs go: the lane proposes the next ones on the current best."""
-        o, st = self.opts, self.state
-        if self.lane is None or self.lane.busy or self.stop or self.halt or not self.jobs:
-            return
-        done, waiting = int(st.get("done", 0)), len(self.waiting)
-        want = int(o.ahead) - waiting
-        if o.max is not None:
-            want = min(want, int(o.max) - done - self.candidates_in_flight() - waiting)
-        deadline = st.get("deadline")
-        if deadline is not None and time.time() >= float(deadline):
-            want = 0
-        if want > 0:
-            self.lane.start(st["best"], want, done + self.candidates_in_flight() + waiting + 1)
-
     # -- bounds ---------------------------------------------------------------------
 
     def bound(self) -> str | None:
@@ -884,44 +631,6 @@ class Scheduler:
                 raise LoopError(FAILED, "the baseline did not produce a metric; see its log "
                                         "under .autoresearch/logs/ and fix the target first")
         self.repeat_baseline()
-
-    def repeat_baseline(self) -> None:
-        """--baseline-repeats R: the track's baseline runs again until it has R runs (as many
-        at once as there are slots; rows labelled as repeats, never counted as ideas); their
-        std is the noise floor (arcore.repeats, shared with setup.sh)."""
-        total = int(self.opts.baseline_repeats or 1)
-        if total < 2:
-            return
-        best = self.state["best"]
-        commit, values = repeats.baseline_runs(self.track())
-        if commit is None:
-            return
-        if len(values) < total and not best.startswith(commit):
-            log(f"--baseline-repeats {total}: the track has {len(values)} run(s) of its "
-                f"baseline {commit}, but HEAD has moved past it; no repeats run (measure the "
-                "noise of HEAD with run-experiment.sh --rerun)")
-            return
-        while True:
-            have = len(repeats.baseline_runs(self.track())[1])
-            if have >= total:
-                break
-            self.check_stop()
-            rows_before = context.row_count(self.repo)
-            for i, slot in zip(range(have + 1, total + 1), self.slots):
-                self.start(slot, {"commit": best, "base": best, "kind": "repeat",
-                                  "desc": self.describe(repeats.repeat_description(i, total))})
-            self.drain()
-            self.raise_halt()
-            self.check_stop()
-            if not any(r["status"] != "crash" for r in context.rows_after(self.repo,
-                                                                          rows_before)):
-                break  # the repeats crashed: no floor from them
-        _, values = repeats.baseline_runs(self.track())
-        floor = repeats.noise_floor(values)
-        if floor is not None:
-            session.update(self.repo, noise_floor=floor)
-            log(f"noise floor: std {floor:.6f} over {len(values)} runs of the baseline "
-                f"{commit}")
 
     # -- recovery ---------------------------------------------------------------------
 
