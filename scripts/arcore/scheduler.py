@@ -154,6 +154,13 @@ class Scheduler(Intake, Noise):
         return len(self.slots) > 1
 
     @property
+    def venv(self) -> str:
+        """The target's environment is the repository's (as frozen), whichever slot runs."""
+        named = os.environ.get("UV_PROJECT_ENVIRONMENT")
+        return os.path.abspath(os.path.join(self.repo, os.path.expanduser(named) if named
+                                            else ".venv"))
+
+    @property
     def ledger_path(self) -> str:
         return str(Path(self.repo) / context.LEDGER)
 
@@ -262,6 +269,7 @@ class Scheduler(Intake, Noise):
                                       grace_s=float(o.grace or 10), extra=o.slurm_args)
         env.update(usage.as_env(job.get("usage")))
         env[journal.TOKEN_ENV] = self.state["token"]
+        env["UV_PROJECT_ENVIRONMENT"] = self.venv  # the frozen environment, not the slot's
         argv, env = judge_command(o, slot.path, slots.tagged(slot.id, job["desc"], self.many),
                                   rerun=job["kind"] in RERUN_KINDS or bool(job.get("rerun")),
                                   worker=slot.id, launcher=o.launcher or prefix or None,
