@@ -136,7 +136,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--slurm", choices=("auto", "yes", "no"), default="auto")
     o = p.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # figures as they come
-    env = dict(os.environ, AUTORESEARCH_CACHE_DIR=tempfile.gettempdir() + "/ar-bench-cache")
+    env = dict(os.environ, AUTORESEARCH_CACHE_DIR=tempfile.gettempdir() + "/ar-bench-cache",
+               AUTORESEARCH_METRIC_SOURCE="printed")  # a stand-in prints its value
     fractions = [float(f) for f in o.fractions.split(",") if f]
     slots = [int(n) for n in o.slots.split(",") if n]
     print(f"stand-in run: {o.seconds:g} s; {o.experiments} experiments per configuration; "

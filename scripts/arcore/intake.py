@@ -20,7 +20,7 @@ from arcore import ahead, context, journal, ledger, procs, proposals, slots, usa
 from arcore.gitops import (REJECTED, LoopError, apply_patch, git_ok, keep_reachable,
                            list_patches, log, short, subject)
 from arcore.lane import _kill_tagged as kill_tagged
-from arcore.lane import forget_waiting
+from arcore.lane import WAITING, forget_waiting
 
 INTERRUPTED, FAILED = 130, 1
 PROPOSER_LOG = ".autoresearch/proposer.log"
@@ -105,7 +105,8 @@ class Intake:
                                                    f"{commit}^{{commit}}"):
                     keep_reachable(self.repo, REJECTED, commit)
                 item["reject"] = reason
-            else:
+            else:  # reachable until a slot has it (a restart finds an orphan ref: unjudged)
+                keep_reachable(self.repo, WAITING, commit)
                 item["desc"] = subject(self.repo, commit)
             return item
         finally:

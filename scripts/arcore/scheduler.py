@@ -411,7 +411,9 @@ class Scheduler(Intake, Noise):
             ledger.append_row(self.ledger_path, line)
             self.mark_sealed()
             self.log_run(sid, job, d)
+        if not job.get("counted"):  # once, also when a dead loop wrote the row but not this
             self.count(job)
+            job["counted"] = True
         action = d["action"]
         if d["status"] != "keep" and job.get("kind") == "candidate" \
                 and job["commit"] != job.get("base"):
