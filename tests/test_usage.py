@@ -210,3 +210,28 @@ def test_the_loop_records_each_proposals_own_usage_in_runs_jsonl(tmp_path):
     text = subprocess.run(["bash", str(ROOT / "scripts" / "show-results.sh")], cwd=repo,
                           env=env, capture_output=True, text=True, timeout=60).stdout
     assert "(+1 with no dollar figure)" in text
+
+
+def test_with_two_slots_each_proposals_usage_is_recorded_too(tmp_path):
+    """The same proposals with --workers 2 (the lane proposes while a slot runs): each run's
+    and each rejection's record carries its own proposal's usage, whatever the order."""
+    repo = make_repo(tmp_path)
+    (tmp_path / "agent").mkdir()
+    (tmp_path / "cache").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTORESEARCH_", "FAKE_"))}
+    env.update(PATH=f"{AGENTS}:{os.environ['PATH']}", FAKE_AGENT_DIR=str(tmp_path / "agent"),
+               FAKE_AGENT_MODE="good,none,none", AUTORESEARCH_CACHE_DIR=str(tmp_path / "cache"),
+               AUTORESEARCH_METRIC_SOURCE="printed")
+    propose = (f'fake-agent; rc=$?; case "$AUTORESEARCH_ITERATION" in 1) cat "{CLAUDE_LOG}";; '
+               f'3) cat "{CODEX_LOG}";; esac; exit $rc')
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "run-loop.sh"), "--propose", propose,
+                           "--max", "3", "--workers", "2", "--cmd", f"{sys.executable} train.py",
+                           "--grace", "1"],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(x) for x in (repo / ".autoresearch" / "runs.jsonl").read_text()
+               .splitlines()]
+    by_source = {r.get("proposer_usage", {}).get("source"): r for r in records}
+    assert sorted(by_source, key=str) == [None, "claude", "codex"] and len(records) == 3
+    assert by_source["claude"]["status"] == "keep" and by_source["claude"]["worker"]
+    assert by_source["codex"]["status"] == "crash"
