@@ -658,7 +658,8 @@ def test_a_sigkill_while_the_next_round_is_proposed_ahead_loses_and_doubles_noth
         p.unlink()
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    wait_for(lambda: (lane_dir / "started-3").exists(), "the lane to propose for round 2")
+    started = lane_dir / "started-3"
+    wait_for(lambda: started.exists() and started.read_text(), "the lane to propose ahead")
     lane_pid = int((lane_dir / "started-3").read_text())
     os.killpg(proc.pid, signal.SIGKILL)  # the loop; its runs and the lane's proposer go on
     proc.wait(timeout=WAIT)

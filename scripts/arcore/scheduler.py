@@ -138,6 +138,7 @@ class Scheduler(Intake, Noise):
     value: float | None = None
     halt: LoopError | None = None  # why no new job starts (raised once the slots are idle)
     give_up: float | None = None
+    crash_key: int | None = None  # the ledger's size when the crash streak was last read
 
     # -- journal ---------------------------------------------------------------
 
@@ -529,6 +530,12 @@ class Scheduler(Intake, Noise):
         return None
 
     def check_crashes(self) -> None:
+        """--max-crashes K: K crash rows in a row stop the loop (read when the ledger grew)."""
+        with contextlib.suppress(OSError):
+            key = os.stat(self.ledger_path).st_size
+            if key == self.crash_key:
+                return
+            self.crash_key = key
         o = self.opts
         crashes = context.trailing(context.rows_after(self.repo,
                                                       int(self.state.get("ledger_rows_at_start",
@@ -560,12 +567,16 @@ class Scheduler(Intake, Noise):
             self.check_crashes()
             if self.halt:
                 return None
+            self.absorb()
+            if not self.waiting and not self.opts.queue and self.lane is not None \
+                    and (self.lane.busy or self.jobs):
+                self.fill_lane()  # the lane proposes while runs go; nothing to start yet
+                return None
             problem = dirty_problem(self.repo)
             if problem:  # a fast-forward could not keep anything: stop before proposing
                 if not self.jobs:
                     self.halt = LoopError(UNSAFE, problem)
                 return None
-            self.absorb()
             if self.waiting:
                 self.take(slot, self.waiting.pop(0))
                 self.save()
@@ -577,11 +588,6 @@ class Scheduler(Intake, Noise):
                 if not self.take(slot, got):
                     continue
                 continue
-            if self.lane is not None and self.lane.busy:
-                return None
-            if self.jobs and self.lane is not None:
-                self.fill_lane()
-                return None
             item = self.propose_now(self.state["best"])
             self.check_stop()
             self.take(slot, item)
@@ -590,11 +596,12 @@ class Scheduler(Intake, Noise):
     def wait(self) -> None:
         """Until a run ends, the lane hands something over, or a short while passes."""
         deadline = time.monotonic() + 0.5
+        lane_busy = self.lane is not None and self.lane.busy
         while time.monotonic() < deadline:
             if any(s.proc is not None and s.proc.poll() is not None for s in self.slots):
                 return
-            if self.lane is not None and (self.lane.ready or not self.lane.busy) and \
-                    self.free_slot() is not None and not self.stop:
+            if self.lane is not None and self.free_slot() is not None and not self.stop \
+                    and (self.lane.ready or (lane_busy and not self.lane.busy)):
                 return
             if self.stop and self.give_up is None:
                 self.give_up = time.monotonic() + float(self.opts.grace or 10) + 20
@@ -690,7 +697,8 @@ class Scheduler(Intake, Noise):
                 keep_reachable(self.repo, WAITING, job["commit"])
                 self.waiting.insert(0, {"base": job["base"], "commit": job["commit"],
                                         "desc": job["desc"], "described": True,
-                                        "patch": job.get("patch"), "usage": job.get("usage")})
+                                        "patch": job.get("patch"), "usage": job.get("usage"),
+                                        "again": job.get("again")})
                 self.state["tried"] = [b for b in st.get("tried", []) if b != job.get("blob")]
                 log(f"the unjudged experiment {short(job['commit'])} will run again")
             elif job.get("kind") == "candidate":
