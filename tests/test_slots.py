@@ -704,8 +704,8 @@ def test_a_proposal_made_ahead_that_no_longer_applies_after_a_keep_is_reproposed
     lane_dir = tmp_path / "lane"
     lane_dir.mkdir()
     done = run_loop(target, "--propose", f"{sys.executable} {script}", "--workers", "2",
-                    "--max", "4", env={"LANE_DIR": str(lane_dir)})
-    assert done.returncode == 0, done.stderr
+                    "--max", "4", "--ahead", "1", env={"LANE_DIR": str(lane_dir)})
+    assert done.returncode == 0, done.stderr  # --ahead 1: one lane, proposals in order
     got = [(r["status"], r["val_bpb"], r["description"]) for r in rows(target)]
     assert sorted(got[1:3]) == [("discard", 1.01, "[w2] set B 0.01"),
                                 ("keep", 0.999, "[w1] set A -0.001")]
@@ -725,4 +725,45 @@ def test_a_proposal_made_ahead_that_no_longer_applies_after_a_keep_is_reproposed
     assert len(got) == 5 + len(again)
     assert "re-proposed 1" in done.stderr
     assert not git(target, "for-each-ref", "refs/autoresearch/waiting/")
+    assert_clean(target)
+
+
+OVERLAP_PROPOSER = '''import os, pathlib, subprocess, time
+n = int(os.environ["AUTORESEARCH_ITERATION"])
+spans = pathlib.Path(os.environ["SPANS"])
+start = time.time()
+time.sleep(1.0)  # a thinking agent
+knob = "ABCDE"[(n - 1) % 5]
+text = pathlib.Path("train.py").read_text().replace(f"{knob} = 0.0", f"{knob} = 0.00{n}")
+pathlib.Path("train.py").write_text(text)
+subprocess.run(["git", "commit", "-q", "-am", f"proposal {n}"], check=True)
+with open(spans, "a") as out:
+    out.write(f"{n} {start} {time.time()}\\n")
+'''
+
+
+def test_with_two_slots_two_proposers_think_at_once_and_neither_kills_the_other(target,
+                                                                                 tmp_path):
+    script = tmp_path / "overlap.py"
+    script.write_text(OVERLAP_PROPOSER)
+    spans = tmp_path / "spans"
+    gate = tmp_path / "gate"  # runs wait until every proposal is made: the lanes overlap
+    done = subprocess.Popen(["bash", str(RUN_LOOP), "--repo", str(target), "--cmd",
+                             f"{sys.executable} train.py", "--propose",
+                             f"{sys.executable} {script}", "--workers", "2", "--max", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "SPANS": str(spans),
+                                 "STANDIN_HOLD_A": str(gate)})
+    wait_for(lambda: spans.exists() and len(spans.read_text().splitlines()) >= 3,
+             "three proposals")
+    gate.write_text("")
+    out, err = done.communicate(timeout=WAIT)
+    assert done.returncode == 0, err
+    made = {int(n): (float(a), float(b)) for n, a, b in
+            (line.split() for line in spans.read_text().splitlines())}
+    assert sorted(made) == [1, 2, 3]  # every proposer finished: none was killed by another
+    (a2, b2), (a3, b3) = made[2], made[3]
+    assert a3 < b2 and a2 < b3  # proposals 2 and 3 were made at the same time
+    assert not any(r["status"] == "crash" for r in rows(target))
+    assert "experiments: 3" in out
     assert_clean(target)

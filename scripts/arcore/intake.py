@@ -190,9 +190,9 @@ class Intake:
     def fill_lane(self) -> None:
         """While runs go: the lane proposes the next ones on the current best."""
         o, st = self.opts, self.state
-        if self.lane is None or self.lane.busy or self.stop or self.halt or not self.jobs:
+        if self.lane is None or self.stop or self.halt or not self.jobs:
             return
-        done, waiting = int(st.get("done", 0)), len(self.waiting)
+        done, waiting = int(st.get("done", 0)), len(self.waiting) + self.lane.in_flight
         want = int(o.ahead) - waiting
         if o.max is not None:
             want = min(want, int(o.max) - done - self.candidates_in_flight() - waiting)

@@ -89,7 +89,9 @@ def alive(pid: int) -> bool:
 
 
 def tagged_pids(token: str) -> list[int]:
-    """Processes whose environment carries ``AUTORESEARCH_LOOP_TOKEN=token`` (Linux /proc)."""
+    """Processes whose environment carries ``AUTORESEARCH_LOOP_TOKEN=token...`` (Linux /proc):
+    the loop's runs and, with their suffixes, its proposers (``<token>-lane``,
+    ``<token>-<i>-lane``)."""
     if not token or not os.path.isdir("/proc"):
         return []
     needle = f"{TOKEN_ENV}={token}".encode()
@@ -99,7 +101,7 @@ def tagged_pids(token: str) -> list[int]:
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as handle:
-                if needle in handle.read().split(b"\0"):
+                if any(item.startswith(needle) for item in handle.read().split(b"\0")):
                     found.append(int(entry))
         except OSError:
             continue
@@ -146,7 +148,7 @@ def kill_stale(state: dict, grace: float) -> list[int]:
         pgid = child.get("pgid")
         if isinstance(pgid, int) and (pgid in pids or not token):
             signal_group(pgid, signal.SIGKILL)
-    pids = set(tagged_pids(token)) | (set(tagged_pids(token + LANE_SUFFIX)) if token else set())
+    pids = set(tagged_pids(token))  # runs and proposers: every token that starts with ours
     for other in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(other, signal.SIGKILL)

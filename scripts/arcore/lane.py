@@ -202,3 +202,51 @@ def waiting_refs(repo: str) -> list[str]:
 def forget_waiting(repo: str, commit: str) -> None:
     git(repo, "update-ref", "-d", f"{WAITING}{commit}", check=False)
 
+
+
+@dataclass
+class Lanes:
+    """Several lanes, one proposer each at a time (so N slots are not fed by one proposer);
+    the interface of one :class:`Lane`. Lane ``i`` tags its processes ``<token>-<i>-lane``."""
+
+    lanes: list[Lane]
+
+    @property
+    def busy(self) -> bool:
+        return any(lane.busy for lane in self.lanes)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(1 for lane in self.lanes if lane.busy)
+
+    @property
+    def ready(self) -> list[Ready]:
+        return [r for lane in self.lanes for r in lane.ready]
+
+    def start(self, base: str, count: int, first: int) -> int:
+        """Up to ``count`` proposals on ``base``, one per idle lane; how many started."""
+        started = 0
+        for lane in self.lanes:
+            if started >= count:
+                break
+            if not lane.busy and lane.start(base, 1, first + started):
+                started += 1
+        return started
+
+    def take(self) -> list[Ready]:
+        return [r for lane in self.lanes for r in lane.take()]
+
+    def signal(self, first: bool) -> None:
+        for lane in self.lanes:
+            lane.signal(first)
+
+    def shutdown(self) -> None:
+        for lane in self.lanes:
+            lane.signal(True)
+        for lane in self.lanes:
+            lane.shutdown()
+
+
+def lanes(count: int, token: str, **kw) -> Lanes:
+    return Lanes([Lane(token=token if i == 0 else f"{token}-{i}", **kw)
+                  for i in range(max(1, count))])

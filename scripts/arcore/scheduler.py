@@ -55,7 +55,7 @@ from arcore.gitops import (DISCARDED, UNJUDGED, LoopError, current_branch, head,
                            keep_reachable, list_patches, log, rebase_onto, short,
                            tracked_changes)
 from arcore.intake import PROPOSER_LOG, Intake
-from arcore.lane import WAITING, Lane
+from arcore.lane import WAITING, Lanes, lanes
 from arcore.noise import Noise
 
 OK, FAILED, USAGE, HARNESS, UNSAFE, NOTHING, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
@@ -131,7 +131,7 @@ class Scheduler(Intake, Noise):
     branch: str
     state: dict = field(default_factory=dict)
     slots: list = field(default_factory=list)
-    lane: Lane | None = None
+    lane: Lanes | None = None  # the proposal lanes (--ahead K >= 1), one proposer each
     child: subprocess.Popen | None = None  # the foreground proposer
     stop: int = 0
     verdict: str = "-"
@@ -749,9 +749,12 @@ class Scheduler(Intake, Noise):
         self.save()
         self.slots = slots.make(self.repo, self.branch, o.gpu_list, st["best"])
         if o.propose and o.ahead:
-            self.lane = Lane(self.repo, self.branch, o.propose, o.propose_timeout, st["token"],
-                             str(Path(self.repo) / PROPOSER_LOG), self.ledger_path,
-                             context=self.lane_context, env_for=self.lane_env)
+            self.lane = lanes(min(int(o.ahead), len(self.slots)), st["token"], repo=self.repo,
+                              branch=self.branch, command=o.propose,
+                              timeout=o.propose_timeout,
+                              log_path=str(Path(self.repo) / PROPOSER_LOG),
+                              ledger_path=self.ledger_path, context=self.lane_context,
+                              env_for=self.lane_env)
         if resumed:
             log(f"resuming the loop: {st.get('done', 0)} experiment(s) done so far")
         self.recover()
