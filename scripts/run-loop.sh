@@ -30,7 +30,8 @@
 #   --prompt FILE        prompt template (default templates/proposer-prompt.md)
 #   --ahead K            make up to K proposals for the next runs while runs go (default:
 #                        one per slot with --propose; 0: propose only when a slot is free,
-#                        strictly serial with one slot). A waiting proposal whose base a keep
+#                        strictly serial with one slot); up to one proposer per slot thinks
+#                        at once. A waiting proposal whose base a keep
 #                        superseded is rebased onto the new best; one that no longer applies
 #                        is proposed again.
 # Noise-aware acceptance (default: strictly better wins):
