@@ -16,11 +16,13 @@ alone, and a restart after SIGKILL kills both.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from arcore import procs, proposals, usage
@@ -134,16 +136,21 @@ class Lane:
         try:
             env = {**os.environ, **self.env_for(facts, base, n), **proposals.env(clone),
                    "AUTORESEARCH_LOOP_TOKEN": self.token + SUFFIX}
-            with open(self.log_path, "a", encoding="utf-8") as out:
-                out.write(f"\n=== proposal {n} on {short(base)} (ahead) at "
-                          f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ===\n")
-                out.flush()
-                offset = out.tell()  # usage: this proposal's part of the log
+            # its own log while it thinks (lanes run at once), then appended whole to the
+            # shared proposer.log; its usage is read from its own output only
+            live = Path(self.log_path).with_name(f"proposer-{self.token[-6:]}-{n}.log")
+            with open(live, "w", encoding="utf-8") as out:
                 self.proc = subprocess.Popen(["bash", "-c", self.command], cwd=clone.path,
                                              env=env, stdin=subprocess.DEVNULL, stdout=out,
                                              stderr=out, start_new_session=True)
                 code, timed_out = self._wait(self.proc)
-            spent = usage.read_log(self.log_path, offset)
+            spent = usage.read_log(str(live), 0)
+            with open(self.log_path, "a", encoding="utf-8") as whole, \
+                    open(live, encoding="utf-8", errors="replace") as part:
+                whole.write(f"\n=== proposal {n} on {short(base)} (ahead) at "
+                            f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ===\n")
+                shutil.copyfileobj(part, whole)
+            live.unlink(missing_ok=True)
             if self.stopping:
                 proposals.salvage(clone, REJECTED)
                 return None
