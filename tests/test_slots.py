@@ -65,6 +65,11 @@ if marks:
                  if line.startswith("NSpid:")), os.getpid())  # as seen outside a pid namespace
     with open(os.path.join(marks, str(_pid)), "w") as handle:
         handle.write(os.getcwd())
+hold_if = os.environ.get("STANDIN_HOLD_IF", "")  # KNOB=VALUE=PATH: hold that run
+if hold_if:
+    _knob, _value, _path = hold_if.split("=", 2)
+    while globals()[_knob] == float(_value) and not os.path.exists(_path):
+        time.sleep(0.02)
 hold_a = os.environ.get("STANDIN_HOLD_A")
 while hold_a and A != 0.0 and not os.path.exists(hold_a):
     time.sleep(0.02)
@@ -297,6 +302,32 @@ def test_a_run_that_beat_its_base_after_another_slot_kept_is_rebased_and_run_aga
     assert_clean(target)
 
 
+def test_a_better_rival_edit_of_the_same_line_runs_on_top_of_the_keep_and_is_not_lost(
+        target, tmp_path):
+    queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "A", "-0.02")])
+    release = tmp_path / "release-b"
+    proc = subprocess.Popen(["bash", str(RUN_LOOP), "--repo", str(target), "--cmd",
+                             f"{sys.executable} train.py", "--queue", str(queue),
+                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ,
+                                            "STANDIN_HOLD_IF": f"A=-0.02={release}"})
+    wait_for(lambda: any(r["status"] == "keep" and "try a" in r["description"]
+                         for r in rows(target)), "a to be kept while b is held")
+    release.write_text("")  # b ends now: better than a, on a's own line
+    out, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0, err
+    got = [(r["status"], r["val_bpb"], r["description"]) for r in rows(target)]
+    assert got[1][:2] == ("keep", 0.99)
+    assert got[2][:2] == ("discard", 0.98) and "conflicts with" in got[2][2] \
+        and "to run again" in got[2][2]
+    assert got[3][:2] == ("keep", 0.98) and len(got) == 4  # measured again on top of a
+    assert git(target, "rev-parse", "HEAD~1").startswith(rows(target)[1]["commit"])  # a
+    assert git(target, "log", "-2", "--format=%s").splitlines() == ["try b", "try a"]
+    assert "A = -0.02" in git(target, "show", "HEAD:train.py")
+    assert "best: 0.980000" in out
+    assert_clean(target)
+
+
 def test_each_worker_runs_with_its_own_gpu_and_its_log_is_archived(target, tmp_path):
     queue = make_queue(target, tmp_path, [("a", "A", "0.01"), ("b", "B", "-0.02")])
     done = run_loop(target, "--queue", str(queue), "--gpus", "3,5")
@@ -471,7 +502,7 @@ def test_each_proposal_is_made_in_its_own_clone_told_what_runs_and_waits(target,
             assert told == "True" and "proposal " in others
     assert lines[0][3] == ""
     got = rows(target)
-    again = [row for row in got if "rebased onto it" in row["description"]]  # 4 on b0, 2 kept
+    again = [row for row in got if "to run again" in row["description"]]  # 4 on b0, 2 kept
     assert sorted(row["status"] for row in got[1:] if row not in again) == \
         ["crash", "discard", "keep", "keep"]
     assert all(row["status"] == "discard" for row in again)
@@ -721,7 +752,7 @@ def test_a_proposal_made_ahead_that_no_longer_applies_after_a_keep_is_reproposed
     assert "best: 0.992000" in done.stdout
     log = git(target, "log", "-3", "--format=%s").splitlines()
     assert sorted(log[:2]) == ["set C -0.004", "set D -0.003"] and log[2] == "set A -0.001"
-    again = [row for row in got if "rebased onto it" in row[2]]
+    again = [row for row in got if "to run again" in row[2]]
     assert len(got) == 5 + len(again)
     assert "re-proposed 1" in done.stderr
     assert not git(target, "for-each-ref", "refs/autoresearch/waiting/")

@@ -355,13 +355,35 @@ def rebase_onto(repo: str, commit: str, old_base: str, new_base: str,
             files.append(str(file))
         merged = subprocess.run(gitx.argv(None, "merge-file", "-p", "-q", *files),
                                 capture_output=True, stdin=subprocess.DEVNULL)
-        if merged.returncode != 0:
-            return None, "its change of train.py conflicts with the new best"
-        if merged.stdout == ours:
-            return None, "its change of train.py is already in the new best"
+    if merged.returncode != 0:
+        return None, "its change of train.py conflicts with the new best"
+    if merged.stdout == ours:
+        return None, "its change of train.py is already in the new best"
+    return commit_file(repo, commit, new_base, path, merged.stdout)
+
+
+def replace_onto(repo: str, commit: str, new_base: str, path: str = "train.py",
+                 note: str = "") -> tuple[str | None, str]:
+    """``commit``'s whole ``path`` on top of ``new_base`` (for a change that conflicts with
+    the new best: the candidate is its file as it ran, with the best as its parent). None
+    when ``new_base`` already has that file."""
+    theirs, ours = _blob_text(repo, commit, path), _blob_text(repo, new_base, path)
+    if theirs is None or ours is None:
+        return None, f"{path} is missing on one side"
+    if theirs == ours:
+        return None, "its train.py is already the new best's"
+    return commit_file(repo, commit, new_base, path, theirs, note)
+
+
+def commit_file(repo: str, commit: str, new_base: str, path: str, data: bytes,
+                note: str = "") -> tuple[str | None, str]:
+    """A commit on ``new_base`` whose ``path`` is ``data``, with ``commit``'s author and
+    message (plus ``note``), made without any work tree or index of the repo."""
+    import tempfile  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="autoresearch-rebase-") as tmp:
         blob = subprocess.run(gitx.argv(repo, "hash-object", "-w", "--stdin"),
-                              input=merged.stdout, capture_output=True,
-                              stdin=None).stdout.decode().strip()
+                              input=data, capture_output=True).stdout.decode().strip()
         env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
         git(repo, "read-tree", new_base, env=env)
         mode = git(repo, "ls-tree", new_base, "--", path).split(" ", 1)[0] or "100644"
@@ -370,9 +392,11 @@ def rebase_onto(repo: str, commit: str, old_base: str, new_base: str,
     fmt = git(repo, "log", "-1", "--format=%an%x00%ae%x00%aI%x00%B", commit).split("\0", 3)
     env = {**os.environ, "GIT_AUTHOR_NAME": fmt[0], "GIT_AUTHOR_EMAIL": fmt[1],
            "GIT_AUTHOR_DATE": fmt[2]}
+    message = fmt[3] if len(fmt) > 3 else "rebased proposal\n"
+    if note:
+        message = message.rstrip("\n") + f"\n\n{note}\n"
     proc = subprocess.run(gitx.argv(repo, "commit-tree", tree, "-p", new_base),
-                          input=fmt[3] if len(fmt) > 3 else "rebased proposal\n",
-                          capture_output=True, text=True, env=env)
+                          input=message, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         return None, f"git commit-tree failed: {proc.stderr.strip()[-200:]}"
     return proc.stdout.strip(), ""

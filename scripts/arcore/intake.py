@@ -157,7 +157,7 @@ class Intake:
             self.reject(why, commit, item, slot.id)
             return False
         blob = slots.blob_of(self.repo, commit)
-        if blob in self.tried():
+        if blob in self.tried() and not item.get("again"):  # a re-run is run again on purpose
             keep_reachable(self.repo, REJECTED, commit)
             forget_waiting(self.repo, item.get("commit") or "")
             log(f"{short(commit)} has the same train.py as an experiment already tried in this "

@@ -52,7 +52,7 @@ from pathlib import Path
 from arcore import (ahead, context, experiment, gitx, journal, ledger, proposals,
                     runner, session, slots, usage)
 from arcore.gitops import (DISCARDED, UNJUDGED, LoopError, current_branch, head,
-                           keep_reachable, list_patches, log, rebase_onto, short,
+                           keep_reachable, list_patches, log, rebase_onto, replace_onto, short,
                            tracked_changes)
 from arcore.intake import PROPOSER_LOG, Intake
 from arcore.lane import WAITING, Lanes, lanes
@@ -374,17 +374,7 @@ class Scheduler(Intake, Noise):
                 out.update(status="discard", desc=f"{desc} (not applied: the session branch "
                                                   "moved during the run)")
         elif action == "again":
-            new, why = rebase_onto(self.repo, job["commit"], job["base"], tip)
-            out["status"] = "discard"
-            if new is None:
-                out["desc"] = (f"{desc} (beat its base {short(job['base'])}, superseded by "
-                               f"{short(tip)} while it ran, and {why}: not run again)")
-            else:
-                out["again"] = new
-                keep_reachable(self.repo, WAITING, new)
-                out["desc"] = (f"{desc} (beat its base {short(job['base'])}, superseded by "
-                               f"{short(tip)} while it ran; rebased onto it as {short(new)}, "
-                               "to run again)")
+            out.update(self.plan_again(job, desc, tip))
         elif action == "keep" and self.opts.confirm:
             prev = self.best_value()
             floor = (session.load(self.repo) or {}).get("noise_floor")
@@ -398,6 +388,23 @@ class Scheduler(Intake, Noise):
                                   "rows_start": context.row_count(self.repo),
                                   "memory_gb": result.get("memory_gb")}
         return out
+
+    def plan_again(self, job: dict, desc: str, tip: str) -> dict:
+        """A keep on a superseded base: its train.py change rebased onto the new best (3-way)
+        to run again; when the two changes conflict, its whole train.py on top of the new best
+        (so the better of two rival edits of one line is not lost); never kept as it is."""
+        beat = f"beat its base {short(job['base'])}, superseded by {short(tip)} while it ran"
+        new, why = rebase_onto(self.repo, job["commit"], job["base"], tip)
+        how = f"rebased onto it as {short(new)}"
+        if new is None and "conflicts" in why:
+            new, why = replace_onto(self.repo, job["commit"], tip, note=(
+                f"(its train.py in place of {short(tip)}'s: the two changes conflict)"))
+            how = f"its change conflicts with {short(tip)}'s, so its train.py runs on top of it " \
+                f"as {short(new)}"
+        if new is None:
+            return {"status": "discard", "desc": f"{desc} ({beat}, and {why}: not run again)"}
+        keep_reachable(self.repo, WAITING, new)
+        return {"status": "discard", "again": new, "desc": f"{desc} ({beat}; {how}, to run again)"}
 
     def apply(self, sid: str | None, job: dict) -> None:
         d = job["decision"]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bats
-# scripts/run-loop.sh: the command line (help, refusals, exit codes), the hand-off to
-# parallel rounds, the documented proposer recipes run against stand-in claude/codex CLIs,
+# scripts/run-loop.sh: the command line (help, refusals, exit codes), one GPU for one slot,
+# the documented proposer recipes run against stand-in claude/codex CLIs,
 # and a clean stop on SIGINT. The fault matrix (every phase x SIGINT/SIGTERM/SIGKILL) is in
 # tests/test_loop.py.
 
@@ -33,17 +33,6 @@ block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
 args = shlex.split(block.replace("\\\n", " "))
 print(args[args.index("--propose") + 1])
 EOF
-}
-
-# A copy of scripts/ where arcore/parallel.py is absent, or a fake that prints its args.
-scripts_copy() {
-  COPY="${BATS_TEST_TMPDIR}/scripts"
-  cp -R "${AR_SCRIPTS}" "${COPY}"
-  rm -f "${COPY}/arcore/parallel.py"
-  if [[ "${1:-}" == fake ]]; then
-    printf 'def main(argv):\n    print("parallel:", " ".join(argv))\n    return 0\n' \
-      >"${COPY}/arcore/parallel.py"
-  fi
 }
 
 @test "help lists the candidate sources, the bounds and the exit codes" {
@@ -79,31 +68,13 @@ scripts_copy() {
   [ ! -e results.tsv ]
 }
 
-@test "workers above one without the parallel module exit 2 saying so" {
-  scripts_copy
-  run --separate-stderr bash "${COPY}/run-loop.sh" --queue "${BATS_TEST_TMPDIR}" --workers 2
-  [ "${status}" -eq 2 ]
-  [[ "${stderr}" == *"parallel rounds are not available"* ]]
-}
-
-@test "workers, a slurm runner or several GPUs hand every argument to arcore parallel" {
-  scripts_copy fake
-  run --separate-stderr bash "${COPY}/run-loop.sh" --propose fake-agent --workers 2 --max 4
+@test "one GPU gives one slot whose runs see only that GPU" {
+  run --separate-stderr bash "${LOOP}" --gpus 3 --max 1 --propose "exit 1" \
+    --cmd "echo \"\${CUDA_VISIBLE_DEVICES:-none}\" > ${BATS_TEST_TMPDIR}/gpu; python3 train.py"
   [ "${status}" -eq 0 ]
-  [ "${output}" = "parallel: --propose fake-agent --workers 2 --max 4" ]
-  run --separate-stderr bash "${COPY}/run-loop.sh" --queue q --runner slurm
-  [ "${output}" = "parallel: --queue q --runner slurm" ]
-  run --separate-stderr bash "${COPY}/run-loop.sh" --queue q --gpus 0,1
-  [ "${output}" = "parallel: --queue q --gpus 0,1" ]
-}
-
-@test "one GPU runs the single loop on it" {
-  scripts_copy fake
-  run --separate-stderr bash "${COPY}/run-loop.sh" --gpus 3 --max 1 --cmd "python3 train.py" \
-    --propose "echo \"\${CUDA_VISIBLE_DEVICES}\" > ${BATS_TEST_TMPDIR}/gpu; exit 1"
-  [ "${status}" -eq 0 ]
-  [[ "${output}" != *"parallel:"* ]]
   [ "$(cat "${BATS_TEST_TMPDIR}/gpu")" = 3 ]
+  [ "$(ar_rows)" -eq 2 ]
+  ! grep -q '\[w1\]' results.tsv  # one slot: descriptions are not tagged
 }
 
 @test "the Claude Code recipe yields one judged experiment" {
@@ -136,8 +107,8 @@ scripts_copy() {
     >"${BATS_TEST_TMPDIR}/out" 2>"${BATS_TEST_TMPDIR}/err" &
   BG_PID=$!
   local waited=0
-  until grep -q '"phase": "running"' .autoresearch/loop.json 2>/dev/null \
-    && [ -s run.log ]; do
+  until grep -q '"kind": "experiment"' .autoresearch/loop.json 2>/dev/null \
+    && [ -s .autoresearch/worktrees/w1/run.log ]; do
     sleep 0.05
     waited=$((waited + 1))
     [ "${waited}" -lt 1200 ]
