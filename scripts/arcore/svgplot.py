@@ -96,26 +96,33 @@ def progress_svg(rows: list[dict], within: set | frozenset = frozenset()) -> str
     (and ``role`` from arcore.findings.classify when known). Every kept run and the running best
     are drawn; of the rest an even sample of at most MAX_OTHER_POINTS. Kept runs whose ``n`` is
     in ``within`` (gains below the noise floor) are hollow and marked within noise."""
-    total = len(rows)
     kept_count = sum(1 for r in rows if r.get("status") == "keep"
                      and r.get("role", "idea") == "idea")
     if not any("role" in r for r in rows):
         kept_count = max(0, kept_count - 1)  # the first kept run is the baseline
+    points = [(r["n"], value, r.get("status") == "keep", r.get("description", ""))
+              for r in rows if r.get("status") != "crash" and (value := _measured(r)) is not None]
+    return chart(len(rows), kept_count, points, within)
+
+
+def chart(total: int, kept_count: int, points: list[tuple], within: set | frozenset = frozenset()
+          ) -> str:
+    """progress_svg() from what it draws: ``points`` are (n, val_bpb, kept, description) of
+    every measured run that did not crash, in order; ``total`` and ``kept_count`` (kept
+    improvements) go in the title."""
     title = f"Autoresearch Progress: {total} Experiments, {kept_count} Kept Improvements"
     if within:
         title += f" ({len(within)} within noise)"
-    valid = [(r["n"], _measured(r), r) for r in rows
-             if r.get("status") != "crash" and _measured(r) is not None]
-    if not valid:
+    if not points:
         return _empty_svg(title)
-    kept = [(n, v, r) for n, v, r in valid if r.get("status") == "keep"]
-    baseline = (kept or valid)[0][1]
+    kept = [(n, v, d) for n, v, is_kept, d in points if is_kept]
+    baseline = (kept or points)[0][1]
     best = min(v for _, v, _ in kept) if kept else baseline
     margin = (baseline - best) * 0.15
     if margin <= 0:
         margin = max(abs(baseline) * 0.01, 1e-4)
     y_lo, y_hi = best - margin, baseline + margin
-    x_first, x_last = valid[0][0], valid[-1][0]
+    x_first, x_last = points[0][0], points[-1][0]
     span = max(1, x_last - x_first)
     x_lo, x_hi = x_first - 0.03 * span - 0.5, x_last + 0.03 * span + 0.5
 
@@ -149,9 +156,9 @@ def progress_svg(rows: list[dict], within: set | frozenset = frozenset()) -> str
     # data, clipped to the plot area
     parts.append('<g clip-path="url(#plot)">')
     seen: set[tuple[int, int]] = set()
-    others = [(n, v, r) for n, v, r in valid if r.get("status") != "keep"]
+    others = [(n, v) for n, v, is_kept, _ in points if not is_kept]
     stride = max(1, math.ceil(len(others) / MAX_OTHER_POINTS))
-    for n, v, r in others[::stride]:
+    for n, v in others[::stride]:
         if not y_lo <= v <= y_hi:
             continue
         key = (round(px(n)), round(py(v)))  # one dot per pixel is all the eye can see
@@ -188,11 +195,11 @@ def progress_svg(rows: list[dict], within: set | frozenset = frozenset()) -> str
     cos30, sin30 = math.cos(math.radians(30)), math.sin(math.radians(30))
     candidates = []
     previous = None
-    for n, v, r in kept:
+    for n, v, description in kept:
         gain = math.inf if previous is None else previous - v
         previous = v
         if y_lo <= v <= y_hi:
-            text = label_text(r.get("description", ""))
+            text = label_text(description)
             candidates.append((-gain, n, px(n) + 6, py(v) - 6, text))
     placed: list[tuple[float, float, float]] = []  # (along, across, width) in label space
     shown = []
