@@ -146,11 +146,11 @@ def idea_counts(track: Track) -> dict:
 def noise_samples(track: Track, recorded: dict[str, float] | None = None) -> list[dict]:
     """Each seed-only row's value minus the standing best (lowest kept value so far) at its
     time; runs.jsonl's own ``noise_sample`` for its commit when recorded."""
+    if "seed" not in track.role:  # the common case, in one scan
+        return []
     recorded = recorded or {}
     seeds = [i for i, (r, v) in enumerate(zip(track.role, track.value))
              if r == "seed" and v is not None]
-    if not seeds:
-        return []
     kept = {i for i in track.kept if track.role[i] != "seed"}
     out = []
     best = None

@@ -44,6 +44,7 @@ import os
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from itertools import compress
 
 from arcore import cli, findings
@@ -110,25 +111,36 @@ def load_session(session_dir: str | None) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def load_runs(session_dir: str | None) -> dict | None:
-    """What runs.jsonl says, or None when it is missing: ``records`` (judged runs), ``seconds``
-    (their total run time), ``workers`` ({worker: runs}) and ``crashes`` ({short commit:
-    {crash_class, hint}}, the last record per commit). Junk lines are skipped.
-
-    A record is a few hundred bytes of which the report needs four keys: the totals come from
-    scans of the raw bytes, and only lines naming a crash class are decoded, which keeps a
-    100k-run session near half a second.
-    """
+def read_runs(session_dir: str | None) -> bytes | None:
+    """runs.jsonl's bytes, or None when it is missing or unreadable."""
     if not session_dir:
         return None
     try:
         with open(os.path.join(session_dir, "runs.jsonl"), "rb") as handle:
-            data = handle.read()
+            return handle.read()
     except OSError:
         return None
-    seconds = [float(x) for x in _SECONDS.findall(data)]
-    seconds = [x for x in seconds if math.isfinite(x)]
-    workers = Counter(w.decode("utf-8", "replace") for w in _WORKER.findall(data) if w)
+
+
+def load_runs(session_dir: str | None) -> dict | None:
+    """runs_summary() of the session's runs.jsonl, or None when it is missing."""
+    data = read_runs(session_dir)
+    return None if data is None else runs_summary(data)
+
+
+def runs_summary(data: bytes) -> dict:
+    """What runs.jsonl says: ``records`` (judged runs), ``seconds`` (their total run time),
+    ``workers`` ({worker: runs}), ``crashes`` ({short commit: {crash_class, hint}}, the last
+    record per commit) and ``noise_samples``. Junk lines are skipped.
+
+    A record is a few hundred bytes of which the report needs four keys: the totals come from
+    scans of the raw bytes, and only lines naming a crash class are decoded.
+    """
+    seconds = list(map(float, _SECONDS.findall(data)))
+    total = sum(seconds)
+    if not math.isfinite(total):  # an inf or a nan among them: without those
+        seconds = [x for x in seconds if math.isfinite(x)]
+        total = sum(seconds)
     crashes: dict[str, dict] = {}
     for match in _CRASH_CLASS.finditer(data):
         begin = data.rfind(b"\n", 0, match.start()) + 1
@@ -138,10 +150,21 @@ def load_runs(session_dir: str | None) -> dict | None:
             crashes[record["commit"][:7]] = {"crash_class": record.get("crash_class"),
                                              "hint": record.get("hint")}
     return {"records": len(_COMMIT.findall(data)),
-            "seconds": sum(seconds) if seconds else None,
-            "workers": dict(workers),
+            "seconds": total if seconds else None,
+            "workers": _worker_counts(_WORKER.findall(data)),
             "crashes": crashes,
             "noise_samples": _noise_samples(data)}
+
+
+def _worker_counts(names: list[bytes]) -> dict[str, int]:
+    """{name: runs} of the raw worker names, decoded once per distinct name (first seen
+    first; names that decode alike are one); empty names left out."""
+    out: dict[str, int] = {}
+    for raw, count in Counter(names).items():
+        if raw:
+            name = raw.decode("utf-8", "replace")
+            out[name] = out.get(name, 0) + count
+    return out
 
 
 _SEED_ONLY = re.compile(rb'"seed_only"\s*:\s*true')
@@ -150,6 +173,8 @@ _SEED_ONLY = re.compile(rb'"seed_only"\s*:\s*true')
 def _noise_samples(data: bytes) -> dict[str, float]:
     """{short commit: noise_sample} of runs.jsonl's seed-only records (arcore.experiment)."""
     out: dict[str, float] = {}
+    if b'"seed_only"' not in data:  # one fast scan where there are none
+        return out
     for match in _SEED_ONLY.finditer(data):
         begin = data.rfind(b"\n", 0, match.start()) + 1
         end = data.find(b"\n", match.end())
@@ -363,7 +388,7 @@ def crash_patterns(track: Track, runs: dict[str, dict]) -> list[dict]:
     patterns = sorted(groups.values(), key=lambda g: -g["count"])
     recent = range(max(0, len(track) - THEME_WINDOW), len(track))
     group = [track.description[i] for i in unclassed if i >= recent.start]
-    others = [track.description[i] for i in recent if not track.fail[i]]
+    others = (track.description[i] for i in recent if not track.fail[i])
     for word, count in distinctive_words(group, others)[:FAILURE_LINES]:
         examples = [d for d in group if word in description_words(d)][:2]
         patterns.append({"pattern": word, "source": "words", "count": count,
@@ -371,15 +396,16 @@ def crash_patterns(track: Track, runs: dict[str, dict]) -> list[dict]:
     return patterns
 
 
-def distinctive_words(group: list[str], others: list[str]) -> list[tuple[str, int]]:
+def distinctive_words(group: list[str], others: Iterable[str]) -> list[tuple[str, int]]:
     """Words in at least two of ``group``'s descriptions, more common there than in ``others``
-    (descriptions too)."""
+    (descriptions too, read only when some word is in two of ``group``)."""
     if len(group) < 2:
         return []
     inside = Counter(w for d in group for w in description_words(d))
     candidates = {w: c for w, c in inside.items() if c >= 2}
     if not candidates:
         return []
+    others = list(others)
     outside = Counter(w for d in others for w in description_words(d) if w in candidates)
     n_in, n_out = len(group), max(1, len(others))
     scored = [(w, c) for w, c in candidates.items() if c / n_in > outside[w] / n_out]
@@ -463,10 +489,13 @@ def _outcome(status: str, fail: bool) -> str:
 def tried_counts(track: Track) -> dict[str, int]:
     """How many distinct ideas (descriptions) each outcome holds; the baseline, repeats and
     seed-only changes are not ideas."""
+    seen: dict[str, set] = {"kept": set(), "discarded": set(), "crashed": set(), "other": set()}
     ideas = compress(zip(track.status, track.fail, track.description),
                      map("idea".__eq__, track.role))
-    seen = Counter(outcome for outcome, _ in {(_outcome(s, f), d) for s, f, d in ideas})
-    return {k: seen[k] for k in ("kept", "discarded", "crashed", "other")}
+    for status, fail, description in ideas:  # _outcome(), inline: 100k rows
+        seen["kept" if status == "keep" else "crashed" if fail else
+             "discarded" if status == "discard" else "other"].add(description)
+    return {k: len(v) for k, v in seen.items()}
 
 
 def tried_lists(rows: list[dict], runs: dict[str, dict] | None = None) -> dict[str, list[dict]]:
@@ -580,8 +609,7 @@ def analyse_track(track: Track, total: int, runs_info: dict | None = None,
     if baseline and best_item:
         absolute = baseline["val_bpb"] - best_item["val_bpb"]
         improvement = {"absolute": absolute, "percent": 100.0 * absolute / baseline["val_bpb"]}
-    ranked = heapq.nsmallest(max(0, top), ((v, i) for i, v in enumerate(track.value)
-                                          if v is not None))  # ties: the earlier row first
+    ranked = top_rows(track.value, top)
     gains = sorted((k for k in kept if k["delta"] is not None and k["delta"] < 0
                     and k["role"] == "idea"), key=lambda k: k["delta"])
     patterns = crash_patterns(track, runs)
@@ -606,7 +634,7 @@ def analyse_track(track: Track, total: int, runs_info: dict | None = None,
         "noise": noise,
         "runs_jsonl": {k: v for k, v in runs_info.items() if k != "crashes"} if runs_info
         else None,
-        "top": [_entry(track, i) for _, i in ranked],
+        "top": [_entry(track, i) for i in ranked],
         "timeline": kept,
         "best_gains": gains,
         "gains_total": sum(k["gain"] for k in gains),
@@ -619,6 +647,17 @@ def analyse_track(track: Track, total: int, runs_info: dict | None = None,
         else None,  # the latest THEME_WINDOW runs (tried_counts covers them all)
         "tried_by_knob": tried_by_knob(ideas_records, kept, runs) if with_tried else None,
     }
+
+
+def top_rows(values: list[float | None], top: int) -> list[int]:
+    """Indexes of the ``top`` lowest measured values (Track.value: None or above 0), lowest
+    first; of equal values the earlier row first."""
+    if top <= 0:
+        return []
+    lowest = heapq.nsmallest(top, filter(None, values))  # measured values are above 0
+    cut = lowest[-1] if len(lowest) == top else math.inf  # only rows at or below it are listed
+    ranked = sorted((v, i) for i, v in enumerate(values) if v is not None and v <= cut)
+    return [i for _, i in ranked[:top]]
 
 
 def chart_points(track: Track) -> tuple[int, int, list[tuple]]:
@@ -876,24 +915,37 @@ _USAGE_KEYS = ("input_tokens", "cached_input_tokens", "output_tokens")
 
 
 def load_costs(session_dir: str | None, since: str | None = None) -> list[dict]:
+    """cost_records() of the session's runs.jsonl; [] when there is none."""
+    data = read_runs(session_dir)
+    return [] if data is None else cost_records(data, since)
+
+
+def cost_records(data: bytes, since: str | None = None) -> list[dict]:
     """runs.jsonl objects that carry ``proposer_usage``, in order, from time ``since`` on (only
     lines naming proposer_usage are decoded); [] when there are none."""
-    if not session_dir:
-        return []
-    try:
-        with open(os.path.join(session_dir, "runs.jsonl"), "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return []
     out = []
-    for line in data.splitlines():
-        if b'"proposer_usage"' not in line:
-            continue
+    for line in _lines_with(data, b'"proposer_usage"'):
         record = _json_object(line)
         if record and isinstance(record.get("proposer_usage"), dict) \
                 and (since is None or str(record.get("time", "")) >= since):
             out.append(record)
     return out
+
+
+def _lines_with(data: bytes, needle: bytes):
+    """The lines of ``data`` that hold ``needle`` (no line break in it), in order, each once,
+    cut as bytes.splitlines() cuts them (at \\n, \\r or \\r\\n): found with find(), not by
+    splitting the whole file into lines."""
+    at = data.find(needle)
+    while at >= 0:
+        newline = data.rfind(b"\n", 0, at)
+        begin = max(newline, data.rfind(b"\r", newline + 1, at)) + 1
+        end = data.find(b"\n", at)
+        end = len(data) if end < 0 else end
+        carriage = data.find(b"\r", at, end)
+        end = end if carriage < 0 else carriage
+        yield data[begin:end]
+        at = data.find(needle, end)
 
 
 def _spend(records: list[dict]) -> dict:
@@ -1072,7 +1124,9 @@ def _main(argv: list[str]) -> int:
     start = 0 if opts["all"] else min(ledger_start(session), total)
     track = Track.from_columns(columns, start)
     del columns  # the track has what it needs
-    rep = analyse_track(track, total, load_runs(session_dir), noise_floor(session),
+    runs = read_runs(session_dir)
+    rep = analyse_track(track, total, None if runs is None else runs_summary(runs),
+                        noise_floor(session),
                         opts["top"], with_tried=True if opts["json"] else
                         ("knobs" if opts["tried"] else False))
     rep["metric_source"] = session.get("metric_source") if session else None  # arcore.attest
@@ -1084,8 +1138,9 @@ def _main(argv: list[str]) -> int:
         except OSError as exc:
             _err(f"cannot write {opts['plot']}: {exc.strerror or exc}")
             return EXIT_FAIL
-    rep["agent_cost"] = agent_cost(load_costs(session_dir, None if opts["all"]
-                                              else session.get("created")), rep["timeline"])
+    costs = [] if runs is None else cost_records(runs, None if opts["all"]
+                                                 else session.get("created"))
+    rep["agent_cost"] = agent_cost(costs, rep["timeline"])
     if opts["json"]:
         import json  # only here and for the sidecars: start-up time
 

@@ -53,9 +53,11 @@ class Track:
     @classmethod
     def from_columns(cls, columns: dict[str, list], start: int = 0) -> Track:
         """The track after the first ``start`` rows of arcore.ledger.read_columns()."""
+        descriptions = [d if d.isprintable() and "  " not in d and d == d.strip() else clean(d)
+                        for d in columns["description"][start:]]  # clean(), its test inline
         return cls(start + 1, columns["commit"][start:],
                    _measured_column(columns["val_bpb"][start:]), columns["memory_gb"][start:],
-                   columns["status"][start:], [clean(d) for d in columns["description"][start:]])
+                   columns["status"][start:], descriptions)
 
     @classmethod
     def from_rows(cls, rows: list[dict], start: int = 0) -> Track:
