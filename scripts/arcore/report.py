@@ -255,20 +255,9 @@ def words(text: str) -> frozenset[str]:
     return frozenset(_WORD.findall(text.lower())) - STOPWORDS
 
 
-@functools.lru_cache(maxsize=None)
-def description_knob(description: str) -> tuple[str, ...]:
-    """The knob a description changes (arcore.findings.knob), as a 0- or 1-tuple; once per
-    distinct description."""
-    name = findings.knob(description)
-    return (name,) if name else ()
-
-
-description_words = functools.lru_cache(maxsize=None)(words)  # words(), once per description
-
-
-def row_knob(row: dict) -> tuple[str, ...]:
-    """description_knob() of a record."""
-    return description_knob(row["description"])
+# Once per distinct description: word themes and --tried / --json's knobs read the same rows.
+description_knob = functools.lru_cache(maxsize=None)(findings.knob)
+description_words = functools.lru_cache(maxsize=None)(words)
 
 
 def crash_class_in(description: str) -> str | None:
@@ -413,24 +402,26 @@ def distinctive_words(group: list[str], others: Iterable[str]) -> list[tuple[str
 
 
 def word_stats(track: Track, indexes, kept_gain: dict[int, float]) -> dict[str, dict]:
-    """Per content word of the rows at ``indexes``: how often it was kept, discarded, failed,
-    and the gains it carried (``kept_gain``: {n: gain})."""
+    """Per knob (the theme word) of the rows at ``indexes``: how often it was kept, discarded,
+    failed, and the gains it carried (``kept_gain``: {n: gain})."""
     stats: dict[str, dict] = {}
     for i in indexes:
         status = track.status[i]
         if status not in ("keep", "discard", "crash"):
             continue
+        word = description_knob(track.description[i])
+        if not word:
+            continue
         outcome = "fail" if track.fail[i] else status
-        for word in description_knob(track.description[i]):
-            entry = stats.get(word)
-            if entry is None:
-                entry = stats[word] = {"keep": 0, "discard": 0, "fail": 0, "gain": 0.0,
-                                       "last_keep": None}
-            entry[outcome] += 1
-            if outcome == "keep":
-                n = track.first + i
-                entry["gain"] += max(0.0, kept_gain.get(n, 0.0))
-                entry["last_keep"] = n
+        entry = stats.get(word)
+        if entry is None:
+            entry = stats[word] = {"keep": 0, "discard": 0, "fail": 0, "gain": 0.0,
+                                   "last_keep": None}
+        entry[outcome] += 1
+        if outcome == "keep":
+            n = track.first + i
+            entry["gain"] += max(0.0, kept_gain.get(n, 0.0))
+            entry["last_keep"] = n
     return stats
 
 
@@ -535,7 +526,7 @@ def tried_by_knob(rows: list[dict], kept: list[dict], runs: dict | None = None) 
     for row in rows:
         if row.get("role", "idea") != "idea":
             continue
-        name = (row_knob(row) or ("",))[0] or "(other)"
+        name = description_knob(row["description"]) or "(other)"
         group = groups.get(name)
         if group is None:
             group = groups[name] = {"knob": name, "kept": 0, "discarded": 0, "crashed": 0,
