@@ -46,6 +46,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterable
 from itertools import compress
+from operator import and_
 
 from arcore import cli, findings
 from arcore.crashhints import HINTS
@@ -651,14 +652,17 @@ def top_rows(values: list[float | None], top: int) -> list[int]:
     return [i for _, i in ranked[:top]]
 
 
-def chart_points(track: Track) -> tuple[int, int, list[tuple]]:
-    """What arcore.svgplot.chart() draws of a classified track: (experiments, kept ideas,
-    (n, val_bpb, kept, description) of each measured run that did not crash)."""
-    kept_ideas = sum(1 for s, r in zip(track.status, track.role) if s == "keep" and r == "idea")
-    points = [(track.first + i, v, s == "keep", d) for i, (v, s, d) in
-              enumerate(zip(track.value, track.status, track.description))
-              if v is not None and s != "crash"]
-    return len(track), kept_ideas, points
+def chart_points(track: Track) -> tuple[int, int, list[tuple], tuple[list[int], list[float]]]:
+    """What arcore.svgplot.chart() draws of a classified track: experiments, kept ideas, the
+    kept runs as (n, val_bpb, description) and the other measured runs that did not crash as
+    (their n, their val_bpb)."""
+    kept_ideas = sum(map(and_, map("keep".__eq__, track.status), map("idea".__eq__, track.role)))
+    kept = [(track.first + i, track.value[i], track.description[i]) for i in track.kept]
+    other = [v is not None and s != "keep" and s != "crash"
+             for v, s in zip(track.value, track.status)]
+    numbers = range(track.first, track.first + len(track))
+    return (len(track), kept_ideas, kept,
+            (list(compress(numbers, other)), list(compress(track.value, other))))
 
 
 def noise_note(floor: float | None, reruns: dict | None = None) -> dict:
@@ -1125,7 +1129,7 @@ def _main(argv: list[str]) -> int:
         try:
             within = {k["n"] for k in rep["timeline"] if k["verdict"] == "within noise"}
             from arcore import svgplot  # only a chart needs it (start-up time)
-            svgplot.write(opts["plot"], svgplot.chart(*chart_points(track), within))
+            svgplot.write(opts["plot"], svgplot.chart(*chart_points(track), within=within))
         except OSError as exc:
             _err(f"cannot write {opts['plot']}: {exc.strerror or exc}")
             return EXIT_FAIL
