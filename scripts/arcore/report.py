@@ -574,11 +574,14 @@ def analyse(rows: list[dict], runs: dict | None = None,
 
 def analyse_track(track: Track, total: int, runs_info: dict | None = None,
                   floor: float | None = None, top: int = DEFAULT_TOP,
-                  with_tried: bool | str = True) -> dict:
+                  view: str = "json") -> dict:
     """analyse() on the track's columns; ``total`` is the ledger's row count, ``runs_info``
-    load_runs()'s answer, ``floor`` session.json's noise_floor (else reruns estimate one).
-    ``with_tried=False`` skips the per-idea lists (the text view needs only their counts),
-    ``"knobs"`` makes only tried_by_knob (the --tried view)."""
+    runs_summary()'s answer, ``floor`` session.json's noise_floor (else reruns estimate one).
+    ``view`` is what will be printed of it, and only that is worked out (the rest is None):
+    "json" everything, "text" all but the per-idea lists (it prints their counts), "tried"
+    what render_tried() prints."""
+    lists = view in ("json", "tried")  # the ideas by knob (and --json's by outcome)
+    findings_too = view in ("json", "text")  # top N, crash patterns, themes, tried counts
     runs = (runs_info or {}).get("crashes") or {}
     recorded = (runs_info or {}).get("noise_samples") or {}
     roles = findings.classify(track, frozenset(recorded))
@@ -601,15 +604,16 @@ def analyse_track(track: Track, total: int, runs_info: dict | None = None,
     if baseline and best_item:
         absolute = baseline["val_bpb"] - best_item["val_bpb"]
         improvement = {"absolute": absolute, "percent": 100.0 * absolute / baseline["val_bpb"]}
-    ranked = top_rows(track.value, top)
     gains = sorted((k for k in kept if k["delta"] is not None and k["delta"] < 0
                     and k["role"] == "idea"), key=lambda k: k["delta"])
-    patterns = crash_patterns(track, runs)
     kept_gain = {k["n"]: k["gain"] for k in kept if k["verdict"] == "gain"}  # beyond noise
     window = range(max(0, len(track) - THEME_WINDOW), len(track))  # the latest runs
     window_ideas = [i for i in window if track.role[i] == "idea"]
-    stats = word_stats(track, window_ideas, kept_gain)
-    ideas_records = track.records(window_ideas) if with_tried else []
+    ideas_records = track.records(window_ideas) if lists else []
+    patterns = stats = None
+    if findings_too:
+        patterns = crash_patterns(track, runs)
+        stats = word_stats(track, window_ideas, kept_gain)
     return {
         "rows": total,
         "themes_from_last": len(window),
@@ -626,18 +630,20 @@ def analyse_track(track: Track, total: int, runs_info: dict | None = None,
         "noise": noise,
         "runs_jsonl": {k: v for k, v in runs_info.items() if k != "crashes"} if runs_info
         else None,
-        "top": [_entry(track, i) for i in ranked],
+        "top": [_entry(track, i) for i in top_rows(track.value, top)] if findings_too else None,
         "timeline": kept,
         "best_gains": gains,
         "gains_total": sum(k["gain"] for k in gains),
         "crash_patterns": patterns,
-        "repeated_failures": repeated_failures(patterns, stats)[:FAILURE_LINES + 2],
-        "next_family": next_family(stats, track, best_item["n"] if best_item else None),
-        "tried_counts": tried_counts(track),  # all of them; "tried" lists the latest
+        "repeated_failures": repeated_failures(patterns, stats)[:FAILURE_LINES + 2]
+        if findings_too else None,
+        "next_family": next_family(stats, track, best_item["n"] if best_item else None)
+        if findings_too else None,
+        # all of them; "tried" lists the latest THEME_WINDOW runs
+        "tried_counts": tried_counts(track) if findings_too else None,
         "tried_json_max": TRIED_JSON_MAX,
-        "tried": tried_lists(ideas_records, runs) if with_tried and with_tried != "knobs"
-        else None,  # the latest THEME_WINDOW runs (tried_counts covers them all)
-        "tried_by_knob": tried_by_knob(ideas_records, kept, runs) if with_tried else None,
+        "tried": tried_lists(ideas_records, runs) if view == "json" else None,
+        "tried_by_knob": tried_by_knob(ideas_records, kept, runs) if lists else None,
     }
 
 
@@ -1122,8 +1128,8 @@ def _main(argv: list[str]) -> int:
     runs = read_runs(session_dir)
     rep = analyse_track(track, total, None if runs is None else runs_summary(runs),
                         noise_floor(session),
-                        opts["top"], with_tried=True if opts["json"] else
-                        ("knobs" if opts["tried"] else False))
+                        opts["top"],
+                        view="json" if opts["json"] else "tried" if opts["tried"] else "text")
     rep["metric_source"] = session.get("metric_source") if session else None  # arcore.attest
     if opts["plot"]:
         try:
