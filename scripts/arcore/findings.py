@@ -67,10 +67,9 @@ def hinted(descriptions: list[str]) -> set[int]:
     what a lower() of each would, in a fraction of the time. Should lower() change a length
     (U+0130), or a description hold a newline, every index is returned, to be checked.
     """
-    joined = "\n".join(descriptions)
-    if _LOWER_GROWS in joined or joined.count("\n") != max(0, len(descriptions) - 1):
+    low = "\n".join(descriptions).encode("utf-8", "surrogatepass").lower()  # ASCII only
+    if _LOWER_GROWS in low or low.count(b"\n") != max(0, len(descriptions) - 1):
         return set(range(len(descriptions)))
-    low = joined.encode("utf-8", "surrogatepass").lower()
     hits = []
     for hint in _HINT_BYTES:
         at = low.find(hint)
@@ -87,7 +86,7 @@ def hinted(descriptions: list[str]) -> set[int]:
 
 
 _HINT_BYTES = tuple(hint.encode() for hint in _HINTS)
-_LOWER_GROWS = "\u0130"  # the one character whose lower() is longer (tests/test_report.py)
+_LOWER_GROWS = "\u0130".encode()  # the one character lower() makes longer (test_report.py)
 
 ROLES = ("baseline", "repeat", "seed", "idea")
 
@@ -123,8 +122,7 @@ def classify(track: Track, seed_commits: frozenset[str] = frozenset()) -> dict:
     if track.kept:
         role[track.kept[0]] = "baseline"
     track.role = role
-    counts = Counter(role)
-    return {name: counts[name] for name in ROLES}
+    return {name: role.count(name) for name in ROLES}
 
 
 def idea_counts(track: Track) -> dict:

@@ -12,6 +12,7 @@ measurement: some ledgers log aborted runs as discard); arcore.findings.roles() 
 from __future__ import annotations
 
 import math
+from itertools import compress
 
 from arcore.ledger import flatten
 
@@ -76,8 +77,8 @@ class Track:
     def kept(self) -> list[int]:
         """Indexes of the kept rows with a measurement, in order."""
         if self._kept is None:
-            self._kept = [i for i, (s, v) in enumerate(zip(self.status, self.value))
-                          if s == "keep" and v is not None]
+            keeps = compress(range(len(self.status)), map("keep".__eq__, self.status))
+            self._kept = [i for i in keeps if self.value[i] is not None]
         return self._kept
 
     def index(self, n: int) -> int:
