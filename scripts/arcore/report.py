@@ -104,11 +104,16 @@ def load_session(session_dir: str | None) -> dict:
     if not session_dir:
         return {}
     try:
-        with open(os.path.join(session_dir, "session.json"), encoding="utf-8") as handle:
-            import json  # only here and for --json: start-up time
-            data = json.load(handle)
-    except (OSError, ValueError):
+        handle = open(os.path.join(session_dir, "session.json"), encoding="utf-8")
+    except OSError:
         return {}
+    import json  # here and for --json only: a report without session files never loads it
+
+    with handle:
+        try:
+            data = json.load(handle)
+        except (OSError, ValueError):
+            return {}
     return data if isinstance(data, dict) else {}
 
 
@@ -580,8 +585,8 @@ def analyse_track(track: Track, total: int, runs_info: dict | None = None,
     ``view`` is what will be printed of it, and only that is worked out (the rest is None):
     "json" everything, "text" all but the per-idea lists (it prints their counts), "tried"
     what render_tried() prints."""
-    lists = view in ("json", "tried")  # the ideas by knob (and --json's by outcome)
-    findings_too = view in ("json", "text")  # top N, crash patterns, themes, tried counts
+    lists = view != "text"  # the ideas by knob (and --json's by outcome)
+    details = view != "tried"  # top N, crash patterns, word themes, tried counts
     runs = (runs_info or {}).get("crashes") or {}
     recorded = (runs_info or {}).get("noise_samples") or {}
     roles = findings.classify(track, frozenset(recorded))
@@ -611,7 +616,7 @@ def analyse_track(track: Track, total: int, runs_info: dict | None = None,
     window_ideas = [i for i in window if track.role[i] == "idea"]
     ideas_records = track.records(window_ideas) if lists else []
     patterns = stats = None
-    if findings_too:
+    if details:
         patterns = crash_patterns(track, runs)
         stats = word_stats(track, window_ideas, kept_gain)
     return {
@@ -630,17 +635,17 @@ def analyse_track(track: Track, total: int, runs_info: dict | None = None,
         "noise": noise,
         "runs_jsonl": {k: v for k, v in runs_info.items() if k != "crashes"} if runs_info
         else None,
-        "top": [_entry(track, i) for i in top_rows(track.value, top)] if findings_too else None,
+        "top": [_entry(track, i) for i in top_rows(track.value, top)] if details else None,
         "timeline": kept,
         "best_gains": gains,
         "gains_total": sum(k["gain"] for k in gains),
         "crash_patterns": patterns,
         "repeated_failures": repeated_failures(patterns, stats)[:FAILURE_LINES + 2]
-        if findings_too else None,
+        if details else None,
         "next_family": next_family(stats, track, best_item["n"] if best_item else None)
-        if findings_too else None,
+        if details else None,
         # all of them; "tried" lists the latest THEME_WINDOW runs
-        "tried_counts": tried_counts(track) if findings_too else None,
+        "tried_counts": tried_counts(track) if details else None,
         "tried_json_max": TRIED_JSON_MAX,
         "tried": tried_lists(ideas_records, runs) if view == "json" else None,
         "tried_by_knob": tried_by_knob(ideas_records, kept, runs) if lists else None,

@@ -5,7 +5,7 @@ A ``Track`` holds the rows of one comparison track (those after session.json's
 columns are what arcore.report.number_rows() puts in each record: ``commit``, ``value``
 (val_bpb when it is a real measurement, else None: crash rows carry 0.000000), ``memory``,
 ``status``, ``description`` (one clean line) and ``fail`` (crashed, or ended without a
-measurement: some ledgers log aborted runs as discard); arcore.findings.roles() adds
+measurement: some ledgers log aborted runs as discard); arcore.findings.classify() adds
 ``role``. A report over 100k rows builds 100k dicts only where it prints them (``record``).
 """
 
@@ -48,7 +48,7 @@ class Track:
         self.commit, self.value, self.memory = commit, value, memory
         self.status, self.description = status, description
         self.fail = [s == "crash" or (v is None and s != "keep") for s, v in zip(status, value)]
-        self.role: list[str] | None = None  # arcore.findings.roles()
+        self.role: list[str] | None = None  # arcore.findings.classify()
         self._kept: list[int] | None = None
 
     @classmethod
