@@ -134,19 +134,15 @@ def load_runs(session_dir: str | None) -> dict | None:
     return None if data is None else runs_summary(data)
 
 
-def runs_summary(data: bytes) -> dict:
+def runs_summary(data: bytes, totals: bool = True) -> dict:
     """What runs.jsonl says: ``records`` (judged runs), ``seconds`` (their total run time),
     ``workers`` ({worker: runs}), ``crashes`` ({short commit: {crash_class, hint}}, the last
-    record per commit) and ``noise_samples``. Junk lines are skipped.
+    record per commit) and ``noise_samples``. Junk lines are skipped. ``totals=False`` leaves
+    the first three None (a view that does not print them: three scans of the file fewer).
 
     A record is a few hundred bytes of which the report needs four keys: the totals come from
     scans of the raw bytes, and only lines naming a crash class are decoded.
     """
-    seconds = list(map(float, _SECONDS.findall(data)))
-    total = sum(seconds)
-    if not math.isfinite(total):  # an inf or a nan among them: without those
-        seconds = [x for x in seconds if math.isfinite(x)]
-        total = sum(seconds)
     crashes: dict[str, dict] = {}
     for match in _CRASH_CLASS.finditer(data):
         begin = data.rfind(b"\n", 0, match.start()) + 1
@@ -155,11 +151,21 @@ def runs_summary(data: bytes) -> dict:
         if record and isinstance(record.get("commit"), str) and record["commit"]:
             crashes[record["commit"][:7]] = {"crash_class": record.get("crash_class"),
                                              "hint": record.get("hint")}
-    return {"records": len(_COMMIT.findall(data)),
-            "seconds": total if seconds else None,
-            "workers": _worker_counts(_WORKER.findall(data)),
+    return {"records": len(_COMMIT.findall(data)) if totals else None,
+            "seconds": _total_seconds(_SECONDS.findall(data)) if totals else None,
+            "workers": _worker_counts(_WORKER.findall(data)) if totals else None,
             "crashes": crashes,
             "noise_samples": _noise_samples(data)}
+
+
+def _total_seconds(texts: list[bytes]) -> float | None:
+    """The sum of the finite ones; None when there is none."""
+    seconds = list(map(float, texts))
+    total = sum(seconds)
+    if not math.isfinite(total):  # an inf or a nan among them: without those
+        seconds = [x for x in seconds if math.isfinite(x)]
+        total = sum(seconds)
+    return total if seconds else None
 
 
 def _worker_counts(names: list[bytes]) -> dict[str, int]:
@@ -1131,10 +1137,10 @@ def _main(argv: list[str]) -> int:
     track = Track.from_columns(columns, start)
     del columns  # the track has what it needs
     runs = read_runs(session_dir)
-    rep = analyse_track(track, total, None if runs is None else runs_summary(runs),
-                        noise_floor(session),
-                        opts["top"],
-                        view="json" if opts["json"] else "tried" if opts["tried"] else "text")
+    view = "json" if opts["json"] else "tried" if opts["tried"] else "text"
+    rep = analyse_track(track, total, None if runs is None
+                        else runs_summary(runs, totals=view != "tried"),  # --tried: not shown
+                        noise_floor(session), opts["top"], view=view)
     rep["metric_source"] = session.get("metric_source") if session else None  # arcore.attest
     if opts["plot"]:
         try:
