@@ -80,15 +80,19 @@ ar_ensure_uv() {
 
 # ---------------------------------------------------------------------------
 # Python: python3 >= 3.10 on PATH, else uv's own Python (a GPU box may have
-# bash, git and uv only). Sets the array AR_PY.
+# bash, git and uv only). Sets the array AR_PY, and AR_PY_EXE to the file the
+# python3 it found runs (its sys.executable; empty for uv's Python).
 # ---------------------------------------------------------------------------
 
 ar_find_python() {
   [[ -n "${AR_PY_FOUND:-}" ]] && return 0
   if command -v python3 >/dev/null 2>&1 \
-    && python3 -S -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    && AR_PY_EXE="$(python3 -S -c \
+      'import sys; print(sys.executable); sys.exit(sys.version_info < (3, 10))' 2>/dev/null)"; then
     AR_PY=(python3)
   elif ar_find_uv; then
+    # shellcheck disable=SC2034  # read by the scripts (show-results.sh)
+    AR_PY_EXE=""
     AR_PY=(uv run --quiet --no-project --python '>=3.10' python)
   else
     ar_die 1 "no python3 >= 3.10 and no uv found; install uv (https://docs.astral.sh/uv/)"

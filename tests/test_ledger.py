@@ -59,6 +59,43 @@ def test_a_headerless_ledger_reads_with_upstream_columns(tmp_path):
     assert rows[0]["val_bpb"] == 1.5 and rows[0]["line"] == 1
 
 
+UPSTREAM = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
+ODD_LEDGERS = {  # what read_columns() must read as read_ledger() does, by column
+    "plain": UPSTREAM + "a\t1\t2\tkeep\tx\nb\t0.000000\t0.0\tcrash\ty (oom)\n",
+    "whitespace row": UPSTREAM + "a\t1\t2\tkeep\tx\n\t\t\t\t\nb\t1\t2\tkeep\ty\n",
+    "blank line inside": UPSTREAM + "a\t1\t2\tkeep\tx\n\nb\t1\t2\tkeep\ty\n",
+    "short row": UPSTREAM + "a\t1\t2\tkeep\tx\nb\t1\n",
+    "tab in a description": UPSTREAM + "a\t1\t2\tkeep\tx\ty\n",
+    "trailing blank lines": UPSTREAM + "a\t1\t2\tkeep\tx\n\n\n  \n",
+    "no final newline": UPSTREAM + "a\t1\t2\tkeep\tx",
+    "headerless": "a\t1\t2\tkeep\tx\nb\tinf\tnan\tKEEP \ty\n",
+    "a name twice": "commit\tstatus\tval_bpb\tstatus\ta\tdescription\nc\tkeep\t1\tdiscard\t1\td\n",
+    "no description": "commit\tstatus\tval_bpb\nc\tkeep\t1\n d \t crash \t1e400\n",
+    "header only": UPSTREAM,
+    "empty": "",
+    "blank": "\n\n  \n",
+    "blank lines first": "\n\n" + UPSTREAM + "a\t1\t2\tkeep\tx\n",
+    "crlf": UPSTREAM.replace("\n", "\r\n") + "a\t1\t2\tkeep\tx\r\n",
+    "sum past the largest float": UPSTREAM + "a\t1e308\t2\tkeep\tx\nb\t1e308\t2\tkeep\ty\n",
+    "junk numbers": UPSTREAM + "a\tabc\t2\tkeep\tx\nb\t1_0\t 3 \tkeep\ty\nc\t-inf\t\tkeep\tz\n",
+    "spaced header": " commit \t val_bpb\tmemory_gb\tstatus\tdescription\na\t1\t2\tkeep\tx\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ODD_LEDGERS) + sorted(p.name for p in CORPUS.glob("*.tsv")))
+def test_read_columns_reads_what_read_ledger_reads_by_column(name, tmp_path):
+    path = CORPUS / name if name.endswith(".tsv") else tmp_path / "results.tsv"
+    if not name.endswith(".tsv"):
+        path.write_text(ODD_LEDGERS[name], encoding="utf-8", newline="")
+    rows = ledger.read_ledger(str(path))
+    columns = ledger.read_columns(str(path))
+    names = list(rows[0]) if rows else [*ledger.HEADER, "line"]
+    assert list(columns) == names
+    for column in names:  # equal values of equal types (0.0 == 0 would pass a plain ==)
+        got, want = columns[column], [row[column] for row in rows]
+        assert [(type(v), v) for v in got] == [(type(v), v) for v in want], column
+
+
 def test_track_rows_skip_the_rows_before_the_freeze():
     rows = [{"status": "keep", "val_bpb": v} for v in (1.0, 2.0, 3.0)]
     assert ledger.track_rows(rows, 1) == rows[1:]

@@ -710,3 +710,60 @@ def test_a_100k_row_chart_draws_every_kept_run_and_a_sample_of_the_rest(tmp_path
     assert len(kept) == sum(1 for r in rows if r[2] == "keep")
     assert len(others) <= svgplot.MAX_OTHER_POINTS and "other runs drawn" in svg
     assert len(svg) < 400_000
+
+
+# ---------------------------------------------------------------------------
+# The fast paths read what the plain ones would
+# ---------------------------------------------------------------------------
+
+
+def test_lower_turns_no_other_character_into_a_hints_letter():
+    """findings.hinted() lower-cases ASCII only (UTF-8 bytes): that finds what str.lower()
+    would as long as lower() makes a hint's letter of no other character, and makes no text
+    longer but for the one character hinted() then checks every row for."""
+    from arcore import findings
+
+    letters = set("".join(findings._HINTS))
+    grows = {c for c in map(chr, range(0x110000)) if len(c.lower()) != 1}
+    assert grows == {findings._LOWER_GROWS.decode()}
+    assert not {c for c in map(chr, range(0x80, 0x110000))
+                if c not in grows and set(c.lower()) & letters}
+
+
+def test_hinted_finds_each_description_whose_lower_case_names_a_hint():
+    from arcore import findings
+
+    rng = random.Random(5)
+    parts = ["seed", "SEED", "Repeat", "re-run", "rerun", "noise run", "noise  run", "see d",
+             "ſeed", "K", "ü", "“x”", "İ", "x", " ", "NOISE RUN", "repea", "t"]
+    for _ in range(300):
+        descriptions = ["".join(rng.choice(parts) for _ in range(rng.randint(0, 4)))
+                        for _ in range(rng.randint(0, 12))]
+        if any("İ" in d for d in descriptions):
+            want = set(range(len(descriptions)))  # lower() makes the text longer: all checked
+        else:
+            want = {i for i, d in enumerate(descriptions)
+                    if any(h in d.lower() for h in findings._HINTS)}
+        assert findings.hinted(descriptions) == want, descriptions
+
+
+def test_the_lines_naming_a_key_are_the_lines_splitlines_gives():
+    rng = random.Random(6)
+    pieces = [b'"proposer_usage"', b"x", b"\n", b"\r", b"\r\n", b"{}", b" "]
+    for _ in range(500):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 14)))
+        want = [line for line in data.splitlines() if b'"proposer_usage"' in line]
+        assert list(report._lines_with(data, b'"proposer_usage"')) == want, data
+
+
+def test_the_top_rows_are_the_lowest_values_earliest_first():
+    import heapq
+
+    rng = random.Random(7)
+    for _ in range(500):
+        values = [rng.choice([None, 1.0, 2.0, 0.5, rng.random() + 0.01])
+                  for _ in range(rng.randint(0, 30))]
+        top = rng.randint(0, 35)
+        want = [i for _, i in heapq.nsmallest(top, ((v, i) for i, v in enumerate(values)
+                                                    if v is not None))]
+        assert report.top_rows(values, top) == want, (values, top)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import importlib
-import pkgutil
+import os
 import sys
 
 import arcore
 
 
 def modules() -> list[str]:
+    import pkgutil  # only for the list (pkgutil pulls in inspect and typing: start-up time)
+
     return sorted(
         m.name
         for m in pkgutil.iter_modules(arcore.__path__)
@@ -17,16 +19,22 @@ def modules() -> list[str]:
     )
 
 
+def is_module(name: str) -> bool:
+    """Whether ``name`` is one of modules(), without listing them all."""
+    return name.isidentifier() and not name.startswith("_") and any(
+        os.path.isfile(os.path.join(folder, name + ".py")) for folder in arcore.__path__)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    names = modules()
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: python3 -m arcore MODULE [ARGS...]", file=sys.stderr)
-        print("modules: " + ", ".join(names), file=sys.stderr)
+        print("modules: " + ", ".join(modules()), file=sys.stderr)
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
-    if name not in names:
-        print(f"arcore: unknown module {name!r}; one of: {', '.join(names)}", file=sys.stderr)
+    if not is_module(name):
+        print(f"arcore: unknown module {name!r}; one of: {', '.join(modules())}",
+              file=sys.stderr)
         return 2
     module = importlib.import_module(f"arcore.{name}")
     entry = getattr(module, "main", None)

@@ -1,7 +1,8 @@
 """What a researcher reads off a ledger: noise from what it holds, ideas by knob (pure).
 
-Used by arcore.report (show-results.sh). Everything here takes report.number_rows()'s records
-(``n``, commit, val_bpb, status, description, fail) and returns plain dicts.
+Used by arcore.report (show-results.sh). Everything here takes an arcore.track.Track (the rows
+as columns: commit, value, status, description, fail, role) or plain text, and returns plain
+dicts.
 
 - **Delta convention** (one for every script): ``delta = value - reference`` (run-experiment.sh:
   the standing best; show-results.sh: the previous kept run). For val_bpb, lower is better, so
@@ -20,10 +21,13 @@ Used by arcore.report (show-results.sh). Everything here takes report.number_row
 
 from __future__ import annotations
 
-import bisect
 import functools
 import math
 import re
+from collections import Counter
+from itertools import compress
+
+from arcore.track import Track
 
 # ---------------------------------------------------------------------------
 # Repeats and seed-only rows
@@ -55,62 +59,80 @@ def seed_only_description(desc: str) -> bool:
 
 
 def hinted(descriptions: list[str]) -> set[int]:
-    """Indexes of the descriptions that mention a seed or a repeat: one scan of the joined,
-    lower-cased text (substring search is fast on any text; a regex per row is not)."""
-    joined = "\n".join(descriptions).lower()
-    if len(joined) != sum(map(len, descriptions)) + max(0, len(descriptions) - 1):
-        return set(range(len(descriptions)))  # lower() changed a length: check every row
-    starts, at = [], 0
-    for desc in descriptions:
-        starts.append(at)
-        at += len(desc) + 1
-    hits: set[int] = set()
-    for hint in _HINTS:
-        i = joined.find(hint)
-        while i >= 0:
-            hits.add(bisect.bisect_right(starts, i) - 1)
-            i = joined.find(hint, i + 1)
-    return hits
+    """Indexes of the descriptions whose lower-cased text names a seed or a repeat (_HINTS).
+
+    Descriptions are one-line texts (arcore.track.clean). One scan of the joined text, as
+    UTF-8 with ASCII lower-cased: the hints are ASCII, and str.lower() turns no other
+    character into a hint's letter (tests/test_report.py checks every character), so this finds
+    what a lower() of each would, in a fraction of the time. Should lower() change a length
+    (U+0130), or a description hold a newline, every index is returned, to be checked.
+    """
+    low = "\n".join(descriptions).encode("utf-8", "surrogatepass").lower()  # ASCII only
+    if _LOWER_GROWS in low or low.count(b"\n") != max(0, len(descriptions) - 1):
+        return set(range(len(descriptions)))
+    hits = []
+    for hint in _HINT_BYTES:
+        at = low.find(hint)
+        while at >= 0:
+            hits.append(at)
+            at = low.find(hint, at + 1)
+    found: set[int] = set()
+    row = start = 0
+    for at in sorted(hits):  # the row of a hit: the newlines before it
+        row += low.count(b"\n", start, at)
+        start = at
+        found.add(row)
+    return found
 
 
-def classify(track: list[dict], seed_commits: frozenset[str] = frozenset()) -> dict:
-    """Marks each record: ``role`` is baseline / repeat / seed / idea. Returns counts."""
-    seen: set[str] = set()
-    baseline_n = next((r["n"] for r in track if r["status"] == "keep" and r["val_bpb"]), None)
-    counts = {"baseline": 0, "repeat": 0, "seed": 0, "idea": 0}
-    maybe = hinted([row["description"] for row in track])
-    for index, row in enumerate(track):
-        commit = row["commit"][:7]
-        desc = row["description"]
-        if row["n"] == baseline_n:
-            role = "baseline"
-        elif commit in seen and commit != "baselin":
-            role = "repeat"
-        elif commit in seed_commits:
-            role = "seed"
-        elif index not in maybe:
-            role = "idea"
-        elif is_repeat_description(desc):
-            role = "repeat"
+_HINT_BYTES = tuple(hint.encode() for hint in _HINTS)
+_LOWER_GROWS = "\u0130".encode()  # the one character lower() makes longer (test_report.py)
+
+ROLES = ("baseline", "repeat", "seed", "idea")
+
+
+def classify(track: Track, seed_commits: frozenset[str] = frozenset()) -> dict:
+    """Sets ``track.role``, one of ROLES per row, and returns how many rows hold each.
+
+    The track's first kept measured row is the baseline; a row whose commit (7 characters) an
+    earlier row already has is a repeat; a commit runs.jsonl recorded as seed-only
+    (``seed_commits``) is a seed; else a description naming a repeat or only a seed change
+    decides; the rest are ideas. The earlier test wins.
+    """
+    commits = track.commit
+    if commits and max(map(len, commits)) > 7:
+        commits = [c[:7] for c in commits]
+    role = ["idea"] * len(commits)
+    for index in hinted(track.description):  # the latest tests first: an earlier one overrides
+        desc = track.description[index]
+        if is_repeat_description(desc):
+            role[index] = "repeat"
         elif seed_only_description(desc):
-            role = "seed"
-        else:
-            role = "idea"
-        seen.add(commit)
-        row["role"] = role
-        counts[role] += 1
-    counts.pop("", None)
-    return counts
+            role[index] = "seed"
+    if seed_commits:
+        for index, commit in enumerate(commits):
+            if commit in seed_commits:
+                role[index] = "seed"
+    if len(set(commits)) < len(commits):
+        seen: set[str] = set()
+        for index, commit in enumerate(commits):
+            if commit in seen and commit != "baselin":
+                role[index] = "repeat"
+            seen.add(commit)
+    if track.kept:
+        role[track.kept[0]] = "baseline"
+    track.role = role
+    return {name: role.count(name) for name in ROLES}
 
 
-def idea_counts(track: list[dict]) -> dict:
+def idea_counts(track: Track) -> dict:
     """keep / discard / crash among ideas only (classify() first), and the keep rate."""
-    ideas = [r for r in track if r.get("role") == "idea"]
-    keep = sum(1 for r in ideas if r["status"] == "keep")
-    discard = sum(1 for r in ideas if r["status"] == "discard")
-    crash = sum(1 for r in ideas if r["fail"])
+    is_idea = list(map("idea".__eq__, track.role))
+    statuses = Counter(compress(track.status, is_idea))
+    keep, discard = statuses["keep"], statuses["discard"]
     decided = keep + discard
-    return {"ideas": len(ideas), "keep": keep, "discard": discard, "crash": crash,
+    return {"ideas": sum(is_idea), "keep": keep, "discard": discard,
+            "crash": sum(compress(track.fail, is_idea)),
             "keep_rate": keep / decided if decided else None}
 
 
@@ -119,22 +141,27 @@ def idea_counts(track: list[dict]) -> dict:
 # ---------------------------------------------------------------------------
 
 
-def noise_samples(track: list[dict], recorded: dict[str, float] | None = None) -> list[dict]:
+def noise_samples(track: Track, recorded: dict[str, float] | None = None) -> list[dict]:
     """Each seed-only row's value minus the standing best (lowest kept value so far) at its
     time; runs.jsonl's own ``noise_sample`` for its commit when recorded."""
+    if "seed" not in track.role:  # the common case, in one scan
+        return []
     recorded = recorded or {}
+    seeds = [i for i, (r, v) in enumerate(zip(track.role, track.value))
+             if r == "seed" and v is not None]
+    kept = {i for i in track.kept if track.role[i] != "seed"}
     out = []
     best = None
-    for row in track:
-        value = row["val_bpb"]
-        if row.get("role") == "seed" and value is not None:
-            commit = (row.get("commit") or "")[:7]
-            sample = recorded.get(commit)
+    for index in sorted(kept.union(seeds)):  # in order: a seed row is judged by earlier keeps
+        value = track.value[index]
+        if index not in kept:
+            sample = recorded.get((track.commit[index] or "")[:7])
             if sample is None and best is not None:
                 sample = value - best
             if sample is not None and math.isfinite(sample):
-                out.append({"n": row["n"], "sample": sample, "description": row["description"]})
-        if row["status"] == "keep" and value is not None and row.get("role") != "seed":
+                out.append({"n": track.first + index, "sample": sample,
+                            "description": track.description[index]})
+        else:
             best = value if best is None else min(best, value)
     return out
 

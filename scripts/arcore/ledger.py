@@ -28,14 +28,15 @@ stays visible.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
+import itertools
 import math
 import os
 import re
 import sys
 import time
+
+# fcntl, hashlib and json are imported where they are used: reading a ledger (a report) needs
+# none of them, and each costs start-up time.
 
 # ---------------------------------------------------------------------------
 # Format
@@ -117,6 +118,8 @@ def _lines(path: str) -> list[str]:
             text = handle.read()
     except FileNotFoundError:
         return []
+    if "\r" not in text:  # the common case: no line to trim
+        return text.split("\n")
     return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
 
 
@@ -142,9 +145,71 @@ def read_ledger(path: str) -> list[dict]:
     column by its own name (as text). A missing file reads as []. Blank lines are skipped.
     A row with more fields than the header keeps the surplus in its last column.
     """
+    return _read_rows(_lines(path))
+
+
+def read_columns(path: str) -> dict[str, list]:
+    """read_ledger() by column: {name: [its value in each row]}, the same names (in the same
+    order) and values, without a dict per row (a report over 100k rows reads them this way).
+
+    Parsed a column at a time when every row has the header's number of fields (no blank or
+    short line, no tab in a description), else row by row.
+    """
+    lines = _lines(path)
+    columns = _split_columns(lines)
+    if columns is not None:
+        return columns
+    rows = _read_rows(lines)
+    names = list(rows[0]) if rows else [*HEADER, "line"]  # every row has the same names
+    return {name: [row[name] for row in rows] for name in names}
+
+
+def _split_columns(lines: list[str]) -> dict[str, list] | None:
+    """read_columns() in one split of the text, or None when a line is blank (before the
+    last), short or long (then each line needs its own look)."""
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is None:
+        return None
+    fields = lines[first].split("\t")
+    header, start = ([f.strip() for f in fields], first + 1) if _is_header(fields) \
+        else (list(HEADER), first)
+    end = len(lines)
+    while end > start and not lines[end - 1].strip():
+        end -= 1  # the final newline, trailing blank lines
+    body = lines[start:end]
+    width = len(header)
+    if not body or not all(map(str.strip, body)) \
+            or set(map(str.count, body, itertools.repeat("\t"))) != {width - 1}:
+        return None
+    flat = "\t".join(body).split("\t")
+    columns = {name: flat[i::width] for i, name in enumerate(header)}  # as a row's dict
+    blank = [""] * len(body)
+    columns["commit"] = list(map(str.strip, columns.get("commit", blank)))
+    for name in ("val_bpb", "memory_gb"):
+        columns[name] = _floats(columns[name]) if name in columns else [None] * len(body)
+    statuses = columns.get("status", blank)
+    normal = {text: text.strip().lower() for text in set(statuses)}  # a handful of values
+    columns["status"] = list(map(normal.__getitem__, statuses))
+    columns["description"] = columns.get("description", blank[:])
+    columns["line"] = list(range(start + 1, end + 1))
+    return columns
+
+
+def _floats(texts: list[str]) -> list[float | None]:
+    """_float() of each text: one map() when every text is a finite number."""
+    try:
+        numbers = list(map(float, texts))
+    except ValueError:  # a junk value somewhere: one at a time
+        return [_float(text) for text in texts]
+    if math.isfinite(sum(numbers)):  # an inf or a nan anywhere makes the sum one
+        return numbers
+    return [x if x - x == 0 else None for x in numbers]
+
+
+def _read_rows(lines: list[str]) -> list[dict]:
+    """read_ledger() of the file's lines, a row at a time."""
     rows: list[dict] = []
     header: list[str] | None = None
-    lines = _lines(path)
     first = next((i for i, line in enumerate(lines) if line.strip()), None)
     if first is not None and tuple(f.strip() for f in lines[first].split("\t")) == HEADER:
         return _read_upstream(lines, first)
@@ -159,13 +224,12 @@ def read_ledger(path: str) -> list[dict]:
             header = list(HEADER)
         if len(fields) > len(header):
             fields = fields[: len(header) - 1] + ["\t".join(fields[len(header) - 1 :])]
-        raw = {name: (fields[i] if i < len(fields) else "") for i, name in enumerate(header)}
-        row: dict = dict(raw)
-        row["commit"] = raw.get("commit", "").strip()
-        row["val_bpb"] = _float(raw.get("val_bpb"))
-        row["memory_gb"] = _float(raw.get("memory_gb"))
-        row["status"] = raw.get("status", "").strip().lower()
-        row["description"] = raw.get("description", "")
+        row = {name: (fields[i] if i < len(fields) else "") for i, name in enumerate(header)}
+        row["commit"] = row.get("commit", "").strip()
+        row["val_bpb"] = _float(row.get("val_bpb"))
+        row["memory_gb"] = _float(row.get("memory_gb"))
+        row["status"] = row.get("status", "").strip().lower()
+        row["description"] = row.get("description", "")
         row["line"] = number
         rows.append(row)
     return rows
@@ -258,6 +322,8 @@ def append_row(path: str, line: str) -> None:
                      for field in line.rstrip("\n").split("\t"))
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        import fcntl
+
         fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
         sealed = _matches_seal(path, _read_fd(fd, size))
@@ -281,6 +347,8 @@ def init(path: str) -> bool:
     """Create the ledger with the header if it is missing or empty. True when written."""
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        import fcntl
+
         fcntl.flock(fd, fcntl.LOCK_EX)
         if os.fstat(fd).st_size:
             return False
@@ -317,6 +385,8 @@ def _atomic(path: str, data: bytes) -> None:
 def read_seal(path: str) -> dict | None:
     try:
         with open(os.path.join(seal_dir(path), SEAL), encoding="utf-8") as handle:
+            import json
+
             data = json.load(handle)
     except (OSError, ValueError):
         return None
@@ -335,9 +405,11 @@ def seal(path: str, data: bytes | None = None) -> bool:
                 data = handle.read()
         except FileNotFoundError:
             data = b""
+    import json
+
     _atomic(os.path.join(folder, SEALED_COPY), data)
     _atomic(os.path.join(folder, SEAL), json.dumps(
-        {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "time": time.time()},
+        {"size": len(data), "sha256": _sha256(data), "time": time.time()},
         sort_keys=True).encode() + b"\n")
     return True
 
@@ -346,7 +418,13 @@ def _matches_seal(path: str, data: bytes) -> bool:
     """No seal yet (a new or hand-made session), or ``data`` is exactly what was sealed."""
     sealed = read_seal(path)
     return sealed is None or (sealed.get("size") == len(data)
-                              and sealed.get("sha256") == hashlib.sha256(data).hexdigest())
+                              and sealed.get("sha256") == _sha256(data))
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
 
 
 def _split(data: bytes) -> list[bytes]:
@@ -397,7 +475,7 @@ def set_aside(path: str) -> str | None:
         return None
     folder = seal_dir(path)
     os.makedirs(folder, exist_ok=True)
-    aside = os.path.join(folder, f"results.changed.{hashlib.sha256(data).hexdigest()[:8]}.tsv")
+    aside = os.path.join(folder, f"results.changed.{_sha256(data)[:8]}.tsv")
     if not os.path.exists(aside):
         _atomic(aside, data)
     return aside
@@ -522,6 +600,8 @@ def main(argv: list[str]) -> int:
             return 1
         return 0
     if command == "rows" and len(args) == 1:
+        import json
+
         for row in read_ledger(args[0]):
             print(json.dumps(row, ensure_ascii=False))
         return 0

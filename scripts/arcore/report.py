@@ -37,16 +37,22 @@ CLI::
 
 from __future__ import annotations
 
+import functools
 import heapq
-import json
 import math
 import os
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterable
+from itertools import compress
+from operator import and_
 
 from arcore import cli, findings
-from arcore.ledger import flatten, read_ledger
+from arcore.crashhints import HINTS
+from arcore.ledger import read_columns
+from arcore.track import Track, clean
+from arcore.track import measured as track_measured
 
 # ---------------------------------------------------------------------------
 # Constants
@@ -98,32 +104,45 @@ def load_session(session_dir: str | None) -> dict:
     if not session_dir:
         return {}
     try:
-        with open(os.path.join(session_dir, "session.json"), encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
+        handle = open(os.path.join(session_dir, "session.json"), encoding="utf-8")
+    except OSError:
         return {}
+    import json  # here and for --json only: a report without session files never loads it
+
+    with handle:
+        try:
+            data = json.load(handle)
+        except (OSError, ValueError):
+            return {}
     return data if isinstance(data, dict) else {}
 
 
-def load_runs(session_dir: str | None) -> dict | None:
-    """What runs.jsonl says, or None when it is missing: ``records`` (judged runs), ``seconds``
-    (their total run time), ``workers`` ({worker: runs}) and ``crashes`` ({short commit:
-    {crash_class, hint}}, the last record per commit). Junk lines are skipped.
-
-    A record is a few hundred bytes of which the report needs four keys: the totals come from
-    scans of the raw bytes, and only lines naming a crash class are decoded, which keeps a
-    100k-run session near half a second.
-    """
+def read_runs(session_dir: str | None) -> bytes | None:
+    """runs.jsonl's bytes, or None when it is missing or unreadable."""
     if not session_dir:
         return None
     try:
         with open(os.path.join(session_dir, "runs.jsonl"), "rb") as handle:
-            data = handle.read()
+            return handle.read()
     except OSError:
         return None
-    seconds = [float(x) for x in _SECONDS.findall(data)]
-    seconds = [x for x in seconds if math.isfinite(x)]
-    workers = Counter(w.decode("utf-8", "replace") for w in _WORKER.findall(data) if w)
+
+
+def load_runs(session_dir: str | None) -> dict | None:
+    """runs_summary() of the session's runs.jsonl, or None when it is missing."""
+    data = read_runs(session_dir)
+    return None if data is None else runs_summary(data)
+
+
+def runs_summary(data: bytes, totals: bool = True) -> dict:
+    """What runs.jsonl says: ``records`` (judged runs), ``seconds`` (their total run time),
+    ``workers`` ({worker: runs}), ``crashes`` ({short commit: {crash_class, hint}}, the last
+    record per commit) and ``noise_samples``. Junk lines are skipped. ``totals=False`` leaves
+    the first three None (a view that does not print them: three scans of the file fewer).
+
+    A record is a few hundred bytes of which the report needs four keys: the totals come from
+    scans of the raw bytes, and only lines naming a crash class are decoded.
+    """
     crashes: dict[str, dict] = {}
     for match in _CRASH_CLASS.finditer(data):
         begin = data.rfind(b"\n", 0, match.start()) + 1
@@ -132,11 +151,32 @@ def load_runs(session_dir: str | None) -> dict | None:
         if record and isinstance(record.get("commit"), str) and record["commit"]:
             crashes[record["commit"][:7]] = {"crash_class": record.get("crash_class"),
                                              "hint": record.get("hint")}
-    return {"records": len(_COMMIT.findall(data)),
-            "seconds": sum(seconds) if seconds else None,
-            "workers": dict(workers),
+    return {"records": len(_COMMIT.findall(data)) if totals else None,
+            "seconds": _total_seconds(_SECONDS.findall(data)) if totals else None,
+            "workers": _worker_counts(_WORKER.findall(data)) if totals else None,
             "crashes": crashes,
             "noise_samples": _noise_samples(data)}
+
+
+def _total_seconds(texts: list[bytes]) -> float | None:
+    """The sum of the finite ones; None when there is none."""
+    seconds = list(map(float, texts))
+    total = sum(seconds)
+    if not math.isfinite(total):  # an inf or a nan among them: without those
+        seconds = [x for x in seconds if math.isfinite(x)]
+        total = sum(seconds)
+    return total if seconds else None
+
+
+def _worker_counts(names: list[bytes]) -> dict[str, int]:
+    """{name: runs} of the raw worker names, decoded once per distinct name (first seen
+    first; names that decode alike are one); empty names left out."""
+    out: dict[str, int] = {}
+    for raw, count in Counter(names).items():
+        if raw:
+            name = raw.decode("utf-8", "replace")
+            out[name] = out.get(name, 0) + count
+    return out
 
 
 _SEED_ONLY = re.compile(rb'"seed_only"\s*:\s*true')
@@ -145,6 +185,8 @@ _SEED_ONLY = re.compile(rb'"seed_only"\s*:\s*true')
 def _noise_samples(data: bytes) -> dict[str, float]:
     """{short commit: noise_sample} of runs.jsonl's seed-only records (arcore.experiment)."""
     out: dict[str, float] = {}
+    if b'"seed_only"' not in data:  # one fast scan where there are none
+        return out
     for match in _SEED_ONLY.finditer(data):
         begin = data.rfind(b"\n", 0, match.start()) + 1
         end = data.find(b"\n", match.end())
@@ -157,6 +199,8 @@ def _noise_samples(data: bytes) -> dict[str, float]:
 
 
 def _json_object(line: bytes) -> dict | None:
+    import json  # a sidecar's lines only
+
     try:
         obj = json.loads(line.decode("utf-8", "replace"))
     except ValueError:
@@ -170,15 +214,15 @@ _CRASH_CLASS = re.compile(rb'"crash_class"\s*:\s*"')
 _COMMIT = re.compile(rb'"commit"\s*:\s*"[^"\n]')
 
 
-def rerun_noise(rows: list[dict]) -> dict | None:
+def rerun_noise(track: Track) -> dict | None:
     """The pooled std of val_bpb over commits measured more than once (reruns), or None."""
-    commits = [row["commit"] for row in rows]
+    commits = track.commit
     if len(set(commits)) == len(commits):
         return None
     values: dict[str, list[float]] = {}
-    for row in rows:
-        if row["val_bpb"] is not None and row["commit"]:
-            values.setdefault(row["commit"][:7], []).append(row["val_bpb"])
+    for commit, value in zip(commits, track.value):
+        if value is not None and commit:
+            values.setdefault(commit[:7], []).append(value)
     groups = [v for v in values.values() if len(v) >= 2]
     n = sum(len(v) for v in groups)
     if not groups or n - len(groups) < 1:
@@ -209,17 +253,7 @@ def ledger_start(session: dict) -> int:
 
 def measured(row: dict) -> float | None:
     """The row's val_bpb when it is a real measurement (crash rows carry 0.000000)."""
-    value = row.get("val_bpb")
-    if value is None or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) and value > 0 else None
-
-
-def clean(text: object) -> str:
-    """flatten() with a fast path for text that is already one clean line."""
-    if isinstance(text, str) and text.isprintable() and "  " not in text and text == text.strip():
-        return text
-    return flatten(text)
+    return track_measured(row.get("val_bpb"))
 
 
 def clip(text: object, width: int) -> str:
@@ -233,21 +267,9 @@ def words(text: str) -> frozenset[str]:
     return frozenset(_WORD.findall(text.lower())) - STOPWORDS
 
 
-def row_knob(row: dict) -> tuple[str, ...]:
-    """The knob a record's description changes (arcore.findings.knob), as a 0- or 1-tuple."""
-    cached = row.get("_knob")
-    if cached is None:
-        name = findings.knob(row["description"])
-        cached = row["_knob"] = (name,) if name else ()
-    return cached
-
-
-def row_words(row: dict) -> frozenset[str]:
-    """words() of a record's description, computed once per record."""
-    cached = row.get("_words")
-    if cached is None:
-        cached = row["_words"] = words(row["description"])
-    return cached
+# Once per distinct description: word themes and --tried / --json's knobs read the same rows.
+description_knob = functools.lru_cache(maxsize=None)(findings.knob)
+description_words = functools.lru_cache(maxsize=None)(words)
 
 
 def crash_class_in(description: str) -> str | None:
@@ -259,9 +281,11 @@ def crash_class_in(description: str) -> str | None:
     return None if word in _NOT_CLASSES else word
 
 
-def _entry(row: dict) -> dict:
-    return {key: row[key] for key in ("n", "commit", "val_bpb", "memory_gb", "status",
-                                      "description")}
+def _entry(track: Track, i: int) -> dict:
+    """Row ``i`` as the report lists a run."""
+    return {"n": track.first + i, "commit": track.commit[i], "val_bpb": track.value[i],
+            "memory_gb": track.memory[i], "status": track.status[i],
+            "description": track.description[i]}
 
 
 # ---------------------------------------------------------------------------
@@ -273,41 +297,33 @@ def number_rows(rows: list[dict], start: int = 0) -> list[dict]:
     """The track's rows (after the first ``start``) as records: ``n`` (1-based row number),
     commit, val_bpb (a real measurement or None), memory_gb, status, description (one clean
     line) and ``fail`` (crashed, or ended without a measurement: some ledgers log aborted runs
-    as discard). The analysis functions below take these records. read_ledger()'s dicts are
-    completed in place (their other keys stay), so call it on rows read for the report."""
+    as discard), as arcore.track.Track has them by column. read_ledger()'s dicts are completed
+    in place (their other keys stay), so call it on rows read for the report."""
+    track = Track.from_rows(rows, start)
     out = rows[start:]
-    for index, row in enumerate(out, start=start + 1):  # in place: 100k dicts not made twice
-        status = row.get("status", "")
-        value = row.get("val_bpb")
-        if value.__class__ is not float or not 0 < value < math.inf:  # the fast case first
-            value = measured(row)
-        row["n"] = index
-        row["commit"] = row.get("commit", "")
-        row["val_bpb"] = value
-        row["memory_gb"] = row.get("memory_gb")
-        row["status"] = status
-        row["description"] = clean(row.get("description", ""))
-        row["fail"] = status == "crash" or (status != "keep" and value is None)
+    for i, row in enumerate(out):
+        row.update(track.record(i))
     return out
 
 
-def status_counts(rows: list[dict]) -> dict[str, int]:
-    counts = Counter(row.get("status", "") for row in rows)
-    out = {name: counts.pop(name, 0) for name in ("keep", "discard", "crash")}
-    out["other"] = sum(counts.values())
+_STATUSES = ("keep", "discard", "crash")
+
+
+def status_counts(by_status: Counter) -> dict[str, int]:
+    """keep, discard, crash and other (every other status together), from Counter(statuses)."""
+    out = {name: by_status.get(name, 0) for name in _STATUSES}
+    out["other"] = sum(c for s, c in by_status.items() if s not in _STATUSES)
     return out
 
 
-def timeline(rows: list[dict], floor: float | None) -> list[dict]:
+def timeline(track: Track, floor: float | None) -> list[dict]:
     """Kept runs in order, each with its delta vs the previous kept run and a verdict."""
     out: list[dict] = []
     previous: float | None = None
-    for row in rows:
-        value = row["val_bpb"]
-        if row["status"] != "keep" or value is None:
-            continue
-        item = _entry(row)
-        role = row.get("role", "idea")
+    for i in track.kept:
+        value = track.value[i]
+        item = _entry(track, i)
+        role = track.role[i] if track.role is not None else "idea"
         delta = None if previous is None or role == "baseline" else value - previous
         item["delta"] = delta
         item["gain"] = None if delta is None else -delta
@@ -332,13 +348,18 @@ def verdict(delta: float | None, floor: float | None) -> str:
 def failure_class(row: dict, runs: dict[str, dict]) -> tuple[str | None, str, str | None]:
     """(class, where it came from, hint) for a failed row; ``runs`` is load_runs()'s
     ``crashes``: {short commit: {crash_class, hint}}."""
-    run = runs.get(str(row.get("commit", ""))[:7])
+    return _failure_class(str(row.get("commit", "")), row.get("description", ""), runs)
+
+
+def _failure_class(commit: str, description: str,
+                   runs: dict[str, dict]) -> tuple[str | None, str, str | None]:
+    run = runs.get(commit[:7])
     if run:
         cls = run.get("crash_class")
         if isinstance(cls, str) and cls.strip():
             hint = run.get("hint")
             return cls.strip(), "session", hint if isinstance(hint, str) and hint else None
-    cls = crash_class_in(row.get("description", ""))
+    cls = crash_class_in(description)
     if cls:
         return cls, "description", known_hint(cls)
     return None, "", None
@@ -346,74 +367,73 @@ def failure_class(row: dict, runs: dict[str, dict]) -> tuple[str | None, str, st
 
 def known_hint(crash_class: str) -> str | None:
     """arcore.runlog's hint for one of its crash classes, else None."""
-    try:
-        from arcore import runlog  # imported here: only failures need it
-    except ImportError:
-        return None
-    return runlog.HINTS.get(crash_class) if hasattr(runlog, "HINTS") else None
+    return HINTS.get(crash_class)
 
 
-def crash_patterns(rows: list[dict], runs: dict[str, dict]) -> list[dict]:
+def crash_patterns(track: Track, runs: dict[str, dict]) -> list[dict]:
     """Failures grouped by class (session record, else description), else by repeated words
     (those within the latest THEME_WINDOW rows)."""
     groups: dict[str, dict] = {}
-    unclassed: list[dict] = []
-    for row in rows:
-        if not row["fail"]:
-            continue
-        cls, source, hint = failure_class(row, runs)
+    unclassed: list[int] = []
+    for i in compress(range(len(track)), track.fail):
+        cls, source, hint = _failure_class(track.commit[i], track.description[i], runs)
         if cls is None:
-            unclassed.append(row)
+            unclassed.append(i)
             continue
         group = groups.setdefault(cls, {"pattern": cls, "source": source, "count": 0,
                                         "examples": [], "hint": None})
         group["count"] += 1
         if len(group["examples"]) < 2:
-            group["examples"].append(row["description"])
+            group["examples"].append(track.description[i])
         group["hint"] = group["hint"] or hint
     patterns = sorted(groups.values(), key=lambda g: -g["count"])
-    recent = rows[-THEME_WINDOW:]
-    first_recent = recent[0]["n"] if recent else 0
-    unclassed = [r for r in unclassed if r["n"] >= first_recent]
-    others = [r for r in recent if not r["fail"]]
-    for word, count in distinctive_words(unclassed, others)[:FAILURE_LINES]:
-        examples = [r["description"] for r in unclassed if word in row_words(r)][:2]
+    recent = range(max(0, len(track) - THEME_WINDOW), len(track))
+    group = [track.description[i] for i in unclassed if i >= recent.start]
+    others = (track.description[i] for i in recent if not track.fail[i])
+    for word, count in distinctive_words(group, others)[:FAILURE_LINES]:
+        examples = [d for d in group if word in description_words(d)][:2]
         patterns.append({"pattern": word, "source": "words", "count": count,
                          "examples": examples, "hint": None})
     return patterns
 
 
-def distinctive_words(group: list[dict], others: list[dict]) -> list[tuple[str, int]]:
-    """Words in at least two of ``group``'s descriptions, more common there than in ``others``."""
+def distinctive_words(group: list[str], others: Iterable[str]) -> list[tuple[str, int]]:
+    """Words in at least two of ``group``'s descriptions, more common there than in ``others``
+    (descriptions too, read only when some word is in two of ``group``)."""
     if len(group) < 2:
         return []
-    inside = Counter(w for r in group for w in row_words(r))
+    inside = Counter(w for d in group for w in description_words(d))
     candidates = {w: c for w, c in inside.items() if c >= 2}
     if not candidates:
         return []
-    outside = Counter(w for r in others for w in row_words(r) if w in candidates)
+    others = list(others)
+    outside = Counter(w for d in others for w in description_words(d) if w in candidates)
     n_in, n_out = len(group), max(1, len(others))
     scored = [(w, c) for w, c in candidates.items() if c / n_in > outside[w] / n_out]
     return sorted(scored, key=lambda wc: (-wc[1], outside[wc[0]], wc[0]))
 
 
-def word_stats(rows: list[dict], kept_gain: dict[int, float]) -> dict[str, dict]:
-    """Per content word: how often it was kept, discarded, failed, and the gains it carried."""
+def word_stats(track: Track, indexes, kept_gain: dict[int, float]) -> dict[str, dict]:
+    """Per knob (the theme word) of the rows at ``indexes``: how often it was kept, discarded,
+    failed, and the gains it carried (``kept_gain``: {n: gain})."""
     stats: dict[str, dict] = {}
-    for row in rows:
-        status = row["status"]
+    for i in indexes:
+        status = track.status[i]
         if status not in ("keep", "discard", "crash"):
             continue
-        outcome = "fail" if row["fail"] else status
-        for word in row_knob(row):
-            entry = stats.get(word)
-            if entry is None:
-                entry = stats[word] = {"keep": 0, "discard": 0, "fail": 0, "gain": 0.0,
-                                       "last_keep": None}
-            entry[outcome] += 1
-            if outcome == "keep":
-                entry["gain"] += max(0.0, kept_gain.get(row["n"], 0.0))
-                entry["last_keep"] = row["n"]
+        word = description_knob(track.description[i])
+        if not word:
+            continue
+        outcome = "fail" if track.fail[i] else status
+        entry = stats.get(word)
+        if entry is None:
+            entry = stats[word] = {"keep": 0, "discard": 0, "fail": 0, "gain": 0.0,
+                                   "last_keep": None}
+        entry[outcome] += 1
+        if outcome == "keep":
+            n = track.first + i
+            entry["gain"] += max(0.0, kept_gain.get(n, 0.0))
+            entry["last_keep"] = n
     return stats
 
 
@@ -429,7 +449,7 @@ def repeated_failures(patterns: list[dict], stats: dict[str, dict]) -> list[dict
     return out
 
 
-def next_family(stats: dict[str, dict], by_n: dict[int, dict], best_n: int | None) -> dict | None:
+def next_family(stats: dict[str, dict], track: Track, best_n: int | None) -> dict | None:
     """A heuristic suggestion: the theme whose kept runs carried the most gain beyond noise,
     weighted by its keep rate (add-one smoothed), with its latest kept description as the
     anchor to vary."""
@@ -445,13 +465,12 @@ def next_family(stats: dict[str, dict], by_n: dict[int, dict], best_n: int | Non
     if best is None:
         return None
     _, word, s, tried = best
-    anchor = by_n.get(s["last_keep"], {})
     return {
         "theme": word,
         "kept": s["keep"],
         "tried": tried,
         "gain": s["gain"],
-        "anchor": anchor.get("description", ""),
+        "anchor": track.description[track.index(s["last_keep"])],
         "anchor_n": s["last_keep"],
         "anchor_is_best": s["last_keep"] == best_n,
         "advice": "vary the anchor's knob in small steps either side, one change per run",
@@ -459,21 +478,26 @@ def next_family(stats: dict[str, dict], by_n: dict[int, dict], best_n: int | Non
 
 
 def _bucket(row: dict) -> str:
-    if row["status"] == "keep":
+    return _outcome(row["status"], row["fail"])
+
+
+def _outcome(status: str, fail: bool) -> str:
+    if status == "keep":
         return "kept"
-    if row["fail"]:
+    if fail:
         return "crashed"
-    return "discarded" if row["status"] == "discard" else "other"
+    return "discarded" if status == "discard" else "other"
 
 
-def tried_counts(rows: list[dict]) -> dict[str, int]:
+def tried_counts(track: Track) -> dict[str, int]:
     """How many distinct ideas (descriptions) each outcome holds; the baseline, repeats and
     seed-only changes are not ideas."""
     seen: dict[str, set] = {"kept": set(), "discarded": set(), "crashed": set(), "other": set()}
-    for row in rows:
-        if row.get("role", "idea") != "idea":
-            continue
-        seen[_bucket(row)].add(row["description"])
+    ideas = compress(zip(track.status, track.fail, track.description),
+                     map("idea".__eq__, track.role))
+    for status, fail, description in ideas:  # _outcome(), inline: 100k rows
+        seen["kept" if status == "keep" else "crashed" if fail else
+             "discarded" if status == "discard" else "other"].add(description)
     return {k: len(v) for k, v in seen.items()}
 
 
@@ -514,7 +538,7 @@ def tried_by_knob(rows: list[dict], kept: list[dict], runs: dict | None = None) 
     for row in rows:
         if row.get("role", "idea") != "idea":
             continue
-        name = (row_knob(row) or ("",))[0] or "(other)"
+        name = description_knob(row["description"]) or "(other)"
         group = groups.get(name)
         if group is None:
             group = groups[name] = {"knob": name, "kept": 0, "discarded": 0, "crashed": 0,
@@ -556,25 +580,29 @@ def tried_by_knob(rows: list[dict], kept: list[dict], runs: dict | None = None) 
 def analyse(rows: list[dict], runs: dict | None = None,
             floor: float | None = None, top: int = DEFAULT_TOP, start: int = 0) -> dict:
     """The whole report as one JSON-ready dict. ``rows`` are read_ledger()'s dicts."""
-    return analyse_track(number_rows(rows, start), len(rows), runs, floor, top)
+    return analyse_track(Track.from_rows(rows, start), len(rows), runs, floor, top)
 
 
-def analyse_track(track: list[dict], total: int, runs_info: dict | None = None,
+def analyse_track(track: Track, total: int, runs_info: dict | None = None,
                   floor: float | None = None, top: int = DEFAULT_TOP,
-                  with_tried: bool = True) -> dict:
-    """analyse() on number_rows()'s records; ``total`` is the ledger's row count, ``runs_info``
-    load_runs()'s answer, ``floor`` session.json's noise_floor (else reruns estimate one).
-    ``with_tried=False`` skips the per-idea lists (the text view needs only their counts)."""
+                  view: str = "json") -> dict:
+    """analyse() on the track's columns; ``total`` is the ledger's row count, ``runs_info``
+    runs_summary()'s answer, ``floor`` session.json's noise_floor (else reruns estimate one).
+    ``view`` is what will be printed of it, and only that is worked out (the rest is None):
+    "json" everything, "text" all but the per-idea lists (it prints their counts), "tried"
+    what render_tried() prints."""
+    lists = view != "text"  # the ideas by knob (and --json's by outcome)
+    details = view != "tried"  # top N, crash patterns, word themes, tried counts
     runs = (runs_info or {}).get("crashes") or {}
     recorded = (runs_info or {}).get("noise_samples") or {}
     roles = findings.classify(track, frozenset(recorded))
     noise = findings.floor_from(floor, rerun_noise(track) if floor is None else None,
                                 findings.noise_samples(track, recorded))
     floor = noise["floor"]
-    start = track[0]["n"] - 1 if track else total
-    counts = status_counts(track)
-    first_keep = next((r for r in track if r["status"] == "keep" and r["val_bpb"]), None)
-    base_row = first_keep or next((r for r in track if r["val_bpb"]), None)
+    start = track.first - 1 if len(track) else total
+    by_status = Counter(track.status)
+    base = track.kept[0] if track.kept else next(
+        (i for i, v in enumerate(track.value) if v is not None), None)
     kept = timeline(track, floor)
     ideas = findings.idea_counts(track)
     within = findings.within_noise_summary(kept, floor)
@@ -582,27 +610,28 @@ def analyse_track(track: list[dict], total: int, runs_info: dict | None = None,
         noise["note"] += f"; {within['line']}"
     noise["within"] = within
     best_item = min(kept, key=lambda k: k["val_bpb"]) if kept else None
-    baseline = _entry(base_row) if base_row else None
+    baseline = _entry(track, base) if base is not None else None
     improvement = None
     if baseline and best_item:
         absolute = baseline["val_bpb"] - best_item["val_bpb"]
         improvement = {"absolute": absolute, "percent": 100.0 * absolute / baseline["val_bpb"]}
-    ranked = heapq.nsmallest(max(0, top), (r for r in track if r["val_bpb"] is not None),
-                             key=lambda r: r["val_bpb"])
     gains = sorted((k for k in kept if k["delta"] is not None and k["delta"] < 0
                     and k["role"] == "idea"), key=lambda k: k["delta"])
-    patterns = crash_patterns(track, runs)
     kept_gain = {k["n"]: k["gain"] for k in kept if k["verdict"] == "gain"}  # beyond noise
-    stats = word_stats([r for r in track[-THEME_WINDOW:] if r.get("role") == "idea"], kept_gain)
-    by_n = {r["n"]: r for r in track}
+    window = range(max(0, len(track) - THEME_WINDOW), len(track))  # the latest runs
+    window_ideas = [i for i in window if track.role[i] == "idea"]
+    ideas_records = track.records(window_ideas) if lists else []
+    patterns = stats = None
+    if details:
+        patterns = crash_patterns(track, runs)
+        stats = word_stats(track, window_ideas, kept_gain)
     return {
         "rows": total,
-        "themes_from_last": min(len(track), THEME_WINDOW),
+        "themes_from_last": len(window),
         "track_start": start,
         "experiments": len(track),
-        "counts": counts,
-        "other_statuses": dict(Counter(r.get("status", "") for r in track
-                                       if r.get("status") not in ("keep", "discard", "crash"))),
+        "counts": status_counts(by_status),
+        "other_statuses": {s: c for s, c in by_status.items() if s not in _STATUSES},
         "keep_rate": ideas["keep_rate"],  # ideas only: no baseline, repeats, seed changes
         "ideas": dict(ideas, roles=roles),
         "delta_convention": DELTA_CONVENTION,
@@ -612,20 +641,45 @@ def analyse_track(track: list[dict], total: int, runs_info: dict | None = None,
         "noise": noise,
         "runs_jsonl": {k: v for k, v in runs_info.items() if k != "crashes"} if runs_info
         else None,
-        "top": [_entry(r) for r in ranked],
+        "top": [_entry(track, i) for i in top_rows(track.value, top)] if details else None,
         "timeline": kept,
         "best_gains": gains,
         "gains_total": sum(k["gain"] for k in gains),
         "crash_patterns": patterns,
-        "repeated_failures": repeated_failures(patterns, stats)[:FAILURE_LINES + 2],
-        "next_family": next_family(stats, by_n, best_item["n"] if best_item else None),
-        "tried_counts": tried_counts(track),  # all of them; "tried" lists the latest
+        "repeated_failures": repeated_failures(patterns, stats)[:FAILURE_LINES + 2]
+        if details else None,
+        "next_family": next_family(stats, track, best_item["n"] if best_item else None)
+        if details else None,
+        # all of them; "tried" lists the latest THEME_WINDOW runs
+        "tried_counts": tried_counts(track) if details else None,
         "tried_json_max": TRIED_JSON_MAX,
-        "tried": tried_lists(track[-THEME_WINDOW:], runs) if with_tried and with_tried != "knobs"
-        else None,  # the latest THEME_WINDOW runs (tried_counts covers them all)
-        "tried_by_knob": tried_by_knob(track[-THEME_WINDOW:], kept, runs) if with_tried
-        else None,
+        "tried": tried_lists(ideas_records, runs) if view == "json" else None,
+        "tried_by_knob": tried_by_knob(ideas_records, kept, runs) if lists else None,
     }
+
+
+def top_rows(values: list[float | None], top: int) -> list[int]:
+    """Indexes of the ``top`` lowest measured values (Track.value: None or above 0), lowest
+    first; of equal values the earlier row first."""
+    if top <= 0:
+        return []
+    lowest = heapq.nsmallest(top, filter(None, values))  # measured values are above 0
+    cut = lowest[-1] if len(lowest) == top else math.inf  # only rows at or below it are listed
+    ranked = sorted((v, i) for i, v in enumerate(values) if v is not None and v <= cut)
+    return [i for _, i in ranked[:top]]
+
+
+def chart_points(track: Track) -> tuple[int, int, list[tuple], tuple[list[int], list[float]]]:
+    """What arcore.svgplot.chart() draws of a classified track: experiments, kept ideas, the
+    kept runs as (n, val_bpb, description) and the other measured runs that did not crash as
+    (their n, their val_bpb)."""
+    kept_ideas = sum(map(and_, map("keep".__eq__, track.status), map("idea".__eq__, track.role)))
+    kept = [(track.first + i, track.value[i], track.description[i]) for i in track.kept]
+    other = [v is not None and s != "keep" and s != "crash"
+             for v, s in zip(track.value, track.status)]
+    numbers = range(track.first, track.first + len(track))
+    return (len(track), kept_ideas, kept,
+            (list(compress(numbers, other)), list(compress(track.value, other))))
 
 
 def noise_note(floor: float | None, reruns: dict | None = None) -> dict:
@@ -873,24 +927,37 @@ _USAGE_KEYS = ("input_tokens", "cached_input_tokens", "output_tokens")
 
 
 def load_costs(session_dir: str | None, since: str | None = None) -> list[dict]:
+    """cost_records() of the session's runs.jsonl; [] when there is none."""
+    data = read_runs(session_dir)
+    return [] if data is None else cost_records(data, since)
+
+
+def cost_records(data: bytes, since: str | None = None) -> list[dict]:
     """runs.jsonl objects that carry ``proposer_usage``, in order, from time ``since`` on (only
     lines naming proposer_usage are decoded); [] when there are none."""
-    if not session_dir:
-        return []
-    try:
-        with open(os.path.join(session_dir, "runs.jsonl"), "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return []
     out = []
-    for line in data.splitlines():
-        if b'"proposer_usage"' not in line:
-            continue
+    for line in _lines_with(data, b'"proposer_usage"'):
         record = _json_object(line)
         if record and isinstance(record.get("proposer_usage"), dict) \
                 and (since is None or str(record.get("time", "")) >= since):
             out.append(record)
     return out
+
+
+def _lines_with(data: bytes, needle: bytes):
+    """The lines of ``data`` that hold ``needle`` (no line break in it), in order, each once,
+    cut as bytes.splitlines() cuts them (at \\n, \\r or \\r\\n): found with find(), not by
+    splitting the whole file into lines."""
+    at = data.find(needle)
+    while at >= 0:
+        newline = data.rfind(b"\n", 0, at)
+        begin = max(newline, data.rfind(b"\r", newline + 1, at)) + 1
+        end = data.find(b"\n", at)
+        end = len(data) if end < 0 else end
+        carriage = data.find(b"\r", at, end)
+        end = end if carriage < 0 else carriage
+        yield data[begin:end]
+        at = data.find(needle, end)
 
 
 def _spend(records: list[dict]) -> dict:
@@ -1056,31 +1123,39 @@ def _main(argv: list[str]) -> int:
                                                       ".autoresearch")
     session = load_session(session_dir)
     try:
-        rows = read_ledger(ledger)
+        columns = read_columns(ledger)
     except OSError as exc:
         _err(f"cannot read the ledger {ledger}: {exc.strerror or exc}")
         return EXIT_FAIL
-    if rows and not any(r["status"] in ("keep", "discard", "crash") or measured(r) for r in rows):
+    total = len(columns["status"])
+    if total and not any(s in _STATUSES for s in columns["status"]) \
+            and not any(map(track_measured, columns["val_bpb"])):
         _err(f"{ledger} does not look like a results.tsv: no row is keep, discard or crash, "
              "and none has a val_bpb")
         return EXIT_FAIL
-    start = 0 if opts["all"] else min(ledger_start(session), len(rows))
-    track = number_rows(rows, start)
-    rep = analyse_track(track, len(rows), load_runs(session_dir), noise_floor(session),
-                        opts["top"], with_tried=True if opts["json"] else
-                        ("knobs" if opts["tried"] else False))
+    start = 0 if opts["all"] else min(ledger_start(session), total)
+    track = Track.from_columns(columns, start)
+    del columns  # the track has what it needs
+    runs = read_runs(session_dir)
+    view = "json" if opts["json"] else "tried" if opts["tried"] else "text"
+    rep = analyse_track(track, total, None if runs is None
+                        else runs_summary(runs, totals=view != "tried"),  # --tried: not shown
+                        noise_floor(session), opts["top"], view=view)
     rep["metric_source"] = session.get("metric_source") if session else None  # arcore.attest
     if opts["plot"]:
         try:
             within = {k["n"] for k in rep["timeline"] if k["verdict"] == "within noise"}
             from arcore import svgplot  # only a chart needs it (start-up time)
-            svgplot.write(opts["plot"], svgplot.progress_svg(track, within))
+            svgplot.write(opts["plot"], svgplot.chart(*chart_points(track), within=within))
         except OSError as exc:
             _err(f"cannot write {opts['plot']}: {exc.strerror or exc}")
             return EXIT_FAIL
-    rep["agent_cost"] = agent_cost(load_costs(session_dir, None if opts["all"]
-                                              else session.get("created")), rep["timeline"])
+    costs = [] if runs is None else cost_records(runs, None if opts["all"]
+                                                 else session.get("created"))
+    rep["agent_cost"] = agent_cost(costs, rep["timeline"])
     if opts["json"]:
+        import json  # only here and for the sidecars: start-up time
+
         rep["ledger"] = ledger
         rep["plot"] = opts["plot"]
         print(json.dumps(rep, ensure_ascii=False, allow_nan=False))

@@ -96,26 +96,39 @@ def progress_svg(rows: list[dict], within: set | frozenset = frozenset()) -> str
     (and ``role`` from arcore.findings.classify when known). Every kept run and the running best
     are drawn; of the rest an even sample of at most MAX_OTHER_POINTS. Kept runs whose ``n`` is
     in ``within`` (gains below the noise floor) are hollow and marked within noise."""
-    total = len(rows)
     kept_count = sum(1 for r in rows if r.get("status") == "keep"
                      and r.get("role", "idea") == "idea")
     if not any("role" in r for r in rows):
         kept_count = max(0, kept_count - 1)  # the first kept run is the baseline
+    drawn = [(r["n"], value, r) for r in rows
+             if r.get("status") != "crash" and (value := _measured(r)) is not None]
+    kept = [(n, v, r.get("description", "")) for n, v, r in drawn if r.get("status") == "keep"]
+    others = [(n, v) for n, v, r in drawn if r.get("status") != "keep"]
+    return chart(len(rows), kept_count, kept, ([n for n, _ in others], [v for _, v in others]),
+                 within)
+
+
+def chart(total: int, kept_count: int, kept: list[tuple[int, float, str]],
+          others: tuple[list[int], list[float]], within: set | frozenset = frozenset()) -> str:
+    """progress_svg() from what it draws, every measured run that did not crash: ``kept`` as
+    (n, val_bpb, description), in order; the others as two lists, their n and their val_bpb
+    (so 100k of them make no 100k tuples: an even sample is drawn). ``total`` and
+    ``kept_count`` (kept improvements) go in the title."""
     title = f"Autoresearch Progress: {total} Experiments, {kept_count} Kept Improvements"
     if within:
         title += f" ({len(within)} within noise)"
-    valid = [(r["n"], _measured(r), r) for r in rows
-             if r.get("status") != "crash" and _measured(r) is not None]
-    if not valid:
+    others_n, others_v = others
+    if not kept and not others_n:
         return _empty_svg(title)
-    kept = [(n, v, r) for n, v, r in valid if r.get("status") == "keep"]
-    baseline = (kept or valid)[0][1]
+    first_other = (others_n[0], others_v[0]) if others_n else None
+    baseline = kept[0][1] if kept else first_other[1]
     best = min(v for _, v, _ in kept) if kept else baseline
     margin = (baseline - best) * 0.15
     if margin <= 0:
         margin = max(abs(baseline) * 0.01, 1e-4)
     y_lo, y_hi = best - margin, baseline + margin
-    x_first, x_last = valid[0][0], valid[-1][0]
+    x_first = min(([kept[0][0]] if kept else []) + others_n[:1])
+    x_last = max(([kept[-1][0]] if kept else []) + others_n[-1:])
     span = max(1, x_last - x_first)
     x_lo, x_hi = x_first - 0.03 * span - 0.5, x_last + 0.03 * span + 0.5
 
@@ -149,9 +162,9 @@ def progress_svg(rows: list[dict], within: set | frozenset = frozenset()) -> str
     # data, clipped to the plot area
     parts.append('<g clip-path="url(#plot)">')
     seen: set[tuple[int, int]] = set()
-    others = [(n, v, r) for n, v, r in valid if r.get("status") != "keep"]
-    stride = max(1, math.ceil(len(others) / MAX_OTHER_POINTS))
-    for n, v, r in others[::stride]:
+    stride = max(1, math.ceil(len(others_n) / MAX_OTHER_POINTS))
+    sample = list(zip(others_n[::stride], others_v[::stride]))
+    for n, v in sample:
         if not y_lo <= v <= y_hi:
             continue
         key = (round(px(n)), round(py(v)))  # one dot per pixel is all the eye can see
@@ -188,11 +201,11 @@ def progress_svg(rows: list[dict], within: set | frozenset = frozenset()) -> str
     cos30, sin30 = math.cos(math.radians(30)), math.sin(math.radians(30))
     candidates = []
     previous = None
-    for n, v, r in kept:
+    for n, v, description in kept:
         gain = math.inf if previous is None else previous - v
         previous = v
         if y_lo <= v <= y_hi:
-            text = label_text(r.get("description", ""))
+            text = label_text(description)
             candidates.append((-gain, n, px(n) + 6, py(v) - 6, text))
     placed: list[tuple[float, float, float]] = []  # (along, across, width) in label space
     shown = []
@@ -219,7 +232,7 @@ def progress_svg(rows: list[dict], within: set | frozenset = frozenset()) -> str
 
     if stride > 1:
         parts.append(f'<text class="note" x="{LEFT}" y="{TOP + PLOT_H + 44}" font-size="11" '
-                     f'fill="#666">{len(others[::stride])} of {len(others)} other runs drawn '
+                     f'fill="#666">{len(sample)} of {len(others_n)} other runs drawn '
                      "(an even sample)</text>")
 
     # frame, axis titles, legend
