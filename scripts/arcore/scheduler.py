@@ -256,7 +256,7 @@ class Scheduler(Intake, Noise):
         """Journal the job, then run-experiment.sh in the slot."""
         slots.checkout(slot, job["commit"])
         slots.prepare_scratch(self.repo, slot)
-        job.update(rows_before=context.row_count(self.repo), started=time.time())
+        job.update(rows_before=context.row_count(self.repo), started=time.time(), slot=slot.id)
         self.jobs[slot.id] = job
         self.state["candidate"] = job["commit"]
         if job.get("blob"):
