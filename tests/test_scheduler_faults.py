@@ -392,11 +392,6 @@ def test_a_sigkill_while_the_other_slot_still_runs_loses_doubles_and_reruns_noth
     assert_settled(target, tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "slots.answer's fallback for a dead loop's run takes the slot's LAST runs.jsonl object "
-    "for the commit, and a slot's runs.jsonl keeps every earlier run of the loop: a baseline "
-    "repeat cut short in w1 is 'answered' by the baseline's own record (a doubled "
-    "'[w1] baseline' keep row, no run)"))
 def test_a_sigkill_during_baseline_repeats_never_turns_an_earlier_run_into_a_repeat_row(
         target, tmp_path, box):
     values(box, BASE_KEY, 1.00, 1.02, 1.04)
@@ -416,11 +411,6 @@ def test_a_sigkill_during_baseline_repeats_never_turns_an_earlier_run_into_a_rep
     assert_settled(target, tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the same stale-record fallback (slots.answer/harvest): the confirmation re-run cut short "
-    "in the slot where the held keep first ran is 'answered' by that first run's own record, "
-    "so the mean counts the lucky value twice and a keep the honest re-run withdraws is "
-    "fast-forwarded"))
 def test_a_sigkill_while_a_keep_is_confirmed_cannot_confirm_it_on_a_copy_of_its_first_run(
         target, tmp_path, box):
     values(box, key_of(A=-0.005), 0.995, 1.01)  # a: within the floor; its re-run 1.01
@@ -441,10 +431,6 @@ def test_a_sigkill_while_a_keep_is_confirmed_cannot_confirm_it_on_a_copy_of_its_
     assert_settled(target, tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Scheduler.recover requeues a started job that has no answer as a fresh waiting item "
-    "without its 'again' mark: the re-run of a superseded keep is then bounded and counted as "
-    "a new experiment, so with --max reached it never runs (the row said 'to run again')"))
 def test_a_sigkill_while_a_rebased_rerun_starts_still_runs_it_and_counts_it_once(
         target, tmp_path, box):
     queue = make_queue(target, tmp_path, [("a", {"A": "-0.01"}), ("b", {"B": "-0.03"})])
@@ -473,11 +459,6 @@ def test_a_sigkill_while_a_rebased_rerun_starts_still_runs_it_and_counts_it_once
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Noise.resolve_confirm pops state['parked'] before settling the parked keeps, and "
-    "settle() journals the popped job's decision (save) before apply() writes its row: a "
-    "SIGKILL between them leaves the parked keep in no journal field: its run's row is never "
-    "written and its rebased re-run never runs"))
 def test_a_sigkill_while_a_parked_keep_is_decided_after_the_confirmation_loses_no_row(
         target, tmp_path, box):
     values(box, key_of(A=-0.005), 0.995, 0.995)  # a: within the floor, confirmed
@@ -502,10 +483,6 @@ def test_a_sigkill_while_a_parked_keep_is_decided_after_the_confirmation_loses_n
     assert_settled(target, tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Noise.resolve_confirm is not idempotent: after the held keep's fast-forward and before "
-    "the journal drops 'confirm', a SIGKILL makes the restart find HEAD != the held base and "
-    "withdraw the keep that is already on the branch (a 'not confirmed' discard row for HEAD)"))
 def test_a_sigkill_right_after_a_confirmed_fast_forward_does_not_withdraw_the_kept_commit(
         target, tmp_path, box):
     values(box, key_of(A=-0.005), 0.995, 0.995)
@@ -524,11 +501,6 @@ def test_a_sigkill_right_after_a_confirmed_fast_forward_does_not_withdraw_the_ke
     assert_settled(target, tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Noise.resolve_confirm treats 'HEAD is not the held base' (the user's commit or branch "
-    "switch) as a failed confirmation: it writes a 'not confirmed' row whose mean beats the "
-    "best and the loop goes on (exit 0 here) instead of stopping with exit 4 as decide's "
-    "'moved' does"))
 def test_a_user_commit_during_a_confirmation_stops_the_loop_with_exit_4_and_is_kept(
         target, tmp_path, box):
     values(box, key_of(A=-0.005), 0.995, 0.995, 0.995)
@@ -752,11 +724,6 @@ def user_things(repo: Path) -> dict:
     return {"feature": git(repo, "rev-parse", "feature"), "v1": git(repo, "rev-parse", "v1")}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the loop verifies the ledger's seal and the session only when it starts; a proposer "
-    "that rewrites the main results.tsv (the best's value made 9.0) or session.json "
-    "(ledger_start past every row: an empty track) gets its loser judged against the forged "
-    "copies each slot is given (slots skip the seal as workers) and fast-forwarded"))
 @pytest.mark.parametrize("forged", ["ledger", "session"])
 def test_a_proposer_that_forges_the_main_ledger_cannot_get_a_loser_kept(target, tmp_path,
                                                                          box, forged):
@@ -769,11 +736,6 @@ def test_a_proposer_that_forges_the_main_ledger_cannot_get_a_loser_kept(target, 
     assert done.returncode in (0, 3), done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the scheduler takes a slot's verdict as it is: a lane proposer that rewrites the slot's "
-    "copy of results.tsv (.autoresearch/worktrees/wK/results.tsv) between prepare_scratch and "
-    "the judge's read gets another slot's loser judged 'keep' and fast-forwarded; the value "
-    "is never compared with the best the scheduler itself knows"))
 def test_a_lane_proposer_that_forges_a_slots_ledger_copy_cannot_get_a_loser_kept(
         target, tmp_path, box):
     release = tmp_path / "release-a"
@@ -793,11 +755,6 @@ def test_a_lane_proposer_that_forges_a_slots_ledger_copy_cannot_get_a_loser_kept
     assert_nothing_left(box)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "slots.answer takes the last line of .autoresearch/judge.out in the slot's worktree as "
-    "the verdict, whoever wrote it, and never checks it against the run's own record or the "
-    "commit: a proposer's daemon that replaces that file while its loser runs gets the loser "
-    "kept with a value of its choice"))
 def test_a_proposers_daemon_that_replaces_a_slots_answer_cannot_get_a_loser_kept(
         target, tmp_path, box):
     base = git(target, "rev-parse", "HEAD")
@@ -848,10 +805,7 @@ def test_a_proposer_that_force_pushes_over_a_users_branch_does_not_move_it(targe
 
 @pytest.mark.parametrize("max_crashes", [
     "3",
-    pytest.param("0", marks=pytest.mark.xfail(strict=True, reason=(
-        "Intake.take stops on duplicates only through --max-crashes, and a duplicate is never "
-        "counted toward --max: with --max-crashes 0 ('never stop on crashes') a proposer that "
-        "always repeats itself keeps the loop proposing for ever, --max 3 or not"))),
+    pytest.param("0"),
 ])
 def test_a_proposer_that_only_repeats_an_experiment_stops_the_loop(target, tmp_path, box,
                                                                    max_crashes):
@@ -867,11 +821,6 @@ def test_a_proposer_that_only_repeats_an_experiment_stops_the_loop(target, tmp_p
     assert git(target, "status", "--porcelain", "--untracked-files=no") == ""
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Intake.tried counts the train.py of every commit a track row names, and a rejected "
-    "proposal's crash row names the rejected commit: a change sent once with a stray edit "
-    "(or by a proposer that timed out or exited non-zero after committing) is 'already "
-    "tried' for the rest of the track although it never ran"))
 def test_a_change_first_rejected_for_a_stray_edit_still_runs_when_sent_right(target,
                                                                              tmp_path, box):
     done = run_loop(target, env_for(tmp_path, HOSTILE="sloppy"), "--propose",
@@ -908,10 +857,6 @@ def test_ctrl_c_while_a_slot_runs_and_the_next_proposal_is_made_ends_everything(
     assert_settled(target, tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Scheduler.run resumes the counters only when the journal says 'running' (a SIGKILL); "
-    "after Ctrl-C (status 'interrupted') the same command starts 'done' (and --hours) from "
-    "zero, so --max N allows N more experiments although the docs say the loop resumes"))
 def test_ctrl_c_then_the_same_command_resumes_the_max_count(target, tmp_path, box):
     queue = make_queue(target, tmp_path, [("a", {"A": "0.01"}), ("b", {"B": "-0.02"}),
                                           ("c", {"C": "0.03"})])
@@ -933,10 +878,6 @@ def test_ctrl_c_then_the_same_command_resumes_the_max_count(target, tmp_path, bo
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Scheduler.harvest keeps every journaled job's commit as refs/autoresearch/unjudged/ "
-    "before the worktrees are rebuilt, and nothing drops that ref once the job is judged: a "
-    "commit kept (or discarded) after a restart is also listed as 'unjudged'"))
 def test_a_run_judged_after_a_restart_is_not_left_listed_as_unjudged(target, tmp_path, box):
     queue = make_queue(target, tmp_path, [("a", {"A": "-0.01"})])
     args = ("--queue", str(queue), "--workers", "2")

@@ -763,7 +763,7 @@ OVERLAP_PROPOSER = '''import os, pathlib, subprocess, time
 n = int(os.environ["AUTORESEARCH_ITERATION"])
 spans = pathlib.Path(os.environ["SPANS"])
 start = time.time()
-time.sleep(1.0)  # a thinking agent
+time.sleep(3.0)  # a thinking agent (long enough to overlap on a busy machine)
 knob = "ABCDE"[(n - 1) % 5]
 text = pathlib.Path("train.py").read_text().replace(f"{knob} = 0.0", f"{knob} = 0.00{n}")
 pathlib.Path("train.py").write_text(text)

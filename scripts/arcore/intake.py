@@ -23,6 +23,7 @@ from arcore.lane import _kill_tagged as kill_tagged
 from arcore.lane import WAITING, forget_waiting
 
 INTERRUPTED, FAILED = 130, 1
+DUPLICATES_MAX = 3  # with --max-crashes 0: proposals in a row that repeat a tried train.py
 PROPOSER_LOG = ".autoresearch/proposer.log"
 
 
@@ -140,7 +141,10 @@ class Intake:
         self.report()
 
     def tried(self) -> set[str]:
-        return set(self.state.get("tried", [])) | slots.tried_blobs(self.repo, self.track())
+        """train.py blobs already run in the track: this loop's runs, and every row but a
+        crash (a rejected proposal's crash row names a commit that never ran)."""
+        rows = [r for r in self.track() if r["status"] != "crash"]
+        return set(self.state.get("tried", [])) | slots.tried_blobs(self.repo, rows)
 
     def take(self, slot, item: dict) -> bool:
         """A waiting item onto ``slot``: rebased onto the best if its base was superseded, a
@@ -168,7 +172,7 @@ class Intake:
             self.count({"kind": "duplicate", "patch": item.get("patch")})  # not run: not counted
             dups = self.state["duplicates_in_a_row"] = \
                 int(self.state.get("duplicates_in_a_row", 0)) + 1
-            if self.opts.max_crashes and dups >= self.opts.max_crashes:
+            if dups >= (self.opts.max_crashes or DUPLICATES_MAX):  # --max-crashes 0 too
                 self.halt = LoopError(FAILED, f"stopping after {dups} proposals in a row that "
                                               "repeat an experiment already tried")
             self.save()
@@ -179,7 +183,8 @@ class Intake:
                "desc": desc if item.get("again") or item.get("described") else
                self.describe(desc), "usage": item.get("usage"), "blob": blob,
                "again": item.get("again")}
-        self.start(slot, job)
+        if not self.start(slot, job):
+            return False  # the harness changed: the proposal stays reachable (its ref)
         forget_waiting(self.repo, item.get("commit") or "")
         return True
 

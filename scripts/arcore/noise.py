@@ -16,7 +16,9 @@ from __future__ import annotations
 import statistics
 
 from arcore import context, ledger, repeats, session, slots
-from arcore.gitops import DISCARDED, head, keep_reachable, log, short
+from arcore.gitops import DISCARDED, LoopError, current_branch, head, keep_reachable, log, short
+
+KEPT, UNSAFE = "refs/autoresearch/kept/", 4
 
 
 class Noise:
@@ -54,10 +56,22 @@ class Noise:
         values = [r["val_bpb"] for r in got]
         failed = any(r["status"] == "crash" for r in got) or None in values or not values
         mean = None if failed else statistics.fmean(values)
-        if head(self.repo) == c["base"] and context.beats(mean, c["prev_best"],
-                                                          self.opts.higher_is_better):
-            log(f"confirmed: mean {mean:.6f} over {len(values)} runs beats "
-                f"{c['prev_best']:.6f}")
+        tip = head(self.repo)
+        if current_branch(self.repo) != self.branch or tip not in (c["base"], c["commit"]):
+            self.state["confirm"] = None  # the user moved the branch: nothing is applied
+            keep_reachable(self.repo, KEPT, c["commit"])
+            self.save()
+            self.halt = LoopError(UNSAFE, f"the session branch moved while "
+                                          f"{short(c['commit'])} was being confirmed (HEAD "
+                                          f"{short(tip)}): nothing applied (kept as "
+                                          f"{KEPT}{c['commit']}); check the branch, then start "
+                                          "the loop again")
+            return
+        if tip == c["commit"] or context.beats(mean, c["prev_best"],
+                                               self.opts.higher_is_better):
+            if tip != c["commit"]:  # a restart after the fast-forward: already confirmed
+                log(f"confirmed: mean {mean:.6f} over {len(values)} runs beats "
+                    f"{c['prev_best']:.6f}")
             self.fast_forward(c["commit"])
             self.verdict, self.value = "keep", mean
             self.state["confirm"] = None
@@ -67,12 +81,18 @@ class Noise:
             self.step("withdrawing", withdraw={"mean": mean, "runs": len(values),
                                                "rows_before": context.row_count(self.repo)})
             self.finish_withdraw()
-        for job in self.state.pop("parked", []):  # decided now, on the outcome
-            job.pop("decision", None)
-            self.settle_parked(job)
+        self.settle_parked()
 
-    def settle_parked(self, job: dict) -> None:
-        self.settle(None, job)
+    def settle_parked(self) -> None:
+        """The keeps that ended during the confirmation, decided now on its outcome; each
+        stays in the journal until its row is written (a restart decides it again)."""
+        while self.state.get("parked"):
+            job = self.state["parked"][0]
+            if not job.get("counted"):
+                job.pop("decision", None)
+            self.settle(None, job)
+            self.state["parked"].pop(0)
+            self.save()
 
     def finish_withdraw(self) -> None:
         c, w = self.state["confirm"], self.state.get("withdraw") or {}
@@ -129,5 +149,6 @@ class Noise:
         floor = repeats.noise_floor(values)
         if floor is not None:
             session.update(self.repo, noise_floor=floor)
+            self.saw_session()
             log(f"noise floor: std {floor:.6f} over {len(values)} runs of the baseline "
                 f"{commit}")

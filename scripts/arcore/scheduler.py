@@ -51,7 +51,7 @@ from pathlib import Path
 
 from arcore import (ahead, context, experiment, gitx, journal, ledger, proposals,
                     runner, session, slots, usage)
-from arcore.gitops import (DISCARDED, UNJUDGED, LoopError, current_branch, head,
+from arcore.gitops import (DISCARDED, UNJUDGED, LoopError, current_branch, git, head,
                            keep_reachable, list_patches, log, rebase_onto, replace_onto, short,
                            tracked_changes)
 from arcore.intake import PROPOSER_LOG, Intake
@@ -139,6 +139,7 @@ class Scheduler(Intake, Noise):
     halt: LoopError | None = None  # why no new job starts (raised once the slots are idle)
     give_up: float | None = None
     crash_key: int | None = None  # the ledger's size when the crash streak was last read
+    session_seen: bytes | None = None  # session.json as the loop last read or wrote it
 
     # -- journal ---------------------------------------------------------------
 
@@ -252,11 +253,15 @@ class Scheduler(Intake, Noise):
     def free_slot(self):
         return next((s for s in self.slots if s.id not in self.jobs), None)
 
-    def start(self, slot, job: dict) -> None:
-        """Journal the job, then run-experiment.sh in the slot."""
+    def start(self, slot, job: dict) -> bool:
+        """Journal the job, then run-experiment.sh in the slot (False: the harness's files
+        changed under the loop; nothing started, ``halt`` says why)."""
+        if not self.harness_intact():
+            return False
         slots.checkout(slot, job["commit"])
         slots.prepare_scratch(self.repo, slot)
-        job.update(rows_before=context.row_count(self.repo), started=time.time(), slot=slot.id)
+        job.update(rows_before=context.row_count(self.repo), started=time.time(), slot=slot.id,
+                   best_value=self.best_value())
         self.jobs[slot.id] = job
         self.state["candidate"] = job["commit"]
         if job.get("blob"):
@@ -281,6 +286,33 @@ class Scheduler(Intake, Noise):
         if self.stop:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGTERM)
+        return True
+
+    def harness_intact(self) -> bool:
+        """results.tsv as the harness last sealed it, session.json as the loop last read or
+        wrote it (a proposer or a daemon that edits them while runs go is caught here, before
+        a copy is judged against or a row appended)."""
+        try:
+            experiment.check_seal(self.repo, self.ledger_path, session.load(self.repo))
+        except experiment.Stop as exc:
+            self.halt = LoopError(HARNESS, str(exc))
+            return False
+        if self.session_seen is not None and self.session_bytes() != self.session_seen:
+            self.halt = LoopError(HARNESS, ".autoresearch/session.json changed while the loop "
+                                           "ran (not by the harness): check it, then start the "
+                                           "loop again, or scripts/setup.sh --new-track")
+            return False
+        return True
+
+    def session_bytes(self) -> bytes | None:
+        try:
+            return (Path(session.session_dir(self.repo)) / "session.json").read_bytes()
+        except OSError:
+            return None
+
+    def saw_session(self) -> None:
+        """The loop's own session.update: the new content is the one to expect."""
+        self.session_seen = self.session_bytes()
 
     # -- a run ends -----------------------------------------------------------------
 
@@ -297,7 +329,8 @@ class Scheduler(Intake, Noise):
                 continue
             job.pop("child", None)
             job["exit"] = proc.returncode
-            result = slots.answer(slot, job["commit"], proc.returncode) \
+            text = slots.output(slot)
+            result = slots.answer(slot, job["commit"], proc.returncode, text) \
                 if proc.returncode in (OK, UNSAFE) else None
             if self.opts.runner == "slurm" and (result is None or result["status"] == "crash"):
                 subprocess.run(runner.cancel_command(slots.session_tag(self.branch),
@@ -364,6 +397,12 @@ class Scheduler(Intake, Noise):
         status = result.get("status") or "crash"
         desc = result.get("description") or slots.tagged(job.get("slot", ""), job["desc"],
                                                           self.many)
+        started_on = job.get("best_value")
+        if status == "keep" and job.get("kind") == "candidate" and started_on is not None \
+                and not context.beats(result.get("value"), started_on,
+                                      self.opts.higher_is_better):
+            status, action = "discard", "row"  # the judge's copy was not the loop's best
+            desc = f"{desc} (not kept: it does not beat the best it started on, {started_on:.6f})"
         out = {"action": action, "status": status, "desc": desc}
         if action == "moved":
             where = "was switched" if not on_branch else f"moved to {short(tip)}"
@@ -412,6 +451,8 @@ class Scheduler(Intake, Noise):
         line = ledger.format_row(job["commit"], job["result"].get("value"),
                                  job["result"].get("memory_gb"), d["status"], d["desc"], header)
         named = dict(zip(header, line.split("\t")))
+        if not job.get("counted") and not self.harness_intact():
+            return  # the row waits in the journal; the restart refuses the changed harness
         present = any((r["commit"], r["description"]) == (named.get("commit"),
                                                           named.get("description"))
                       for r in context.rows_after(self.repo, int(job.get("rows_before", 0))))
@@ -440,6 +481,7 @@ class Scheduler(Intake, Noise):
             self.halt = LoopError(UNSAFE, d["why"])
         if sid is not None:
             self.jobs.pop(sid, None)
+        git(self.repo, "update-ref", "-d", f"{UNJUDGED}{job['commit']}", check=False)
         self.verdict, self.value = d["status"], job["result"].get("value")
         self.save()
         self.report(sid if self.many else None)
@@ -472,6 +514,7 @@ class Scheduler(Intake, Noise):
         frozen = session.load(self.repo) or {}
         if not frozen.get("ledger_sealed") and ledger.read_seal(self.ledger_path) is not None:
             session.update(self.repo, ledger_sealed=True)
+            self.saw_session()
 
     def append_run(self, record: dict) -> None:
         with contextlib.suppress(OSError):
@@ -711,6 +754,8 @@ class Scheduler(Intake, Noise):
             elif job.get("kind") == "candidate":
                 keep_reachable(self.repo, UNJUDGED, job["commit"])
             self.save()
+        if st.get("parked") and not st.get("confirm"):  # cut short while being decided
+            self.settle_parked()
         self.raise_halt()
 
     def raise_halt(self) -> None:
@@ -723,7 +768,7 @@ class Scheduler(Intake, Noise):
     def run(self) -> int:
         o, st = self.opts, self.state
         key = journal.args_key(o)
-        resumed = st.get("status") == "running" and st.get("args") == key
+        resumed = st.get("status") in ("running", "interrupted") and st.get("args") == key
         problem = dirty_problem(self.repo)
         if problem:
             raise LoopError(UNSAFE, problem)
@@ -755,6 +800,7 @@ class Scheduler(Intake, Noise):
         ahead.settle_orphans(self.repo, st)
         self.save()
         self.slots = slots.make(self.repo, self.branch, o.gpu_list, st["best"])
+        self.saw_session()
         if o.propose and o.ahead:
             self.lane = lanes(min(int(o.ahead), len(self.slots)), st["token"], repo=self.repo,
                               branch=self.branch, command=o.propose,

@@ -3,8 +3,8 @@
 A slot is a git worktree of its own (``.autoresearch/worktrees/wK``) on its own branch
 (``autoresearch-workers/<tag>/wK``), a GPU (``CUDA_VISIBLE_DEVICES`` for ``--runner local``)
 or a Slurm job step (``--runner slurm``, arcore.runner), and at most one run at a time:
-run-experiment.sh on the slot's HEAD, in its own process group, its JSON answer written to
-``.autoresearch/judge.out`` in the worktree. The main worktree is never used for running: the
+run-experiment.sh on the slot's HEAD, in its own process group, its JSON answer read from
+its stdout through a pipe. The main worktree is never used for running: the
 user's tree only ever sees a fast-forward to a kept commit.
 
 Before each run the worktree gets a copy of the main results.tsv and of the session manifest
@@ -20,7 +20,8 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from arcore import gitx, session
@@ -45,6 +46,8 @@ class Slot:
     branch: str
     gpu: str | None
     proc: subprocess.Popen | None = None
+    out: list = field(default_factory=list)
+    reader: threading.Thread | None = None
 
     @property
     def busy(self) -> bool:
@@ -144,23 +147,40 @@ def prepare_scratch(repo: str, slot: Slot) -> None:
     else:
         dst.unlink(missing_ok=True)
     (Path(slot.path) / ANSWER).unlink(missing_ok=True)
+    (Path(slot.path) / RUNS).unlink(missing_ok=True)  # a dead loop's answer is this run's only
 
 
 def start(slot: Slot, argv: list[str], env: dict) -> subprocess.Popen:
-    """run-experiment.sh in the slot, in its own session; its stdout to the answer file."""
-    with open(Path(slot.path) / ANSWER, "w", encoding="utf-8") as out:
-        slot.proc = subprocess.Popen(argv, cwd=slot.path, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=out, stderr=None, start_new_session=True,
-                                     text=True)
+    """run-experiment.sh in the slot, in its own session; its stdout (the JSON answer) read
+    through a pipe by a thread, so nothing that can write files can change the answer."""
+    slot.out = []
+    slot.proc = subprocess.Popen(argv, cwd=slot.path, env=env, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=None, start_new_session=True,
+                                 text=True, errors="replace")
+    slot.reader = threading.Thread(target=_read_all, args=(slot.proc, slot.out), daemon=True)
+    slot.reader.start()
     return slot.proc
 
 
-def answer(slot: Slot, commit: str, exit_code: int | None) -> dict | None:
-    """run-experiment.sh's JSON answer for ``commit`` (None: the run was not judged), with
-    its runs.jsonl record."""
+def _read_all(proc: subprocess.Popen, out: list) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        out.append(proc.stdout.read())
+
+
+def output(slot: Slot) -> str:
+    """What the ended run printed (the reader thread is joined first)."""
+    if slot.reader is not None:
+        slot.reader.join(timeout=10)
+    return "".join(slot.out)
+
+
+def answer(slot: Slot, commit: str, exit_code: int | None, text: str = "") -> dict | None:
+    """run-experiment.sh's JSON answer for ``commit`` from ``text``, its stdout (None: the run
+    was not judged), with its runs.jsonl record. A dead loop's run (``exit_code`` None) is
+    answered by the slot's runs.jsonl, which holds only that run's record."""
     result = None
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        text = (Path(slot.path) / ANSWER).read_text(encoding="utf-8").strip()
+    with contextlib.suppress(ValueError, IndexError):
+        text = text.strip()
         parsed = json.loads(text.splitlines()[-1]) if text else None
         result = parsed if isinstance(parsed, dict) and parsed.get("status") else None
     if result is None and exit_code is None:  # a dead loop's run: its record may say
