@@ -278,19 +278,27 @@ def test_two_slots_run_a_queue_at_once_and_keep_only_improvements_on_the_best(ta
     assert_clean(target)
 
 
+def held_until_kept(target: Path, queue: Path, env: dict, kept: str, release: Path) -> str:
+    """Two slots over ``queue``; the held run is released once ``kept`` has its keep row.
+    Returns the loop's stdout (it must exit 0)."""
+    proc = subprocess.Popen(["bash", str(RUN_LOOP), "--repo", str(target), "--cmd",
+                             f"{sys.executable} train.py", "--queue", str(queue),
+                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, **env})
+    wait_for(lambda: any(r["status"] == "keep" and kept in r["description"]
+                         for r in rows(target)), f"{kept} to be kept while the other is held")
+    release.write_text("")
+    out, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0, err
+    return out
+
+
 def test_a_run_that_beat_its_base_after_another_slot_kept_is_rebased_and_run_again(
         target, tmp_path):
     queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "B", "-0.03")])
     release = tmp_path / "release-a"
-    proc = subprocess.Popen(["bash", str(RUN_LOOP), "--repo", str(target), "--cmd",
-                             f"{sys.executable} train.py", "--queue", str(queue),
-                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "STANDIN_HOLD_A": str(release)})
-    wait_for(lambda: any(r["status"] == "keep" and "try b" in r["description"]
-                         for r in rows(target)), "b to be kept while a is held")
-    release.write_text("")  # a ends now, beating its base b0, which b superseded
-    out, err = proc.communicate(timeout=WAIT)
-    assert proc.returncode == 0, err
+    out = held_until_kept(target, queue, {"STANDIN_HOLD_A": str(release)}, "try b", release)
+    # a ended after b's keep, beating its base b0, which b superseded
     got = [(r["status"], r["val_bpb"], r["description"]) for r in rows(target)]
     assert got[1][:2] == ("keep", 0.97) and "try b" in got[1][2]
     assert got[2][:2] == ("discard", 0.99) and "rebased onto it" in got[2][2]
@@ -306,16 +314,8 @@ def test_a_better_rival_edit_of_the_same_line_runs_on_top_of_the_keep_and_is_not
         target, tmp_path):
     queue = make_queue(target, tmp_path, [("a", "A", "-0.01"), ("b", "A", "-0.02")])
     release = tmp_path / "release-b"
-    proc = subprocess.Popen(["bash", str(RUN_LOOP), "--repo", str(target), "--cmd",
-                             f"{sys.executable} train.py", "--queue", str(queue),
-                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ,
-                                            "STANDIN_HOLD_IF": f"A=-0.02={release}"})
-    wait_for(lambda: any(r["status"] == "keep" and "try a" in r["description"]
-                         for r in rows(target)), "a to be kept while b is held")
-    release.write_text("")  # b ends now: better than a, on a's own line
-    out, err = proc.communicate(timeout=WAIT)
-    assert proc.returncode == 0, err
+    out = held_until_kept(target, queue, {"STANDIN_HOLD_IF": f"A=-0.02={release}"}, "try a",
+                          release)  # b ended after a's keep: better than a, on a's own line
     got = [(r["status"], r["val_bpb"], r["description"]) for r in rows(target)]
     assert got[1][:2] == ("keep", 0.99)
     assert got[2][:2] == ("discard", 0.98) and "conflicts with" in got[2][2] \

@@ -175,7 +175,7 @@ def test_load_costs_keeps_the_tracks_records_with_usage_and_skips_junk(tmp_path)
 # ---------------------------------------------------------------------------
 
 
-def test_the_loop_records_each_proposals_own_usage_in_runs_jsonl(tmp_path):
+def loop_with_usage(tmp_path: Path, *extra: str) -> tuple[Path, dict, list[dict]]:
     """Proposal 1 prints Claude's report and is kept; proposal 2 prints nothing (its record
     must not reuse proposal 1's); proposal 3 prints Codex's report and is rejected."""
     repo = make_repo(tmp_path)
@@ -188,13 +188,19 @@ def test_the_loop_records_each_proposals_own_usage_in_runs_jsonl(tmp_path):
     propose = (f'fake-agent; rc=$?; case "$AUTORESEARCH_ITERATION" in 1) cat "{CLAUDE_LOG}";; '
                f'3) cat "{CODEX_LOG}";; esac; exit $rc')
     done = subprocess.run(["bash", str(ROOT / "scripts" / "run-loop.sh"), "--propose", propose,
-                           "--max", "3", "--cmd", f"{sys.executable} train.py", "--grace", "1"],
+                           "--max", "3", *extra, "--cmd", f"{sys.executable} train.py",
+                           "--grace", "1"],
                           cwd=repo, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    rows = [line.split("\t")[3] for line in (repo / "results.tsv").read_text().splitlines()[1:]]
-    assert rows == ["keep", "keep", "crash", "crash"]
     records = [json.loads(x) for x in (repo / ".autoresearch" / "runs.jsonl").read_text()
                .splitlines()]
+    return repo, env, records
+
+
+def test_the_loop_records_each_proposals_own_usage_in_runs_jsonl(tmp_path):
+    repo, env, records = loop_with_usage(tmp_path)
+    rows = [line.split("\t")[3] for line in (repo / "results.tsv").read_text().splitlines()[1:]]
+    assert rows == ["keep", "keep", "crash", "crash"]
     assert [r.get("proposer_usage", {}).get("source") for r in records] == [None, "claude",
                                                                             "codex"]
     assert records[1]["status"] == "keep"
@@ -213,27 +219,11 @@ def test_the_loop_records_each_proposals_own_usage_in_runs_jsonl(tmp_path):
 
 
 def test_with_two_slots_each_proposals_usage_is_recorded_too(tmp_path):
-    """The same proposals with --workers 2 (the lane proposes while a slot runs): each run's
-    and each rejection's record carries its own proposal's usage, whatever the order."""
-    repo = make_repo(tmp_path)
-    (tmp_path / "agent").mkdir()
-    (tmp_path / "cache").mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTORESEARCH_", "FAKE_"))}
-    env.update(PATH=f"{AGENTS}:{os.environ['PATH']}", FAKE_AGENT_DIR=str(tmp_path / "agent"),
-               FAKE_AGENT_MODE="good,none,none", AUTORESEARCH_CACHE_DIR=str(tmp_path / "cache"),
-               AUTORESEARCH_METRIC_SOURCE="printed")
-    propose = (f'fake-agent; rc=$?; case "$AUTORESEARCH_ITERATION" in 1) cat "{CLAUDE_LOG}";; '
-               f'3) cat "{CODEX_LOG}";; esac; exit $rc')
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "run-loop.sh"), "--propose", propose,
-                           "--max", "3", "--workers", "2", "--cmd", f"{sys.executable} train.py",
-                           "--grace", "1"],
-                          cwd=repo, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    records = [json.loads(x) for x in (repo / ".autoresearch" / "runs.jsonl").read_text()
-               .splitlines()]
+    """The same with --workers 2 (two lanes propose while a slot runs): each record carries
+    its own proposal's usage, whatever the order, though both proposers shared the log."""
+    _, _, records = loop_with_usage(tmp_path, "--workers", "2")
     sources = [r.get("proposer_usage", {}).get("source") for r in records]
-    assert sorted(sources, key=str) == [None, "claude", "codex"], records  # 2 lanes at once
+    assert sorted(sources, key=str) == [None, "claude", "codex"], records
     by_source = {r.get("proposer_usage", {}).get("source"): r for r in records}
     assert by_source["claude"]["status"] == "keep" and by_source["claude"]["worker"]
-    assert by_source["codex"]["status"] == "crash"  # the crash that reported nothing has no
-    # record: none borrows another proposal's usage, though both proposers shared the log
+    assert by_source["codex"]["status"] == "crash"  # the crash that reported nothing: none
