@@ -13,6 +13,7 @@ a test of the attested metric removes it (tests/test_attest.py).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -59,3 +60,24 @@ def commit_train(repo: Path, message: str, standin: str | None = None, **constan
     train.write_text(text)
     git(repo, "commit", "-q", "-am", message)
     return git(repo, "rev-parse", "HEAD")
+
+
+def live_tagged(test_id: str) -> list[int]:
+    """Live (non-zombie) processes that carry ``LOOP_TEST_ID=test_id`` in their environment
+    (a test's own id, inherited by everything it starts)."""
+    needle = f"LOOP_TEST_ID={test_id}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                if needle not in handle.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{entry}/stat") as handle:
+                if handle.read().rsplit(")", 1)[-1].split()[0] == "Z":
+                    continue
+        except OSError:
+            continue
+        found.append(int(entry))
+    return found

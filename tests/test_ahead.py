@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from arcore import journal, ledger, loop
-from scratchrepo import PRINTED, git, make_repo
+from arcore import journal, ledger
+from scratchrepo import PRINTED, git, live_tagged, make_repo
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_LOOP = ROOT / "scripts" / "run-loop.sh"
@@ -261,19 +261,7 @@ def wait_for(path: Path, proc: subprocess.Popen) -> None:
 
 
 def live(test_id: str) -> list[int]:
-    needle = f"LOOP_TEST_ID={test_id}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as handle:
-                    if needle in handle.read().split(b"\0"):
-                        with open(f"/proc/{entry}/stat") as stat:
-                            if stat.read().rsplit(")", 1)[-1].split()[0] != "Z":
-                                found.append(int(entry))
-            except OSError:
-                pass
-    return found
+    return live_tagged(test_id)
 
 
 @pytest.mark.parametrize("phase", ["lane-proposing", "lane-finished", "taking", "appending"])

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from arcore import context, journal, ledger, loop
-from scratchrepo import PRINTED
+from scratchrepo import PRINTED, live_tagged
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_LOOP = ROOT / "scripts" / "run-loop.sh"
@@ -145,22 +145,7 @@ def statuses(repo: Path) -> list[str]:
 
 def live_processes(env: dict) -> list[int]:
     """Live (non-zombie) processes that carry this test's id in their environment."""
-    needle = f"LOOP_TEST_ID={env['LOOP_TEST_ID']}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                if needle not in handle.read().split(b"\0"):
-                    continue
-            with open(f"/proc/{entry}/stat") as handle:
-                if handle.read().rsplit(")", 1)[-1].split()[0] == "Z":
-                    continue
-        except OSError:
-            continue
-        found.append(int(entry))
-    return found
+    return live_tagged(env["LOOP_TEST_ID"])
 
 
 def assert_settled(repo: Path, env: dict, head: str, nrows: int | None = None) -> None:

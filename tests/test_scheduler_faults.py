@@ -43,7 +43,7 @@ from pathlib import Path
 import pytest
 
 from arcore import journal, ledger, session, slots
-from scratchrepo import PRINTED, git, make_repo
+from scratchrepo import PRINTED, git, live_tagged, make_repo
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_LOOP = ROOT / "scripts" / "run-loop.sh"
@@ -285,22 +285,7 @@ def key_of(**knobs: float) -> str:
 
 def live(box: Path) -> list[int]:
     """Live (non-zombie) processes that carry this test's LOOP_TEST_ID."""
-    needle = f"LOOP_TEST_ID={box}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                if needle not in handle.read().split(b"\0"):
-                    continue
-            with open(f"/proc/{entry}/stat") as handle:
-                if handle.read().rsplit(")", 1)[-1].split()[0] == "Z":
-                    continue
-        except OSError:
-            continue
-        found.append(int(entry))
-    return found
+    return live_tagged(str(box))
 
 
 def assert_nothing_left(box: Path) -> None:
