@@ -274,7 +274,7 @@ class Scheduler(Intake, Noise):
                                       commit=job["commit"], timeout_s=float(o.timeout or 600),
                                       grace_s=float(o.grace or 10), extra=o.slurm_args)
         env.update(usage.as_env(job.get("usage")))
-        env[journal.TOKEN_ENV] = self.state["token"]
+        env[journal.TOKEN_ENV] = self.run_token(slot)
         env["UV_PROJECT_ENVIRONMENT"] = self.venv  # the frozen environment, not the slot's
         argv, env = judge_command(o, slot.path, slots.tagged(slot.id, job["desc"], self.many),
                                   rerun=job["kind"] in RERUN_KINDS or bool(job.get("rerun")),
@@ -287,6 +287,18 @@ class Scheduler(Intake, Noise):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGTERM)
         return True
+
+    def run_token(self, slot) -> str:
+        """The token a slot's run carries (the loop's, so a restart finds it; the slot's, so
+        what one run leaves can be killed while the other slots run)."""
+        return f"{self.state['token']}-{slot.id}-run"
+
+    def kill_run_leftovers(self, slot) -> None:
+        """Whatever a slot's ended run left (a train.py that ignored SIGTERM after its judge
+        was killed) dies with it."""
+        for pid in journal.tagged_pids(self.run_token(slot)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
     def harness_intact(self) -> bool:
         """results.tsv as the harness last sealed it, session.json as the loop last read or
@@ -324,6 +336,7 @@ class Scheduler(Intake, Noise):
                 continue
             slot.proc = None
             journal.signal_group(proc.pid, signal.SIGKILL)  # nothing of the run lives on
+            self.kill_run_leftovers(slot)
             job = self.jobs.get(slot.id)
             if job is None:
                 continue
