@@ -246,10 +246,17 @@ def printed_matches(printed: float, value: float) -> bool:
                for digits in range(4, 17))
 
 
+CLOCK_KEYS = {"wall": "wall", "process": "cpu", "reference": "ref"}
+
+
 def eval_seconds(facts: dict, clock: str) -> float | None:
-    """Time from process start to the start of evaluation, on the session's clock."""
+    """Time from process start to the start of evaluation, on the session's clock: wall
+    seconds, process CPU seconds, or reference seconds (the launcher's account of prepare's
+    reference-step measurements; CPU seconds when a run has none)."""
     begin = facts.get("eval_begin") or {}
-    value = _float(begin.get("cpu" if clock == "process" else "wall"))
+    value = _float(begin.get(CLOCK_KEYS.get(clock, "wall")))
+    if value is None and clock == "reference":
+        value = _float(begin.get("cpu"))
     return value if value is not None and math.isfinite(value) else None
 
 
