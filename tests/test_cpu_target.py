@@ -260,6 +260,34 @@ def test_a_diverging_learning_rate_prints_fail_and_exits_1(target_python, cache_
     assert done.stdout.rstrip().endswith("FAIL") and "val_bpb:" not in done.stdout
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_train_py_runs_one_blas_thread_whatever_the_environment_asks_for(target_python,
+                                                                         cache_dir, tmp_path):
+    """A pool of BLAS threads would spin on the CPU time the budget counts: train.py sets one
+    thread before numpy is imported, even when the environment asks for four."""
+    def count_threads(text: str) -> str:
+        return text + '\nprint("threads:", len(os.listdir("/proc/self/task")))\n'
+
+    work = scratch_target(tmp_path, budget=1, train_edit=count_threads)
+    env = dict(os.environ, AUTORESEARCH_CACHE_DIR=str(cache_dir), PYTHONDONTWRITEBYTECODE="1",
+               OMP_NUM_THREADS="4", OPENBLAS_NUM_THREADS="4", MKL_NUM_THREADS="4")
+    done = subprocess.run([target_python, "train.py"], cwd=work, env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert "BLAS threads: 1" in done.stdout
+    assert done.stdout.rstrip().endswith("threads: 1")
+
+
+def test_prepare_keeps_glibcs_malloc_steady_so_steps_do_not_fault_in_fresh_pages(
+        target_python, cache_dir):
+    import platform
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's mallopt only")
+    out = run_py(target_python, "import json, prepare; "
+                 "print(json.dumps({'steady': prepare.STEADY_MALLOC}))", cache_dir)
+    assert out["steady"] is True
+
+
 def test_the_budget_is_the_process_s_own_cpu_time_so_a_busy_wall_clock_takes_no_steps(
         target_python, cache_dir, tmp_path):
     """A wall clock that races ahead (as on a machine busy with other work) must not cut the

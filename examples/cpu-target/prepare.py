@@ -18,7 +18,32 @@ import random
 import sys
 import tempfile
 
-import numpy as np
+# One BLAS thread (train.py sets the same before its own numpy import): the budget counts CPU
+# time, which a pool of BLAS threads inflates by spinning while they wait for work.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+
+
+def _steady_malloc():
+    """glibc: arrays up to 32 MiB come from the heap (mmap threshold) and freed memory stays
+    there (trim threshold 1 GiB), so each step's temporaries reuse the same pages. Left
+    adaptive, glibc's thresholds put some processes, depending on how their heap happened to
+    grow (the command that started them, whether they built the corpus), into a mode that
+    faults in fresh zeroed pages every step (60 a step here), which changes what a step costs
+    for the whole run. True when both were set."""
+    try:
+        import ctypes
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):   # not glibc (macOS, musl): nothing to do
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)) and \
+        bool(mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024))
+
+
+STEADY_MALLOC = _steady_malloc()
 
 # ---------------------------------------------------------------------------
 # Constants (fixed, do not modify)
