@@ -173,6 +173,7 @@ def test_the_session_records_the_cpu_targets_validation_data_and_default_source(
 
 def test_the_budget_clock_is_read_from_prepare_and_defaults_to_wall():
     assert session.attest_facts(str(FIXTURE))["budget_clock"] == "process"
+    assert session.attest_facts(str(CPU_TARGET))["budget_clock"] == "reference"
     assert session.attest_facts(str(ROOT / "tests" / "fixtures" / "standins" / "target")
                                 )["budget_clock"] == "wall"
 
@@ -660,6 +661,9 @@ CPU_CHEATS = {
                      "_swv = np.lib.stride_tricks.sliding_window_view\n"
                      "np.lib.stride_tricks.sliding_window_view = lambda a, w: _swv(a, w)\n"
                      + FINAL_EVAL)]),
+    "trains for twice the budget on its own reference clock": ("over-budget", [
+        ("if step > 10 and total_training_time >= TIME_BUDGET:",
+         "if step > 10 and total_training_time >= 2.5 * TIME_BUDGET:")]),
 }
 
 
@@ -673,6 +677,8 @@ def test_the_cpu_targets_baseline_is_kept_and_a_cheat_on_it_is_a_crash(cpu_targe
     assert base["value"] == round(record["attest"]["value"], 6)
     assert record["attest"]["consumed"]["rows"] == 65536   # EVAL_TOKENS bytes predicted
     assert record["attest"]["crosscheck"] is None          # logits model: nothing to check
+    assert record["attest"]["clock"] == "reference"        # held to its reference seconds
+    assert 2.0 <= record["attest"]["eval_seconds"] < 10.0
     kept = git(cpu_target, "rev-parse", "HEAD")
     candidate(cpu_target, f"cheat: {name}", *edits)
     _, out = run(cpu_target, target_python)

@@ -1,7 +1,8 @@
 """
 Autoresearch CPU pretraining script. Single-process, single-file, numpy only.
 A byte-level MLP language model over a fixed context window, trained with Adam
-for a fixed wall-clock budget, then scored by prepare.evaluate_bpb.
+for a fixed time budget (prepare.BudgetClock: reference seconds), then scored by
+prepare.evaluate_bpb.
 Usage: uv run train.py
 """
 
@@ -19,7 +20,7 @@ import time
 
 import numpy as np
 
-from prepare import MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, load_split, evaluate_bpb
+from prepare import MAX_SEQ_LEN, TIME_BUDGET, BudgetClock, Tokenizer, load_split, evaluate_bpb
 
 # ---------------------------------------------------------------------------
 # Hyperparameters (edit these directly, no CLI flags needed)
@@ -155,15 +156,19 @@ num_params = sum(v.size for v in params.values())
 matmul_params = sum(v.size for k, v in params.items() if k.startswith("w"))
 num_flops_per_token = 6 * matmul_params
 print(f"Vocab size: {vocab_size:,} | params: {num_params:,} | context: {CONTEXT} | depth: {DEPTH}")
-print(f"Time budget: {TIME_BUDGET}s | BLAS threads: {os.environ['OPENBLAS_NUM_THREADS']}")
+print(f"Time budget: {TIME_BUDGET}s (reference seconds) | BLAS threads: "
+      f"{os.environ['OPENBLAS_NUM_THREADS']}")
 
 # ---------------------------------------------------------------------------
 # Training loop
 # ---------------------------------------------------------------------------
 
-# The budget counts this process's own CPU time (time.process_time: prepare.py's
-# TIME_BUDGET_CLOCK = "process"), not the wall clock: another busy process on the machine
-# slows the run down but does not take training steps away from it.
+# The budget counts reference seconds (prepare.py's TIME_BUDGET_CLOCK = "reference"): this
+# process's own CPU time (time.process_time, not the wall clock), scaled by the machine's speed
+# now (prepare.BudgetClock). Other work on the machine slows the run down but does not take
+# training steps away from it.
+clock = BudgetClock()
+print(f"Machine speed: {clock.factor:.2f}x the reference core")
 t_start_training = time.process_time()
 smooth_train_loss = 0.0
 total_training_time = 0.0
@@ -182,7 +187,7 @@ while True:
         sys.exit(1)
 
     optimizer.step(params, grads, lr)
-    dt = time.process_time() - t0
+    dt = clock.charge(time.process_time() - t0)
     if step > 10:
         total_training_time += dt
 
@@ -200,6 +205,8 @@ while True:
         break
 
 total_tokens = step * BATCH_SIZE
+print(f"Trained {total_training_time:.1f} reference seconds on {clock.cpu_seconds:.1f} CPU seconds "
+      f"({clock.measurements} speed measurements)")
 
 # Final eval
 val_bpb = evaluate_bpb(Model(params))
