@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Usage: python3 bench/bench_cpu_target.py [--runs N] [--load K] [--edit OLD=NEW] [--demo]
+"""Usage: python3 bench/bench_cpu_target.py [--runs N] [--load K] [--edit OLD NEW] [--demo]
 
 Prints figures for the CPU target (examples/cpu-target); asserts nothing.
 
@@ -11,9 +11,9 @@ Prints figures for the CPU target (examples/cpu-target); asserts nothing.
    a fixed reference step), so a busy machine makes a run slower, not shorter: the load
    average is printed beside each run. Goal: spread <= 0.01, with or without --load.
    --load K: K other CPU-heavy processes (busy loops) run the whole time, to show it.
-   --edit OLD=NEW: replace the line starting OLD in train.py with NEW first (a model other
-   than the baseline, e.g. --edit "DEPTH = =DEPTH = 2"), as the reference step is the
-   baseline's own step.
+   --edit OLD NEW: replace the line of train.py that starts with OLD by NEW first (a model
+   other than the baseline, e.g. --edit "DEPTH =" "DEPTH = 2"): the reference step is the
+   baseline's own step, so the baseline's spread is the best case.
 2. With --demo: the wall time of `bash scripts/demo.sh DIR` from nothing (goal: < 3 minutes
    on 2 cores) and the judged statuses.
 
@@ -65,10 +65,8 @@ def stop_load(procs: list[subprocess.Popen]) -> None:
         proc.wait()
 
 
-def edit_train(repo: Path, edit: str) -> None:
-    old, sep, new = edit.partition("=")
-    if not sep:
-        raise SystemExit("bench_cpu_target: --edit takes OLD=NEW")
+def edit_train(repo: Path, edit: list[str]) -> None:
+    old, new = edit
     train = repo / "train.py"
     text, count = re.subn(rf"(?m)^{re.escape(old)}.*$", lambda _: new, train.read_text())
     if count != 1:
@@ -77,7 +75,7 @@ def edit_train(repo: Path, edit: str) -> None:
     print(f"train.py: {new}")
 
 
-def noise(runs: int, env: dict, work: Path, load: int = 0, edit: str = "") -> int:
+def noise(runs: int, env: dict, work: Path, load: int = 0, edit: list[str] | None = None) -> int:
     repo = work / "target"
     shutil.copytree(TARGET, repo, ignore=shutil.ignore_patterns("demo-queue", ".venv"))
     if edit:
@@ -126,7 +124,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(add_help=True)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--load", type=int, default=0)
-    parser.add_argument("--edit", default="")
+    parser.add_argument("--edit", nargs=2, metavar=("OLD", "NEW"))
     parser.add_argument("--demo", action="store_true")
     opts = parser.parse_args(argv)
     if opts.runs < 0 or opts.load < 0:
