@@ -8,8 +8,8 @@ Usage: uv run train.py
 
 import os
 # One BLAS thread, whatever the environment says, set before numpy is imported: the budget
-# counts CPU time, and a pool of BLAS threads spins while it waits (on 2 busy cores, 10x the
-# CPU time for the same matmul); the matrices are small, so one thread is as fast.
+# counts CPU time, and a pool of BLAS threads spins while it waits (on 2 busy cores, a small
+# step's median CPU time 4x one thread's); the matrices are small, so one thread is as fast.
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
