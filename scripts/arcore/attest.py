@@ -22,10 +22,10 @@ launcher or no evaluation -> ``unattested``; more than one -> ``tamper``; a non-
 attested value under a finite printed one -> ``unattested``; a printed value that differs
 from the attested one beyond print rounding (4 or more decimals) -> ``tamper``; the model
 never called -> ``unattested``. Otherwise the attested value is the run's value.
-``honest_time`` is the budget check: time-to-evaluation (on the session's budget clock, wall
-or process CPU) may exceed TIME_BUDGET by the baseline's own start-up overhead plus
-``tolerance`` x TIME_BUDGET; past that the run is ``crash`` / ``over-budget``. ``judge_run``
-and ``judge_printed`` apply all of it to one run for run-experiment.sh.
+``honest_time`` is the budget check: time-to-evaluation (on the session's budget clock:
+wall, process CPU or reference seconds) may exceed TIME_BUDGET by the baseline's own start-up
+overhead plus ``tolerance`` x TIME_BUDGET; past that the run is ``crash`` / ``over-budget``.
+``judge_run`` and ``judge_printed`` apply all of it to one run for run-experiment.sh.
 """
 
 from __future__ import annotations
