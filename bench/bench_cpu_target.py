@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
-"""Usage: python3 bench/bench_cpu_target.py [--runs N] [--load K] [--demo]
+"""Usage: python3 bench/bench_cpu_target.py [--runs N] [--load K] [--edit OLD NEW] [--demo]
 
 Prints figures for the CPU target (examples/cpu-target); asserts nothing.
 
 1. Run-to-run noise: the unchanged baseline `uv run train.py` N times (default 3) in a scratch
-   copy: val_bpb, num_steps and total_seconds of each run, then the spread (max - min) and the
-   standard deviation of val_bpb. The budget is the process's own CPU time (prepare.py's
-   TIME_BUDGET_CLOCK = "process"), so a busy machine makes a run slower, not shorter: the load
+   copy: val_bpb, num_steps, the CPU seconds the training took, the machine's speed (reference
+   seconds per CPU second, over the run) and total_seconds of each run, then the spread
+   (max - min) and the standard deviation of val_bpb. The budget counts reference seconds
+   (prepare.py's TIME_BUDGET_CLOCK = "reference": CPU seconds scaled by the measured speed of
+   a fixed reference step), so a busy machine makes a run slower, not shorter: the load
    average is printed beside each run. Goal: spread <= 0.01, with or without --load.
    --load K: K other CPU-heavy processes (busy loops) run the whole time, to show it.
+   --edit OLD NEW: replace the line of train.py that starts with OLD by NEW first (a model
+   other than the baseline, e.g. --edit "DEPTH =" "DEPTH = 2"): the reference step is the
+   baseline's own step, so the baseline's spread is the best case.
 2. With --demo: the wall time of `bash scripts/demo.sh DIR` from nothing (goal: < 3 minutes
    on 2 cores) and the judged statuses.
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -59,9 +65,21 @@ def stop_load(procs: list[subprocess.Popen]) -> None:
         proc.wait()
 
 
-def noise(runs: int, env: dict, work: Path, load: int = 0) -> int:
+def edit_train(repo: Path, edit: list[str]) -> None:
+    old, new = edit
+    train = repo / "train.py"
+    text, count = re.subn(rf"(?m)^{re.escape(old)}.*$", lambda _: new, train.read_text())
+    if count != 1:
+        raise SystemExit(f"bench_cpu_target: {count} lines of train.py start with {old!r}")
+    train.write_text(text)
+    print(f"train.py: {new}")
+
+
+def noise(runs: int, env: dict, work: Path, load: int = 0, edit: list[str] | None = None) -> int:
     repo = work / "target"
     shutil.copytree(TARGET, repo, ignore=shutil.ignore_patterns("demo-queue", ".venv"))
+    if edit:
+        edit_train(repo, edit)
     values = []
     for i in range(runs):
         load_avg = os.getloadavg()[0]
@@ -72,9 +90,14 @@ def noise(runs: int, env: dict, work: Path, load: int = 0) -> int:
             print(f"run {i + 1}: failed (exit {done.returncode})\n{done.stderr[-2000:]}")
             return 1
         values.append(facts["val_bpb"])
+        trained = re.search(r"Trained ([0-9.]+) reference seconds on ([0-9.]+) CPU seconds",
+                            done.stdout)
+        cpu = f"{float(trained.group(2)):.1f}" if trained else "?"
+        speed = f"{float(trained.group(1)) / float(trained.group(2)):.2f}x" \
+            if trained and float(trained.group(2)) > 0 else "?"
         print(f"run {i + 1}: val_bpb {facts['val_bpb']:.6f}  steps {facts['num_steps']:.0f}  "
-              f"training_seconds {facts['training_seconds']:.1f}  "
-              f"total_seconds {facts['total_seconds']:.1f}  load {load_avg:.2f}")
+              f"training_seconds {facts['training_seconds']:.1f}  cpu_seconds {cpu}  "
+              f"speed {speed}  total_seconds {facts['total_seconds']:.1f}  load {load_avg:.2f}")
     spread = max(values) - min(values)
     print(f"val_bpb spread: {spread:.6f} with {load} other CPU-heavy process(es) running "
           f"(goal <= {GOAL_SPREAD}: {'met' if spread <= GOAL_SPREAD else 'NOT met'})")
@@ -101,6 +124,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(add_help=True)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--load", type=int, default=0)
+    parser.add_argument("--edit", nargs=2, metavar=("OLD", "NEW"))
     parser.add_argument("--demo", action="store_true")
     opts = parser.parse_args(argv)
     if opts.runs < 0 or opts.load < 0:
@@ -113,7 +137,7 @@ def main(argv: list[str]) -> int:
         env = dict(os.environ, AUTORESEARCH_CACHE_DIR=str(work / "cache"))
         hogs = start_load(opts.load)
         try:
-            code = noise(opts.runs, env, work, opts.load) if opts.runs else 0
+            code = noise(opts.runs, env, work, opts.load, opts.edit) if opts.runs else 0
         finally:
             stop_load(hogs)
         if code == 0 and opts.demo:

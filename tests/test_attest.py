@@ -127,6 +127,16 @@ def test_each_class_the_judge_gives_has_a_one_line_hint():
     assert all(runlog.HINTS[c] and "\n" not in runlog.HINTS[c] for c in attest.CLASSES)
 
 
+def test_the_time_to_evaluation_is_read_on_the_sessions_clock():
+    begin = {"eval_begin": {"wall": 40.0, "cpu": 30.0, "ref": 20.0}}
+    assert attest.eval_seconds(begin, "wall") == 40.0
+    assert attest.eval_seconds(begin, "process") == 30.0
+    assert attest.eval_seconds(begin, "reference") == 20.0
+    # a run without reference-step measurements (a prepare.py without one) is held to CPU time
+    assert attest.eval_seconds({"eval_begin": {"wall": 40.0, "cpu": 30.0}}, "reference") == 30.0
+    assert attest.eval_seconds({}, "reference") is None
+
+
 def test_honest_time_allows_the_baselines_overhead_plus_a_fraction_of_the_budget():
     assert attest.honest_time(340.0, 300, 25.0, 0.05) is None
     assert attest.honest_time(341.0, 300, 25.0, 0.05)
@@ -163,6 +173,7 @@ def test_the_session_records_the_cpu_targets_validation_data_and_default_source(
 
 def test_the_budget_clock_is_read_from_prepare_and_defaults_to_wall():
     assert session.attest_facts(str(FIXTURE))["budget_clock"] == "process"
+    assert session.attest_facts(str(CPU_TARGET))["budget_clock"] == "reference"
     assert session.attest_facts(str(ROOT / "tests" / "fixtures" / "standins" / "target")
                                 )["budget_clock"] == "wall"
 
@@ -540,6 +551,22 @@ class _Recorder:
         self.records.append(dict(fields, kind=kind))
 
 
+def test_the_launchers_reference_account_scales_each_stretch_by_the_measurement_before_it():
+    """prepare.BudgetClock's account, kept by the launcher: the time before the first
+    measurement at the first's factor, each measurement's own time not counted."""
+    mod = _launcher()
+    account = mod._Reference(lambda seconds: 0.01 / seconds)
+    assert account.seconds(5.0) is None
+    account.measured(2.0, 2.5, 0.02)   # 2 CPU s before it, at 0.5; 0.5 s measuring
+    assert account.seconds(2.5) == pytest.approx(1.0)
+    assert account.seconds(4.5) == pytest.approx(2.0)
+    account.measured(4.5, 4.6, 0.005)  # then 2x: the reference step ran fast
+    assert account.seconds(5.6) == pytest.approx(4.0)
+    account.measured(6.0, 6.1, "junk")  # an unreadable measurement counts 1:1 from there
+    assert account.seconds(7.1) == pytest.approx(2.0 + 2 * 1.4 + 1.0)
+    assert account.measurements == 3
+
+
 @pytest.mark.parametrize(("scale", "caught"), [(1.0, False), (0.8, True)])
 def test_the_loss_cross_check_works_on_tensors_that_only_look_like_torchs(scale, caught):
     import math
@@ -634,6 +661,9 @@ CPU_CHEATS = {
                      "_swv = np.lib.stride_tricks.sliding_window_view\n"
                      "np.lib.stride_tricks.sliding_window_view = lambda a, w: _swv(a, w)\n"
                      + FINAL_EVAL)]),
+    "trains for twice the budget on its own reference clock": ("over-budget", [
+        ("if step > 10 and total_training_time >= TIME_BUDGET:",
+         "if step > 10 and total_training_time >= 2.5 * TIME_BUDGET:")]),
 }
 
 
@@ -647,6 +677,8 @@ def test_the_cpu_targets_baseline_is_kept_and_a_cheat_on_it_is_a_crash(cpu_targe
     assert base["value"] == round(record["attest"]["value"], 6)
     assert record["attest"]["consumed"]["rows"] == 65536   # EVAL_TOKENS bytes predicted
     assert record["attest"]["crosscheck"] is None          # logits model: nothing to check
+    assert record["attest"]["clock"] == "reference"        # held to its reference seconds
+    assert 2.0 <= record["attest"]["eval_seconds"] < 10.0
     kept = git(cpu_target, "rev-parse", "HEAD")
     candidate(cpu_target, f"cheat: {name}", *edits)
     _, out = run(cpu_target, target_python)

@@ -260,10 +260,39 @@ def test_a_diverging_learning_rate_prints_fail_and_exits_1(target_python, cache_
     assert done.stdout.rstrip().endswith("FAIL") and "val_bpb:" not in done.stdout
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_train_py_runs_one_blas_thread_whatever_the_environment_asks_for(target_python,
+                                                                         cache_dir, tmp_path):
+    """A pool of BLAS threads would spin on the CPU time the budget counts: train.py sets one
+    thread before numpy is imported, even when the environment asks for four."""
+    def count_threads(text: str) -> str:
+        return text + '\nprint("threads:", len(os.listdir("/proc/self/task")))\n'
+
+    work = scratch_target(tmp_path, budget=1, train_edit=count_threads)
+    env = dict(os.environ, AUTORESEARCH_CACHE_DIR=str(cache_dir), PYTHONDONTWRITEBYTECODE="1",
+               OMP_NUM_THREADS="4", OPENBLAS_NUM_THREADS="4", MKL_NUM_THREADS="4")
+    done = subprocess.run([target_python, "train.py"], cwd=work, env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert "BLAS threads: 1" in done.stdout
+    assert done.stdout.rstrip().endswith("threads: 1")
+
+
+def test_prepare_keeps_glibcs_malloc_steady_so_steps_do_not_fault_in_fresh_pages(
+        target_python, cache_dir):
+    import platform
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's mallopt only")
+    out = run_py(target_python, "import json, prepare; "
+                 "print(json.dumps({'steady': prepare.STEADY_MALLOC}))", cache_dir)
+    assert out["steady"] is True
+
+
 def test_the_budget_is_the_process_s_own_cpu_time_so_a_busy_wall_clock_takes_no_steps(
         target_python, cache_dir, tmp_path):
     """A wall clock that races ahead (as on a machine busy with other work) must not cut the
-    run short: the budget counts time.process_time, as prepare.py's TIME_BUDGET_CLOCK says."""
+    run short: the budget counts reference seconds, made of time.process_time, as prepare.py's
+    TIME_BUDGET_CLOCK says."""
     work = scratch_target(tmp_path, budget=1)
     (work / "sitecustomize.py").write_text(
         "import time\n_real = time.time\n_calls = [0]\n"
@@ -278,4 +307,76 @@ def test_the_budget_is_the_process_s_own_cpu_time_so_a_busy_wall_clock_takes_no_
     assert float(values["num_steps"]) > 100  # a wall-clock budget stops after 12 steps here
     constants = run_py(target_python, "import json, prepare; "
                        "print(json.dumps({'clock': prepare.TIME_BUDGET_CLOCK}))", cache_dir)
-    assert constants["clock"] == "process"
+    assert constants["clock"] == "reference"
+
+
+# ---------------------------------------------------------------------------
+# The budget clock: reference seconds (prepare.BudgetClock)
+# ---------------------------------------------------------------------------
+
+
+def test_the_budget_clock_charges_cpu_seconds_at_the_measured_speed_of_the_reference_step(
+        target_python, cache_dir):
+    """A machine that runs the reference step twice as slow as the reference core gets two CPU
+    seconds per reference second; one twice as fast, half a CPU second; the factor stays
+    within REFERENCE_FACTOR_RANGE and is measured again every REFERENCE_EVERY CPU seconds."""
+    out = run_py(target_python, """
+        import json, prepare
+        unit, every = prepare.REFERENCE_STEP_SECONDS, prepare.REFERENCE_EVERY
+        low, high = prepare.REFERENCE_FACTOR_RANGE
+        slow = prepare.BudgetClock(probe=lambda: 2 * unit)
+        fast = prepare.BudgetClock(probe=lambda: unit / 2)
+        stalled = prepare.BudgetClock(probe=lambda: 1000 * unit)
+        instant = prepare.BudgetClock(probe=lambda: 0.0)
+        times = iter([unit, 4 * unit, unit, unit])
+        changing = prepare.BudgetClock(probe=lambda: next(times))
+        charged = [changing.charge(every / 2), changing.charge(every / 2),
+                   changing.charge(every), changing.charge(every)]
+        print(json.dumps({"slow": slow.charge(1.0), "fast": fast.charge(1.0),
+                          "stalled": stalled.charge(1.0), "instant": instant.charge(1.0),
+                          "low": low, "high": high, "every": every, "charged": charged,
+                          "measurements": changing.measurements,
+                          "cpu_seconds": changing.cpu_seconds}))
+    """, cache_dir)
+    assert out["slow"] == pytest.approx(0.5) and out["fast"] == pytest.approx(2.0)
+    assert out["stalled"] == out["low"] and out["instant"] == out["high"]
+    every = out["every"]
+    # measured at 1x, then at 4x slower after the first REFERENCE_EVERY, then 1x again
+    assert out["charged"] == pytest.approx([every / 2, every / 2, every / 4, every])
+    assert out["measurements"] == 4 and out["cpu_seconds"] == pytest.approx(3 * every)
+
+
+def test_the_reference_step_is_the_same_fixed_work_every_time(target_python, cache_dir):
+    out = run_py(target_python, """
+        import json, prepare
+        first = prepare.reference_step()
+        before = {k: v.copy() for k, v in prepare._reference_arrays().items()}
+        again = [prepare.reference_step() for _ in range(3)]
+        after = prepare._reference_arrays()
+        same = all((before[k] == after[k]).all() for k in before)
+        print(json.dumps({"seconds": [first] + again, "same": same,
+                          "shapes": {k: list(v.shape) for k, v in after.items()}}))
+    """, cache_dir)
+    assert out["same"] and all(s > 0 for s in out["seconds"])
+    assert out["shapes"]["w0"] == [128, 256] and out["shapes"]["w_out"] == [256, 256]
+    assert out["shapes"]["x"] == [128, 8]   # train.py's baseline: CONTEXT 8, BATCH_SIZE 128
+
+
+def test_training_seconds_are_reference_seconds_so_a_fast_machine_trains_on_fewer_cpu_seconds(
+        target_python, cache_dir, tmp_path):
+    """A reference step that costs 100 s on the reference core makes any machine look at least
+    4x faster (the top of REFERENCE_FACTOR_RANGE): 2 reference seconds are 0.5 CPU seconds."""
+    work = scratch_target(tmp_path, budget=2)
+    prepare = work / "prepare.py"
+    text = prepare.read_text()
+    assert text.count("REFERENCE_STEP_SECONDS = 0.") == 1
+    prepare.write_text(re.sub(r"(?m)^REFERENCE_STEP_SECONDS = [0-9.]+",
+                              "REFERENCE_STEP_SECONDS = 100.0", text))
+    done = run_train(target_python, work, cache_dir)
+    assert done.returncode == 0, done.stderr
+    trained = re.search(r"Trained ([0-9.]+) reference seconds on ([0-9.]+) CPU seconds: "
+                        r"the machine at ([0-9.]+)x the reference core", done.stdout)
+    reference, cpu, speed = (float(trained.group(i)) for i in (1, 2, 3))
+    assert speed == 4.0 and reference >= 2.0 and cpu <= 0.55
+    values = dict(line.split(":", 1) for line in done.stdout.split("\n---\n", 1)[1].splitlines())
+    assert float(values["training_seconds"]) == reference

@@ -1,14 +1,17 @@
 """
 Autoresearch CPU pretraining script. Single-process, single-file, numpy only.
 A byte-level MLP language model over a fixed context window, trained with Adam
-for a fixed wall-clock budget, then scored by prepare.evaluate_bpb.
+for a fixed time budget (prepare.BudgetClock: reference seconds), then scored by
+prepare.evaluate_bpb.
 Usage: uv run train.py
 """
 
 import os
-# Small matrices: one BLAS thread per process is as fast and leaves cores for others.
+# One BLAS thread, whatever the environment says, set before numpy is imported: the budget
+# counts CPU time, and a pool of BLAS threads spins while it waits (on 2 busy cores, a small
+# step's median CPU time 4x one thread's); the matrices are small, so one thread is as fast.
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+    os.environ[_var] = "1"
 
 import math
 import resource
@@ -17,7 +20,7 @@ import time
 
 import numpy as np
 
-from prepare import MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, load_split, evaluate_bpb
+from prepare import MAX_SEQ_LEN, TIME_BUDGET, BudgetClock, Tokenizer, load_split, evaluate_bpb
 
 # ---------------------------------------------------------------------------
 # Hyperparameters (edit these directly, no CLI flags needed)
@@ -153,18 +156,22 @@ num_params = sum(v.size for v in params.values())
 matmul_params = sum(v.size for k, v in params.items() if k.startswith("w"))
 num_flops_per_token = 6 * matmul_params
 print(f"Vocab size: {vocab_size:,} | params: {num_params:,} | context: {CONTEXT} | depth: {DEPTH}")
-print(f"Time budget: {TIME_BUDGET}s")
+print(f"Time budget: {TIME_BUDGET}s (reference seconds) | BLAS threads: "
+      f"{os.environ['OPENBLAS_NUM_THREADS']}")
 
 # ---------------------------------------------------------------------------
 # Training loop
 # ---------------------------------------------------------------------------
 
-# The budget counts this process's own CPU time (time.process_time: prepare.py's
-# TIME_BUDGET_CLOCK = "process"), not the wall clock: another busy process on the machine
-# slows the run down but does not take training steps away from it.
+# The budget counts reference seconds (prepare.py's TIME_BUDGET_CLOCK = "reference"): this
+# process's own CPU time (time.process_time, not the wall clock), scaled by the machine's speed
+# now (prepare.BudgetClock). Other work on the machine slows the run down but does not take
+# training steps away from it.
+clock = BudgetClock()
 t_start_training = time.process_time()
 smooth_train_loss = 0.0
 total_training_time = 0.0
+total_training_cpu = 0.0
 step = 0
 
 while True:
@@ -180,9 +187,11 @@ while True:
         sys.exit(1)
 
     optimizer.step(params, grads, lr)
-    dt = time.process_time() - t0
+    cpu_dt = time.process_time() - t0
+    dt = clock.charge(cpu_dt)
     if step > 10:
         total_training_time += dt
+        total_training_cpu += cpu_dt
 
     ema_beta = 0.99
     smooth_train_loss = ema_beta * smooth_train_loss + (1 - ema_beta) * train_loss
@@ -198,13 +207,16 @@ while True:
         break
 
 total_tokens = step * BATCH_SIZE
+speed = total_training_time / total_training_cpu if total_training_cpu > 0 else 0.0
+print(f"Trained {total_training_time:.1f} reference seconds on {total_training_cpu:.1f} CPU "
+      f"seconds: the machine at {speed:.2f}x the reference core ({clock.measurements} measurements)")
 
 # Final eval
 val_bpb = evaluate_bpb(Model(params))
 
 # Final summary
 t_end = time.time()
-steady_state_mfu = 100 * num_flops_per_token * BATCH_SIZE * (step - 10) / total_training_time / NOMINAL_PEAK_FLOPS if total_training_time > 0 else 0
+steady_state_mfu = 100 * num_flops_per_token * BATCH_SIZE * (step - 10) / total_training_cpu / NOMINAL_PEAK_FLOPS if total_training_cpu > 0 else 0
 peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
 peak_vram_mb = peak_rss / (1024 * 1024) if sys.platform == "darwin" else peak_rss / 1024
 

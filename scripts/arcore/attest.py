@@ -22,10 +22,10 @@ launcher or no evaluation -> ``unattested``; more than one -> ``tamper``; a non-
 attested value under a finite printed one -> ``unattested``; a printed value that differs
 from the attested one beyond print rounding (4 or more decimals) -> ``tamper``; the model
 never called -> ``unattested``. Otherwise the attested value is the run's value.
-``honest_time`` is the budget check: time-to-evaluation (on the session's budget clock, wall
-or process CPU) may exceed TIME_BUDGET by the baseline's own start-up overhead plus
-``tolerance`` x TIME_BUDGET; past that the run is ``crash`` / ``over-budget``. ``judge_run``
-and ``judge_printed`` apply all of it to one run for run-experiment.sh.
+``honest_time`` is the budget check: time-to-evaluation (on the session's budget clock:
+wall, process CPU or reference seconds) may exceed TIME_BUDGET by the baseline's own start-up
+overhead plus ``tolerance`` x TIME_BUDGET; past that the run is ``crash`` / ``over-budget``.
+``judge_run`` and ``judge_printed`` apply all of it to one run for run-experiment.sh.
 """
 
 from __future__ import annotations
@@ -246,10 +246,17 @@ def printed_matches(printed: float, value: float) -> bool:
                for digits in range(4, 17))
 
 
+CLOCK_KEYS = {"wall": "wall", "process": "cpu", "reference": "ref"}
+
+
 def eval_seconds(facts: dict, clock: str) -> float | None:
-    """Time from process start to the start of evaluation, on the session's clock."""
+    """Time from process start to the start of evaluation, on the session's clock: wall
+    seconds, process CPU seconds, or reference seconds (the launcher's account of prepare's
+    reference-step measurements; CPU seconds when a run has none)."""
     begin = facts.get("eval_begin") or {}
-    value = _float(begin.get("cpu" if clock == "process" else "wall"))
+    value = _float(begin.get(CLOCK_KEYS.get(clock, "wall")))
+    if value is None and clock == "reference":
+        value = _float(begin.get("cpu"))
     return value if value is not None and math.isfinite(value) else None
 
 

@@ -16,7 +16,7 @@
       "data_cache": {"dir": "/root/.cache/autoresearch", "val_shard": "shard_06542.parquet",
                      "fingerprint": "<sha256>", "entries": 3},
       "metric_source": "attested",          # or "printed": AUTORESEARCH_METRIC_SOURCE at freeze
-      "budget_clock": "wall",               # or "process": prepare.py's TIME_BUDGET_CLOCK
+      "budget_clock": "wall",               # "process", "reference": prepare.py's TIME_BUDGET_CLOCK
       "validation": {"files": [...], "loaders": ["make_dataloader"], "split": "val"}
     }
 
@@ -302,7 +302,7 @@ def facts(repo: str, gpu: bool = True) -> dict:
 
 METRIC_SOURCES = ("attested", "printed")
 METRIC_SOURCE_ENV = "AUTORESEARCH_METRIC_SOURCE"
-BUDGET_CLOCKS = ("wall", "process")
+BUDGET_CLOCKS = ("wall", "process", "reference")
 
 
 def metric_source(environ=None) -> str:

@@ -32,10 +32,21 @@ per-process sequence number::
     {"r": "<canonical JSON of the record>", "mac": "<hex>"}
 
 Records (``kind``): ``start``; ``eval_begin`` (``wall``: seconds since the process started,
-``cpu``: process CPU seconds); ``eval_end`` (``value``, ``consumed``: batches, rows,
-tokens; ``crosscheck``); ``eval_error``; ``finding`` (``what``, ``class``: tamper).
-``arcore.attest`` on the harness side verifies and judges them. Without the environment
-(run by hand) it runs train.py unattested, with one line on stderr.
+``cpu``: process CPU seconds, ``ref``: reference seconds when prepare.py has a reference step);
+``eval_end`` (``value``, ``consumed``: batches, rows, tokens; ``crosscheck``); ``eval_error``;
+``finding`` (``what``, ``class``: tamper). ``arcore.attest`` on the harness side verifies and
+judges them. Without the environment (run by hand) it runs train.py unattested, with one line
+on stderr.
+
+Reference seconds (``TIME_BUDGET_CLOCK = "reference"``, examples/cpu-target): when prepare.py
+defines ``reference_step()`` (a fixed workload; returns the CPU seconds it took) and
+``reference_factor(seconds)`` (reference seconds per CPU second after such a measurement), the
+launcher wraps ``reference_step`` like the evaluator, measures once itself when prepare is
+imported, and keeps its own account from every measurement (its own or prepare.BudgetClock's):
+process CPU time, each stretch at the factor of the measurement before it (the time before the
+first at the first's), the measurements' own time not counted. It is the account
+``prepare.BudgetClock`` keeps of the training loop, so the judge holds the run to its budget
+on the clock the run itself stopped on.
 """
 
 from __future__ import annotations  # the target's Python may be older than the skill's
@@ -45,6 +56,8 @@ import sys
 import time
 
 _T0 = time.monotonic()
+_process_time = time.process_time    # bound now: train.py cannot re-point the judge's clocks
+_thread_time = time.thread_time
 
 import _thread  # noqa: E402
 import hashlib  # noqa: E402
@@ -62,6 +75,8 @@ ENV_PREPARE_SHA = PREFIX + "PREPARE_SHA256"
 ENV_VALIDATION = PREFIX + "VALIDATION"    # JSON: {"files": [...], "loaders": [...], "split": "val"}
 MODULE = "prepare"
 EVALUATOR = "evaluate_bpb"
+PROBE = "reference_step"          # the reference clock's fixed workload (TIME_BUDGET_CLOCK)
+PROBE_FACTOR = "reference_factor"
 CHECK_POSITIONS = 16      # positions sampled per loss cross-check
 CHECK_EVERY = 8           # after the first call, each call is checked with chance 1/8
 MAX_CHECKS = 6
@@ -91,8 +106,42 @@ _AGE0 = _process_age()
 
 
 def _clock() -> dict:
-    return {"wall": round(_AGE0 + time.monotonic() - _T0, 4),
-            "cpu": round(time.process_time(), 4), "unix": round(time.time(), 4)}
+    cpu = _process_time()
+    out = {"wall": round(_AGE0 + time.monotonic() - _T0, 4), "cpu": round(cpu, 4),
+           "unix": round(time.time(), 4)}
+    state = _STATE
+    ref = state.reference.seconds(cpu) if state is not None and state.reference else None
+    if ref is not None:
+        out["ref"] = round(ref, 4)
+    return out
+
+
+class _Reference:
+    """Reference seconds from prepare's reference-step measurements (see the module doc)."""
+
+    def __init__(self, factor):
+        self.factor_of = factor     # prepare.reference_factor, as it was on import
+        self.factor = None          # reference seconds per CPU second, from the latest measurement
+        self.total = 0.0            # reference seconds up to `mark`
+        self.mark = 0.0             # process CPU seconds where the current stretch began
+        self.measurements = 0
+
+    def measured(self, before: float, after: float, seconds) -> None:
+        """A measurement ran from CPU time `before` to `after` and reported `seconds`."""
+        try:
+            factor = float(self.factor_of(seconds))
+        except Exception:  # noqa: BLE001 -- a measurement that cannot be read counts 1:1
+            factor = 1.0
+        if not math.isfinite(factor) or factor <= 0:
+            factor = 1.0
+        self.total += (before - self.mark) * (factor if self.factor is None else self.factor)
+        self.mark, self.factor = after, factor
+        self.measurements += 1
+
+    def seconds(self, cpu: float):
+        if self.factor is None:
+            return None
+        return self.total + max(0.0, cpu - self.mark) * self.factor
 
 
 class _Channel:
@@ -143,6 +192,7 @@ class _State:
         self.contents = []        # (container, shallow copy, label)
         self.findings = set()
         self.module = None
+        self.reference = None     # _Reference, when prepare.py has a reference step
 
     def finding(self, what: str) -> None:
         if what in self.findings:
@@ -499,6 +549,22 @@ class _Model:
                           f"logits give {want:.4f} over {len(rows)} positions")
 
 
+def _wrap_probe(state: _State, probe):
+    """prepare.reference_step, each measurement also entered in the launcher's account."""
+
+    def reference_step(*args, **kwargs):
+        before = _process_time()
+        value = probe(*args, **kwargs)
+        account = state.reference
+        if account is not None:
+            account.measured(before, _process_time(), value)
+        return value
+
+    reference_step.__doc__ = probe.__doc__
+    reference_step.__module__ = probe.__module__
+    return reference_step
+
+
 def _wrap_evaluator(state: _State, evaluate):
     code = evaluate.__code__
     params = code.co_varnames[:code.co_argcount]
@@ -566,8 +632,19 @@ def _instrument(state: _State, module, code) -> None:
         if _split_index(value) is not None or name in state.loaders:
             g[name] = _guard(state, value, name)
     g[EVALUATOR] = _wrap_evaluator(state, evaluate)
+    probe, factor = g.get(PROBE), g.get(PROBE_FACTOR)
+    if _is_function(probe) and _is_function(factor):
+        state.reference = _Reference(factor)
+        g[PROBE] = _wrap_probe(state, probe)
     _snapshot(state, module, _code_names(code))
     state.protected[id(evaluate)] = EVALUATOR
+    if state.reference is not None:
+        try:
+            g[PROBE]()        # the launcher's own measurement, before train.py's next line
+        except Exception as exc:  # noqa: BLE001 -- no account then: the judge uses CPU time
+            state.reference = None
+            print(f"autoresearch_attest: {PROBE}() raised {type(exc).__name__}: "
+                  "reference seconds not kept", file=sys.stderr, flush=True)
 
 
 class _Loader(importlib.machinery.SourceFileLoader):
