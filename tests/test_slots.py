@@ -416,19 +416,9 @@ def start_held_round(target: Path, tmp_path: Path):
 
 
 def test_ctrl_c_during_a_round_stops_every_run_and_loses_nothing(target, tmp_path):
-    base_queue = make_queue(target, tmp_path, [("a", "A", "0.01"), ("b", "B", "-0.02")])
-    gate, marks = tmp_path / "gate", tmp_path / "marks"
-    marks.mkdir()
-    # the baseline first, with the gate open
-    gate.write_text("")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    assert run_loop(target, "--queue", str(empty), "--workers", "2").returncode == 5
-    gate.unlink()
+    base_queue, gate, marks, proc = start_held_round(target, tmp_path)
     base = git(target, "rev-parse", "HEAD")
     before = rows(target)
-    proc = start_loop(target, base_queue, gate, marks)
-    wait_for(lambda: len(list(marks.iterdir())) == 2, "both runs to start")
     pids = [int(p.name) for p in marks.iterdir()]
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's process group
     proc.wait(timeout=WAIT)
