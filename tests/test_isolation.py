@@ -10,6 +10,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,78 @@ def test_a_clean_filter_the_repository_defines_never_runs_inside_the_harness_git
     out = result(run(repo))
     assert out["status"] == "discard" and out["reverted"] is True
     assert not marker.exists()
+
+
+def filtered_status_runs_the_filter(repo: Path, marker: Path) -> bool:
+    """Whether the harness's ``git status`` ran a clean filter (train.py made stat-dirty)."""
+    marker.unlink(missing_ok=True)
+    stamp = time.time() + 5
+    os.utime(repo / "train.py", (stamp, stamp))
+    assert gitx.run(str(repo), "status", "--porcelain").returncode == 0
+    return marker.exists()
+
+
+def age(path: Path, seconds: float = 60) -> None:
+    """Makes ``path`` look changed ``seconds`` ago (mtime; the ctime stays now)."""
+    stamp = time.time() - seconds
+    os.utime(path, (stamp, stamp))
+
+
+@pytest.mark.parametrize("keep_mtime", [True, False])
+def test_a_filter_driver_renamed_in_place_after_the_names_were_read_is_still_neutralized(
+        repo, monkeypatch, keep_mtime):
+    """The harness reuses the filter names it read while the config files are unchanged: a
+    same-size rewrite that sets the mtime back (a new driver name in place of a benign one)
+    still moves the ctime, so the names are read again and the new driver is emptied too."""
+    monkeypatch.setattr(gitx, "RACY_SECONDS", 0.0)  # a config written just now may be reused
+    monkeypatch.setattr(gitx, "_cache", {})
+    (repo / ".gitattributes").write_text("train.py filter=evil\n")
+    git(repo, "add", ".gitattributes")
+    git(repo, "commit", "-qm", "attributes")
+    marker = repo.parent / "filter-ran"
+    git(repo, "config", "filter.good.clean", f"touch '{marker}'; cat")
+    config = repo / ".git" / "config"
+    age(config)
+    before = config.stat()
+    assert not filtered_status_runs_the_filter(repo, marker)  # no filter=good file yet
+    assert gitx._cache, "the names were not reused at all: the test proves nothing"
+    time.sleep(0.05)  # past the clock's tick
+    text = config.read_text()
+    config.write_text(text.replace("[filter \"good\"]", "[filter \"evil\"]"))
+    if keep_mtime:
+        os.utime(config, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert config.stat().st_size == before.st_size
+    assert not filtered_status_runs_the_filter(repo, marker)
+    git(repo, "config", "--unset", "filter.evil.clean")
+
+
+def test_filter_names_are_read_again_while_a_config_file_is_racy_or_has_an_include(
+        repo, monkeypatch, tmp_path):
+    calls = []
+    real = gitx._config_plain
+    monkeypatch.setattr(gitx, "_config_plain", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(gitx, "_cache", {})
+    config = repo / ".git" / "config"
+    git(repo, "config", "core.note", "x")  # written just now: racy
+    for _ in range(3):
+        gitx.run(str(repo), "status", "--porcelain")
+    assert len(calls) == 3
+    monkeypatch.setattr(gitx, "RACY_SECONDS", 0.0)
+    time.sleep(0.05)
+    for _ in range(3):
+        gitx.run(str(repo), "status", "--porcelain")
+    assert len(calls) == 4  # not racy: read once, then reused
+    included = tmp_path / "included.config"
+    included.write_text("")
+    git(repo, "config", "include.path", str(included))
+    time.sleep(0.05)
+    marker = repo.parent / "filter-ran"
+    (repo / ".gitattributes").write_text("train.py filter=evil\n")
+    included.write_text(f"[filter \"evil\"]\n\tclean = touch '{marker}'; cat\n")
+    age(included)  # the included file's own ctime is not watched: the include is enough
+    assert not filtered_status_runs_the_filter(repo, marker)
+    assert not filtered_status_runs_the_filter(repo, marker)
+    assert len(calls) == 6
 
 
 @pytest.mark.parametrize(("flag", "clear"), [("--skip-worktree", "--no-skip-worktree"),

@@ -27,6 +27,11 @@ def is_module(name: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # The core's own bytecode is cached beside it (scripts/arcore/__pycache__, or under a
+    # PYTHONPYCACHEPREFIX) even where PYTHONDONTWRITEBYTECODE is set: every experiment starts
+    # the core a few times, and compiling it from source each time cost ~0.1 s of CPU a start.
+    # Only this process: the training command's environment is the isolated one (arcore.isolate).
+    sys.dont_write_bytecode = False
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: python3 -m arcore MODULE [ARGS...]", file=sys.stderr)
         print("modules: " + ", ".join(modules()), file=sys.stderr)

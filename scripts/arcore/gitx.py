@@ -15,11 +15,16 @@ hook that appends a ghost best row). So every command here runs as::
   scopes, read with ``git config --get-regexp``, which runs nothing) are overridden with
   empty commands (git skips an empty filter command; ``filter.<x>.required=false`` makes the
   content pass through), for the commands that can run them (``FILTERING``);
+  The names are read once and reused while every config file git would read is unchanged: the
+  same inode, size, mtime and ctime (a write or a reset mtime moves the ctime, which no user
+  can set back), none changed in the last two seconds (a change within the clock's tick) and
+  none with an ``include``; otherwise they are read again (``_drivers``);
 - diff drivers: diff-like commands (``DIFFING``) always get ``--no-ext-diff --no-textconv``
   (an emptied textconv would make git fail instead of skip it);
 - environment: ``GIT_EXTERNAL_DIFF``, ``GIT_PAGER`` and the like are dropped,
   ``GIT_TERMINAL_PROMPT=0``, ``GIT_ATTR_NOSYSTEM=1`` (a system-wide attributes file adds
-  nothing a session needs). The user's system and global config are otherwise read as usual
+  nothing a session needs), ``maintenance.auto=false`` (no background ``git maintenance`` after
+  the harness's merges and commits). The user's system and global config are otherwise read as usual
   (``safe.directory``, identity): ``GIT_CONFIG_NOSYSTEM`` is not set, because a driver
   defined there is neutralized like any other.
 
@@ -31,11 +36,14 @@ so the experiment refuses them (exit 4, see ``flag_message``).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import time
 
 BASE = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "core.pager=cat",
         "-c", "diff.external=", "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false",
-        "-c", "core.sshCommand=ssh", "-c", "submodule.recurse=false")
+        "-c", "core.sshCommand=ssh", "-c", "submodule.recurse=false",
+        "-c", "maintenance.auto=false")
 # Commands that can run a filter or a diff driver (checkout/convert paths, diffs).
 FILTERING = frozenset({"add", "am", "apply", "blame", "cat-file", "checkout", "checkout-index",
                        "cherry-pick", "clone", "commit", "diff", "diff-files", "diff-index",
@@ -76,12 +84,106 @@ def _config_plain(repo: str | None, pattern: str) -> list[str]:
     return [name for name in done.stdout.decode("utf-8", "replace").split("\0") if name]
 
 
+# Environment that changes which config files git reads: with any of the first set, no reuse.
+_CONFIG_ENV_NO_CACHE = ("GIT_DIR", "GIT_COMMON_DIR", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS",
+                        "GIT_CONFIG_COUNT")
+_CONFIG_ENV = ("HOME", "XDG_CONFIG_HOME", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM",
+               "GIT_CONFIG_NOSYSTEM")
+RACY_SECONDS = 2.0
+_cache: dict[tuple, tuple[tuple, list[str]]] = {}
+
+
+def _git_dirs(repo: str) -> tuple[str, str] | None:
+    """(git dir, common dir) of the worktree at ``repo``, or None (not its top level)."""
+    dot = os.path.join(repo, ".git")
+    try:
+        if os.path.isdir(dot):
+            gitdir = dot
+        else:
+            with open(dot, encoding="utf-8") as handle:
+                line = handle.read(4096).strip()
+            if not line.startswith("gitdir: "):
+                return None
+            gitdir = os.path.join(repo, line[len("gitdir: "):])
+        common = gitdir
+        commondir = os.path.join(gitdir, "commondir")
+        if os.path.exists(commondir):
+            with open(commondir, encoding="utf-8") as handle:
+                common = os.path.join(gitdir, handle.read(4096).strip())
+    except OSError:
+        return None
+    return gitdir, common
+
+
+def _config_files(repo: str | None, environ) -> list[str] | None:
+    """Every config file git reads for ``repo`` (existing or not), or None when unsure."""
+    if any(environ.get(name) for name in _CONFIG_ENV_NO_CACHE):
+        return None
+    files = []
+    if repo:
+        dirs = _git_dirs(repo)
+        if dirs is None:
+            return None
+        gitdir, common = dirs
+        files += [os.path.join(common, "config"), os.path.join(gitdir, "config.worktree"),
+                  os.path.join(common, "config.worktree")]
+    home = environ.get("HOME", "")
+    xdg = environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    files += [environ.get("GIT_CONFIG_GLOBAL") or os.path.join(home, ".gitconfig"),
+              os.path.join(xdg, "git", "config")]
+    if not environ.get("GIT_CONFIG_NOSYSTEM"):
+        files.append(environ.get("GIT_CONFIG_SYSTEM") or "/etc/gitconfig")
+        found = shutil.which("git", path=environ.get("PATH"))
+        if found:  # a git built with another prefix reads PREFIX/etc/gitconfig
+            prefix = os.path.dirname(os.path.dirname(os.path.realpath(found)))
+            files.append(os.path.join(prefix, "etc", "gitconfig"))
+    return files
+
+
+def _signature(files: list[str]) -> tuple | None:
+    """The files' identities, or None when one is racy (changed just now) or has includes."""
+    now = time.time()
+    out = []
+    for path in files:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append(None)
+            continue
+        if now - st.st_ctime < RACY_SECONDS or now - st.st_mtime < RACY_SECONDS:
+            return None
+        try:
+            with open(path, "rb") as handle:
+                if b"include" in handle.read().lower():
+                    return None  # an include can name any file: read the names every time
+        except OSError:
+            return None
+        out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(out)
+
+
+def _drivers(repo: str | None) -> list[str]:
+    """The filter driver config names, reused while the config files are unchanged."""
+    environ = os.environ
+    files = _config_files(repo, environ)
+    signature = _signature(files) if files is not None else None
+    key = (repo and os.path.abspath(repo), *(environ.get(n) for n in _CONFIG_ENV))
+    if signature is not None:
+        hit = _cache.get(key)
+        if hit is not None and hit[0] == signature:
+            return hit[1]
+    names = _config_plain(repo, r"^filter\..+\.")
+    if signature is not None and _signature(files) == signature:  # unchanged while read
+        _cache[key] = (signature, names)
+    return names
+
+
 def driver_overrides(repo: str | None) -> list[str]:
     """``-c`` pairs that empty every filter driver the config defines (git skips an empty
     filter command; ``required=false`` lets the content pass through unchanged)."""
     out: list[str] = []
     seen = set()
-    for name in _config_plain(repo, r"^filter\..+\."):
+    for name in _drivers(repo):
         driver = name.partition(".")[2].rpartition(".")[0]
         if driver and driver not in seen:
             seen.add(driver)
