@@ -705,11 +705,15 @@ def test_a_sigkill_while_the_next_round_is_proposed_ahead_loses_and_doubles_noth
     assert_clean(target)
 
 
-COUNTED_PROPOSER = '''import os, pathlib, subprocess
+COUNTED_PROPOSER = '''import fcntl, os, pathlib, subprocess
 state = pathlib.Path(os.environ["LANE_DIR"])
-count = state / "count"
-k = int(count.read_text()) if count.exists() else 0
-count.write_text(str(k + 1))
+with open(state / "count", "a+") as count:  # lanes propose at once: one number each
+    fcntl.flock(count, fcntl.LOCK_EX)
+    count.seek(0)
+    k = int(count.read() or 0)
+    count.seek(0)
+    count.truncate()
+    count.write(str(k + 1))
 plan = [("A", "-0.001"), ("B", "0.01"), ("A", "-0.002"), ("C", "-0.004"), ("D", "-0.003")]
 knob, value = plan[min(k, len(plan) - 1)]
 text = pathlib.Path("train.py").read_text().replace(f"{knob} = 0.0", f"{knob} = {value}")
