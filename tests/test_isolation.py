@@ -189,6 +189,9 @@ def test_filter_names_are_read_again_while_a_config_file_is_racy_or_has_an_inclu
     assert not filtered_status_runs_the_filter(repo, marker)
     assert not filtered_status_runs_the_filter(repo, marker)
     assert len(calls) == 6
+    gitx.run(None, "status", "--porcelain", cwd=str(repo))  # no -C: never reused
+    gitx.run(None, "status", "--porcelain", cwd=str(repo))
+    assert len(calls) == 8
 
 
 @pytest.mark.parametrize(("flag", "clear"), [("--skip-worktree", "--no-skip-worktree"),

@@ -116,17 +116,15 @@ def _git_dirs(repo: str) -> tuple[str, str] | None:
 
 
 def _config_files(repo: str | None, environ) -> list[str] | None:
-    """Every config file git reads for ``repo`` (existing or not), or None when unsure."""
-    if any(environ.get(name) for name in _CONFIG_ENV_NO_CACHE):
+    """Every config file git reads in ``repo`` (existing or not), or None when unsure."""
+    if not repo or any(environ.get(name) for name in _CONFIG_ENV_NO_CACHE):
+        return None  # no -C: git reads the repository of whatever folder it runs in
+    dirs = _git_dirs(repo)
+    if dirs is None:
         return None
-    files = []
-    if repo:
-        dirs = _git_dirs(repo)
-        if dirs is None:
-            return None
-        gitdir, common = dirs
-        files += [os.path.join(common, "config"), os.path.join(gitdir, "config.worktree"),
-                  os.path.join(common, "config.worktree")]
+    gitdir, common = dirs
+    files = [os.path.join(common, "config"), os.path.join(gitdir, "config.worktree"),
+             os.path.join(common, "config.worktree")]
     home = environ.get("HOME", "")
     xdg = environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
     files += [environ.get("GIT_CONFIG_GLOBAL") or os.path.join(home, ".gitconfig"),
