@@ -767,3 +767,18 @@ def test_the_top_rows_are_the_lowest_values_earliest_first():
         want = [i for _, i in heapq.nsmallest(top, ((v, i) for i, v in enumerate(values)
                                                     if v is not None))]
         assert report.top_rows(values, top) == want, (values, top)
+
+
+@pytest.mark.parametrize(("desc", "name", "want"), [
+    ("warmup -> 0.1 ratio", "warmup", "-> 0.1 ratio"),
+    ("matrix lr -0.01", "matrix lr", "-0.01"),
+    ("matrix lr: 0.04 to 0.06", "matrix lr", "0.04 to 0.06"),
+    ("depth - 10", "depth", "10"),
+    ("DEPTH=10", "DEPTH", "=10"),
+    ("depth", "depth", "depth"),
+    ("wider mlp", "depth", "wider mlp"),
+])
+def test_a_variant_keeps_its_sign_and_arrow_and_drops_only_the_separator(desc, name, want):
+    from arcore import findings
+
+    assert findings.variant(desc, name) == want

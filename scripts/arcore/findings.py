@@ -285,6 +285,10 @@ def variant(desc: str, name: str) -> str:
     flat = " ".join((desc or "").split())
     low = flat.lower()
     if name and low.startswith(name.lower()):
-        rest = flat[len(name):].strip(" :-")
+        # a separator after the name goes (':', ' - '); a minus sign or an arrow stays
+        rest = _SEPARATOR.sub("", flat[len(name):], count=1).rstrip()
         return rest or flat
     return flat
+
+
+_SEPARATOR = re.compile(r"^[\s:]*(?:-(?=\s|$))?[\s:]*")
