@@ -493,6 +493,18 @@ def test_runs_jsonl_adds_run_time_and_workers_to_the_summary(session_ledger, cap
     assert "runs.jsonl: 4 records, run time 2.0 h, workers: gpu1 2, gpu0 2" in out
 
 
+def test_a_seconds_field_that_is_no_number_is_left_out_of_the_run_time(session_ledger, capsys):
+    session_dir = session_ledger.parent / ".autoresearch"
+    session_dir.mkdir()
+    (session_dir / "runs.jsonl").write_text(
+        '{"commit": "a000001", "seconds": 1800}\n{"commit": "a000002", "seconds": 1.2.3}\n'
+        '{"commit": "a000003", "seconds": 1e}\n{"commit": "a000004", "seconds": 1800}\n',
+        encoding="utf-8")
+    code, out, err = run(["--ledger", str(session_ledger)], capsys)
+    assert code == 0, err
+    assert "runs.jsonl: 4 records, run time 60 min" in out
+
+
 def test_crowded_labels_keep_the_baseline_and_the_largest_gains_and_say_so():
     rows = [{"n": 1, "val_bpb": 1.0, "status": "keep", "description": "the baseline"}]
     for i in range(2, 40):  # 38 small steps packed together, then one big gain

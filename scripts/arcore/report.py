@@ -159,13 +159,24 @@ def runs_summary(data: bytes, totals: bool = True) -> dict:
 
 
 def _total_seconds(texts: list[bytes]) -> float | None:
-    """The sum of the finite ones; None when there is none."""
-    seconds = list(map(float, texts))
+    """The sum of the finite ones (a number JSON would not parse, like 1.2.3, is left out);
+    None when there is none."""
+    try:
+        seconds = list(map(float, texts))
+    except ValueError:
+        seconds = [x for x in map(_float_or_none, texts) if x is not None]
     total = sum(seconds)
     if not math.isfinite(total):  # an inf or a nan among them: without those
         seconds = [x for x in seconds if math.isfinite(x)]
         total = sum(seconds)
     return total if seconds else None
+
+
+def _float_or_none(text: bytes) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _worker_counts(names: list[bytes]) -> dict[str, int]:
