@@ -23,6 +23,21 @@ STANDINS = Path(__file__).parent / "fixtures" / "standins"
 PRINTED = {"AUTORESEARCH_METRIC_SOURCE": "printed"}
 
 
+# Prepended to a stand-in proposer's source: take_number(path) gives 0, 1, 2, ... once each,
+# however many lanes ask at once (a plain read-then-write lets two read a half-written file).
+TAKE_NUMBER = '''import fcntl
+def take_number(path):
+    with open(path, "a+") as count:
+        fcntl.flock(count, fcntl.LOCK_EX)
+        count.seek(0)
+        k = int(count.read() or 0)
+        count.seek(0)
+        count.truncate()
+        count.write(str(k + 1))
+    return k
+'''
+
+
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
                           text=True).stdout.strip()

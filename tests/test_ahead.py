@@ -341,3 +341,30 @@ def test_ctrl_c_while_the_lane_proposes_stops_the_run_and_the_proposer(target, t
     assert live(env["LOOP_TEST_ID"]) == []
     assert not list((tmp_path / "clones").glob("*/p-*"))
     assert git(target, "status", "--porcelain") == ""
+
+
+def test_a_proposal_finished_but_not_yet_taken_still_counts_as_in_flight():
+    """The scheduler starts `--ahead` minus what is waiting or in flight: a lane whose thread
+    has ended with its proposal not yet taken must count, or one proposal too many starts
+    (an agent call paid for nothing)."""
+    import threading
+
+    from arcore import lane
+
+    def make(token: str) -> lane.Lane:
+        return lane.Lane(repo=".", branch="b", command="true", timeout=1.0, token=token,
+                         log_path="/dev/null", ledger_path="results.tsv",
+                         context=lambda *a: ({}, ""), env_for=lambda *a: {})
+
+    lanes = lane.Lanes([make("t"), make("t-1"), make("t-2")])
+    assert lanes.in_flight == 0
+    lanes.lanes[0].ready.append(lane.Ready(base="a" * 40, commit="b" * 40, reason=None))
+    release = threading.Event()
+    lanes.lanes[1].thread = threading.Thread(target=release.wait)
+    lanes.lanes[1].thread.start()
+    try:
+        assert lanes.in_flight == 2  # one made and untaken, one being made, one idle
+    finally:
+        release.set()
+        lanes.lanes[1].thread.join()
+    assert len(lanes.take()) == 1 and lanes.in_flight == 0

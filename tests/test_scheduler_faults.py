@@ -43,7 +43,7 @@ from pathlib import Path
 import pytest
 
 from arcore import journal, ledger, session, slots
-from scratchrepo import PRINTED, git, live_tagged, make_repo
+from scratchrepo import PRINTED, TAKE_NUMBER, git, live_tagged, make_repo
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_LOOP = ROOT / "scripts" / "run-loop.sh"
@@ -563,7 +563,7 @@ def test_a_branch_switch_and_commit_during_two_runs_stop_the_loop_and_touch_neit
 # Hostile proposers (they know the repository's path: the clone's alternates name it)
 # ---------------------------------------------------------------------------
 
-HOSTILE = r'''import fcntl, json, os, pathlib, subprocess, sys, time
+HOSTILE = TAKE_NUMBER + r'''import json, os, pathlib, subprocess, sys, time
 box = pathlib.Path(os.environ["STANDIN_DIR"])
 alternates = pathlib.Path(".git/objects/info/alternates").read_text().split()[0]
 repo = pathlib.Path(alternates).parent.parent
@@ -626,13 +626,7 @@ if mode == "answer-daemon":  # the loser's answer file replaced by a verdict of 
             break
         time.sleep(0.001)
     sys.exit(0)
-with open(box / "proposals", "a+") as count:  # two lanes propose at once: one number each
-    fcntl.flock(count, fcntl.LOCK_EX)
-    count.seek(0)
-    n = int(count.read() or 0) + 1
-    count.seek(0)
-    count.truncate()
-    count.write(str(n))
+n = take_number(box / "proposals") + 1  # two lanes propose at once: one number each
 if mode == "ledger":  # the main results.tsv, then a loser
     worse_best(repo / "results.tsv")
     commit("worse, on a forged ledger", A="0.5")

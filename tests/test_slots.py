@@ -25,7 +25,7 @@ import pytest
 
 from arcore import journal, ledger, loop, scheduler, slots
 from arcore.gitops import LoopError
-from scratchrepo import git, make_repo
+from scratchrepo import TAKE_NUMBER, git, make_repo
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_LOOP = ROOT / "scripts" / "run-loop.sh"
@@ -705,15 +705,9 @@ def test_a_sigkill_while_the_next_round_is_proposed_ahead_loses_and_doubles_noth
     assert_clean(target)
 
 
-COUNTED_PROPOSER = '''import fcntl, os, pathlib, subprocess
+COUNTED_PROPOSER = TAKE_NUMBER + '''import os, pathlib, subprocess
 state = pathlib.Path(os.environ["LANE_DIR"])
-with open(state / "count", "a+") as count:  # lanes propose at once: one number each
-    fcntl.flock(count, fcntl.LOCK_EX)
-    count.seek(0)
-    k = int(count.read() or 0)
-    count.seek(0)
-    count.truncate()
-    count.write(str(k + 1))
+k = take_number(state / "count")
 plan = [("A", "-0.001"), ("B", "0.01"), ("A", "-0.002"), ("C", "-0.004"), ("D", "-0.003")]
 knob, value = plan[min(k, len(plan) - 1)]
 text = pathlib.Path("train.py").read_text().replace(f"{knob} = 0.0", f"{knob} = {value}")

@@ -224,7 +224,15 @@ class Lanes:
 
     @property
     def in_flight(self) -> int:
-        return sum(1 for lane in self.lanes if lane.busy)
+        """Proposals being made or made and not yet taken. A lane's thread appends its
+        proposal before it ends, so ``busy`` is read first: a finished one is never missed
+        (one that just finished may count twice, for one tick: nothing extra is started)."""
+        count = 0
+        for lane in self.lanes:
+            busy = lane.busy
+            with lane.lock:
+                count += busy + len(lane.ready)
+        return count
 
     @property
     def ready(self) -> list[Ready]:
