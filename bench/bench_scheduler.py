@@ -40,6 +40,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from scratchrepo import TAKE_NUMBER  # noqa: E402 (the stand-in proposers' shared counter)
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN_LOOP = ROOT / "scripts" / "run-loop.sh"
 TARGET = ROOT / "tests" / "fixtures" / "standins" / "target"
@@ -62,15 +65,9 @@ print("training_seconds: 300.0")
 print("peak_vram_mb:     1024.0")
 '''
 
-PROPOSER = r'''import fcntl, os, pathlib, subprocess, time
+PROPOSER = TAKE_NUMBER + r'''import os, pathlib, subprocess, time
 time.sleep(float(os.environ["BENCH_THINK"]))
-with open(os.environ["BENCH_COUNT"], "a+") as count:  # one number each, lanes run at once
-    fcntl.flock(count, fcntl.LOCK_EX)
-    count.seek(0)
-    k = int(count.read() or 0)
-    count.seek(0)
-    count.truncate()
-    count.write(str(k + 1))
+k = take_number(os.environ["BENCH_COUNT"])  # one number each, lanes run at once
 knob = k % int(os.environ["BENCH_KNOBS"])
 delta = -0.001 if k % 3 == 0 else 0.01
 text = pathlib.Path("train.py").read_text().replace(f"K{knob} = 0.0\n", f"K{knob} = {delta}\n")
