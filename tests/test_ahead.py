@@ -301,6 +301,10 @@ def test_a_sigkill_in_any_phase_of_proposing_ahead_resumes_without_a_lost_or_dou
     proc.kill()
     proc.wait()
     before = rows(target)
+    lane_logs = list((target / ".autoresearch").glob("proposer-*-*.log"))
+    if phase == "lane-proposing":  # the killed lane's own log, cut short
+        assert len(lane_logs) == 1
+        lane_logs[0].write_text("the thought it had when it was killed\n")
     (plan_dir / "go").write_text("")
     env.pop("AUTORESEARCH_LOOP_PAUSE", None)
     env["STANDIN_HOLD"] = ""
@@ -316,6 +320,11 @@ def test_a_sigkill_in_any_phase_of_proposing_ahead_resumes_without_a_lost_or_dou
     while live(env["LOOP_TEST_ID"]) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert live(env["LOOP_TEST_ID"]) == []
+    assert not list((target / ".autoresearch").glob("proposer-*-*.log"))
+    if phase == "lane-proposing":
+        whole = (target / ".autoresearch" / "proposer.log").read_text()
+        assert f"=== {lane_logs[0].name} (cut short" in whole
+        assert "the thought it had when it was killed" in whole
     assert_settled(target, tmp_path)
 
 

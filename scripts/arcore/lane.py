@@ -262,6 +262,20 @@ class Lanes:
             lane.shutdown()
 
 
+def settle_live_logs(log_path: str) -> int:
+    """At a start: the live logs a killed loop's lanes were writing (``proposer-*-N.log``
+    beside ``log_path``) are appended to it, marked cut short, and removed; how many."""
+    whole = Path(log_path)
+    found = sorted(whole.parent.glob("proposer-*-*.log"))
+    for live in found:
+        with open(whole, "a", encoding="utf-8") as out, \
+                open(live, encoding="utf-8", errors="replace") as part:
+            out.write(f"\n=== {live.name} (cut short: the loop that ran it was killed) ===\n")
+            shutil.copyfileobj(part, out)
+        live.unlink(missing_ok=True)
+    return len(found)
+
+
 def lanes(count: int, token: str, **kw) -> Lanes:
     return Lanes([Lane(token=token if i == 0 else f"{token}-{i}", **kw)
                   for i in range(max(1, count))])

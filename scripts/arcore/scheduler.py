@@ -55,7 +55,7 @@ from arcore.gitops import (DISCARDED, UNJUDGED, LoopError, current_branch, git, 
                            keep_reachable, list_patches, log, rebase_onto, replace_onto, short,
                            tracked_changes)
 from arcore.intake import PROPOSER_LOG, Intake
-from arcore.lane import WAITING, Lanes, lanes
+from arcore.lane import WAITING, Lanes, lanes, settle_live_logs
 from arcore.noise import Noise
 
 OK, FAILED, USAGE, HARNESS, UNSAFE, NOTHING, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
@@ -802,6 +802,7 @@ class Scheduler(Intake, Noise):
         if stale:
             log(f"killed {len(stale)} process(es) left by the previous loop")
         proposals.sweep(self.repo)
+        settle_live_logs(str(Path(self.repo) / PROPOSER_LOG))
         self.harvest()
         now = time.time()
         if not resumed:
