@@ -786,3 +786,27 @@ def test_with_two_slots_two_proposers_think_at_once_and_neither_kills_the_other(
     assert not any(r["status"] == "crash" for r in rows(target))
     assert "experiments: 3" in out
     assert_clean(target)
+
+
+def test_confirmation_labels_stay_distinct_whatever_order_the_reruns_end_in():
+    """Two slots run re-runs 1 and 2; 2 ends first: the next re-run is 3, not 2 again. A re-run
+    a restart killed (no row) gives its label to the one that replaces it."""
+    from arcore import noise
+
+    class Fake(noise.Noise):
+        def __init__(self, rows, jobs):
+            self.state = {"best": "b" * 40, "confirm": {"commit": "c" * 40, "desc": "x",
+                                                        "k": 3, "rows_start": 0}}
+            self.jobs, self.rows = jobs, rows
+
+        def confirm_rows(self, c):
+            return self.rows
+
+    held = {"description": "x", "status": "keep"}
+    two = {"description": "[w2] x (confirm 2/3)", "status": "discard"}
+    one_running = {1: {"kind": "confirm", "desc": "x (confirm 1/3)"}}
+    assert Fake([held, two], one_running).confirm_job()["desc"] == "x (confirm 3/3)"
+    assert Fake([held, two], {}).confirm_job()["desc"] == "x (confirm 1/3)"
+    assert Fake([held], {}).confirm_job()["desc"] == "x (confirm 1/3)"
+    assert Fake([held, two, {"description": "x (confirm 1/3)", "status": "discard"}],
+                {2: {"kind": "confirm", "desc": "x (confirm 3/3)"}}).confirm_job() is None

@@ -13,12 +13,14 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 
 from arcore import context, ledger, repeats, session, slots
 from arcore.gitops import DISCARDED, LoopError, current_branch, head, keep_reachable, log, short
 
 KEPT, UNSAFE = "refs/autoresearch/kept/", 4
+_CONFIRM_LABEL = re.compile(r"\(confirm (\d+)/\d+\)")
 
 
 class Noise:
@@ -30,10 +32,14 @@ class Noise:
         if not c:
             return None
         got = self.confirm_rows(c)
-        running = sum(1 for j in self.jobs.values() if j.get("kind") == "confirm")
-        if any(r["status"] == "crash" for r in got) or len(got) + running >= int(c["k"]) + 1:
+        running = [j for j in self.jobs.values() if j.get("kind") == "confirm"]
+        if any(r["status"] == "crash" for r in got) or len(got) + len(running) >= int(c["k"]) + 1:
             return None
-        i = len(got) + running
+        # the first label no row and no running re-run has: re-runs end in any order, and
+        # one killed by a restart left no row, so its label goes to the run that replaces it
+        used = {int(m) for text in [r["description"] for r in got] + [j["desc"] for j in running]
+                for m in _CONFIRM_LABEL.findall(text)}
+        i = next(n for n in range(1, int(c["k"]) + 2) if n not in used)
         return {"commit": c["commit"], "base": self.state["best"], "kind": "confirm",
                 "desc": f"{c['desc']} (confirm {i}/{c['k']})"}
 
