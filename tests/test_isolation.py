@@ -119,6 +119,26 @@ def test_a_clean_filter_the_repository_defines_never_runs_inside_the_harness_git
     assert not marker.exists()
 
 
+@pytest.fixture()
+def own_config(tmp_path, monkeypatch):
+    """A global and a system config of the test's own: the names are reused whatever the
+    user's ~/.gitconfig holds (an include there, or a change just now, means no reuse)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    system = tmp_path / "system.gitconfig"
+    system.write_text("")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GIT_CONFIG_SYSTEM", str(system))
+    for name in ("GIT_DIR", "GIT_COMMON_DIR", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS",
+                 "GIT_CONFIG_COUNT", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_NOSYSTEM",
+                 "GIT_OBJECT_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(gitx, "RACY_SECONDS", 0.0)  # a config written just now may be reused
+    monkeypatch.setattr(gitx, "_cache", {})
+    return system
+
+
 def filtered_status_runs_the_filter(repo: Path, marker: Path) -> bool:
     """Whether the harness's ``git status`` ran a clean filter (train.py made stat-dirty)."""
     marker.unlink(missing_ok=True)
@@ -136,7 +156,7 @@ def age(path: Path, seconds: float = 60) -> None:
 
 @pytest.mark.parametrize("keep_mtime", [True, False])
 def test_a_filter_driver_renamed_in_place_after_the_names_were_read_is_still_neutralized(
-        repo, monkeypatch, keep_mtime):
+        repo, monkeypatch, keep_mtime, own_config):
     """The harness reuses the filter names it read while the config files are unchanged: a
     same-size rewrite that sets the mtime back (a new driver name in place of a benign one)
     still moves the ctime, so the names are read again and the new driver is emptied too."""
@@ -163,7 +183,8 @@ def test_a_filter_driver_renamed_in_place_after_the_names_were_read_is_still_neu
 
 
 def test_filter_names_are_read_again_while_a_config_file_is_racy_or_has_an_include(
-        repo, monkeypatch, tmp_path):
+        repo, monkeypatch, tmp_path, own_config):
+    monkeypatch.setattr(gitx, "RACY_SECONDS", 3600.0)  # racy however slow this machine is
     calls = []
     real = gitx._config_plain
     monkeypatch.setattr(gitx, "_config_plain", lambda *a: calls.append(a) or real(*a))
