@@ -215,6 +215,133 @@ def test_filter_names_are_read_again_while_a_config_file_is_racy_or_has_an_inclu
     assert len(calls) == 8
 
 
+def evil_attributes(repo: Path, driver: str = "evil") -> Path:
+    """train.py filtered by ``driver`` (committed); the marker its clean command would touch."""
+    (repo / ".gitattributes").write_text(f"train.py filter={driver}\n")
+    git(repo, "add", ".gitattributes")
+    git(repo, "commit", "-qm", "attributes")
+    return repo.parent / "filter-ran"
+
+
+def test_a_config_rewritten_through_a_shared_mapping_after_the_names_were_read_is_neutralized(
+        repo, own_config):
+    """A store through a shared mapping into a page already dirty moves neither the mtime nor
+    the ctime: the content itself must be what is compared."""
+    import mmap
+
+    marker = evil_attributes(repo)
+    git(repo, "config", "filter.good.clean", f"touch '{marker}'; cat")
+    config = repo / ".git" / "config"
+    with open(config, "r+b") as handle, mmap.mmap(handle.fileno(), 0) as mapped:
+        mapped[0:1] = mapped[0:1]  # the page is dirty: the times move now, once
+        time.sleep(0.05)
+        before = config.stat()
+        assert not filtered_status_runs_the_filter(repo, marker)  # no filter=good file
+        assert gitx._cache, "the names were not reused at all: the test proves nothing"
+        at = mapped.find(b'[filter "good"]')
+        mapped[at:at + 15] = b'[filter "evil"]'
+        after = config.stat()
+        if (after.st_mtime_ns, after.st_ctime_ns) != (before.st_mtime_ns, before.st_ctime_ns):
+            pytest.skip("the kernel wrote the page back in between: the times moved")
+        assert b'[filter "evil"]' in config.read_bytes()
+        assert not filtered_status_runs_the_filter(repo, marker)
+
+
+def status_in_time(repo: Path, seconds: float = 20) -> bool:
+    """Whether the harness's ``git status`` in ``repo`` came back within ``seconds``."""
+    import threading
+
+    done = []
+    thread = threading.Thread(target=lambda: done.append(
+        gitx.run(str(repo), "status", "--porcelain")), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return bool(done)
+
+
+@pytest.mark.parametrize("how", ["HEAD", "fifo"])
+def test_no_names_are_reused_while_git_reads_the_repository_above_a_broken_git_folder(
+        tmp_path, own_config, how):
+    """A .git that is no git directory (a HEAD that names no ref, a fifo): git goes on to the
+    folder above, whose config the names never covered."""
+    outer = make_repo(tmp_path, "outer")
+    inner = make_repo(outer, "inner")
+    assert status_in_time(inner) and gitx._cache
+    marker = evil_attributes(outer)
+    git(outer, "config", "filter.evil.clean", f"touch '{marker}'; cat")
+    dot = inner / ".git"
+    if how == "HEAD":
+        (dot / "HEAD").write_text("not a ref\n")
+    else:
+        dot.rename(inner / "git-away")
+        os.mkfifo(dot)
+    stamp = time.time() + 5
+    os.utime(outer / "train.py", (stamp, stamp))
+    try:
+        assert status_in_time(inner), "the harness's git hung on the .git fifo"
+        assert not marker.exists()
+    finally:
+        if how == "fifo":
+            try:  # lets a reader still blocked on the fifo go
+                os.close(os.open(dot, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass  # no reader
+
+
+def test_a_commondir_git_reads_with_its_trailing_space_gets_no_reused_names(repo, own_config):
+    """git keeps a commondir's spaces (it drops only the line end): ``. `` is the folder
+    ``.git/. `` to git, not ``.git`` itself."""
+    marker = evil_attributes(repo)
+    assert not filtered_status_runs_the_filter(repo, marker)
+    assert gitx._cache
+    dot = repo / ".git"
+    other = dot / ". "
+    other.mkdir()
+    for name in ("objects", "refs"):
+        (other / name).symlink_to(f"../{name}")
+    (other / "config").write_text((dot / "config").read_text() +
+                                  f"[filter \"evil\"]\n\tclean = touch '{marker}'; cat\n")
+    (dot / "commondir").write_text(". ")
+    common = subprocess.run(["git", "-C", str(repo), "rev-parse", "--git-common-dir"],
+                            capture_output=True, text=True, check=True).stdout
+    assert common.endswith("/. \n")  # git's common dir is the other folder
+    assert not filtered_status_runs_the_filter(repo, marker)
+
+
+@pytest.mark.parametrize("value", ["0", "false"])
+def test_a_system_config_git_reads_under_a_false_GIT_CONFIG_NOSYSTEM_is_watched_too(
+        repo, own_config, monkeypatch, value):
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", value)  # git reads the system config: false
+    marker = evil_attributes(repo)
+    assert not filtered_status_runs_the_filter(repo, marker)
+    assert gitx._cache
+    own_config.write_text(f"[filter \"evil\"]\n\tclean = touch '{marker}'; cat\n")
+    assert not filtered_status_runs_the_filter(repo, marker)
+
+
+def test_filter_names_a_killed_query_never_gave_are_not_reused(repo, own_config, monkeypatch):
+    """A same-user process can kill the harness's ``git config`` query: its empty answer is
+    neither used for the command nor kept for the next."""
+    marker = evil_attributes(repo)
+    git(repo, "config", "filter.evil.clean", f"touch '{marker}'; cat")
+    time.sleep(0.05)
+    real, killed = subprocess.run, []
+
+    def run_killing_the_first_query(argv, *args, **kwargs):
+        if "--get-regexp" in argv and not killed:
+            killed.append(argv)
+            return subprocess.CompletedProcess(argv, -9, b"", b"")
+        return real(argv, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", run_killing_the_first_query)
+    try:
+        ran = filtered_status_runs_the_filter(repo, marker)
+    except gitx.GitError:
+        ran = False
+    assert killed and not ran
+    assert not filtered_status_runs_the_filter(repo, marker)
+
+
 @pytest.mark.parametrize(("flag", "clear"), [("--skip-worktree", "--no-skip-worktree"),
                                              ("--assume-unchanged", "--no-assume-unchanged")])
 def test_an_index_entry_that_hides_a_file_is_refused_with_exit_four(repo, flag, clear):
