@@ -319,6 +319,31 @@ def test_a_system_config_git_reads_under_a_false_GIT_CONFIG_NOSYSTEM_is_watched_
     assert not filtered_status_runs_the_filter(repo, marker)
 
 
+def test_a_GIT_CONFIG_in_the_harness_environment_hides_no_filter_from_the_names(
+        repo, monkeypatch, tmp_path):
+    """GIT_CONFIG makes ``git config`` (the names query) read that one file; every other git
+    command reads the usual ones."""
+    marker = evil_attributes(repo)
+    git(repo, "config", "filter.evil.clean", f"touch '{marker}'; cat")
+    other = tmp_path / "other.gitconfig"
+    other.write_text("")
+    monkeypatch.setenv("GIT_CONFIG", str(other))
+    assert not filtered_status_runs_the_filter(repo, marker)
+
+
+def test_a_filter_driver_whose_name_holds_an_equals_sign_is_neutralized_too(repo, monkeypatch):
+    """``-c filter.x=y.clean=`` sets ``filter.x`` (git splits at the first =), not the
+    driver ``x=y``'s clean command."""
+    marker = evil_attributes(repo, "x=y")
+    git(repo, "config", "filter.x=y.clean", f"touch '{marker}'; cat")
+    assert not filtered_status_runs_the_filter(repo, marker)
+    stamp = time.time() + 10  # a caller with an environment of its own: git refuses, or is safe
+    os.utime(repo / "train.py", (stamp, stamp))
+    subprocess.run(gitx.argv(str(repo), "status", "--porcelain"), capture_output=True,
+                   stdin=subprocess.DEVNULL, env={k: v for k, v in os.environ.items()})
+    assert not marker.exists()
+
+
 def test_filter_names_a_killed_query_never_gave_are_not_reused(repo, own_config, monkeypatch):
     """A same-user process can kill the harness's ``git config`` query: its empty answer is
     neither used for the command nor kept for the next."""

@@ -21,7 +21,8 @@ hook that appends a ghost best row). So every command here runs as::
   changed in the last two seconds (a change within the clock's tick), none with an
   ``include``, each a plain file, and ``REPO/.git`` plainly a git directory git would take
   (else git reads the folders above); otherwise they are read again (``_drivers``). A query
-  that fails is never kept, one that was killed fails the command (``GitError``);
+  that fails is never kept, one that was killed fails the command (``GitError``). A driver
+  whose name holds ``=`` (which ``-c`` cannot name) is emptied with ``--config-env``;
 - diff drivers: diff-like commands (``DIFFING``) always get ``--no-ext-diff --no-textconv``
   (an emptied textconv would make git fail instead of skip it);
 - environment: ``GIT_EXTERNAL_DIFF``, ``GIT_PAGER`` and the like are dropped,
@@ -56,8 +57,12 @@ FILTERING = frozenset({"add", "am", "apply", "blame", "cat-file", "checkout", "c
                        "worktree", "update-index"})
 # Commands that could run a textconv or an external diff: they get --no-ext-diff --no-textconv.
 DIFFING = frozenset({"diff", "diff-files", "diff-index", "diff-tree", "log", "show"})
+# GIT_CONFIG: ``git config`` (the names query) would read that one file, every other command
+# the usual ones.
 DROP_ENV = ("GIT_EXTERNAL_DIFF", "GIT_PAGER", "PAGER", "GIT_EDITOR", "GIT_SSH",
-            "GIT_SSH_COMMAND", "GIT_ASKPASS", "SSH_ASKPASS", "GIT_TRACE")
+            "GIT_SSH_COMMAND", "GIT_ASKPASS", "SSH_ASKPASS", "GIT_TRACE", "GIT_CONFIG")
+# An empty value for ``--config-env`` (a driver name with "=", which ``-c`` cannot name).
+EMPTY_ENV = "AR_GITX_EMPTY"
 
 
 class GitError(RuntimeError):
@@ -74,6 +79,7 @@ def env(base: dict | None = None) -> dict:
         out.pop(name, None)
     out["GIT_TERMINAL_PROMPT"] = "0"
     out["GIT_ATTR_NOSYSTEM"] = "1"
+    out[EMPTY_ENV] = ""
     return out
 
 
@@ -253,6 +259,11 @@ def driver_overrides(repo: str | None) -> list[str]:
         driver = name.partition(".")[2].rpartition(".")[0]
         if driver and driver not in seen:
             seen.add(driver)
+            if "=" in driver:  # -c splits at the first "=": the empty value comes from the
+                # environment (env() sets it; where a caller's lacks it, git refuses to run)
+                out += [f"--config-env=filter.{driver}.{key}={EMPTY_ENV}"
+                        for key in ("clean", "smudge", "process", "required")]
+                continue
             out += ["-c", f"filter.{driver}.clean=", "-c", f"filter.{driver}.smudge=",
                     "-c", f"filter.{driver}.process=", "-c", f"filter.{driver}.required=false"]
     return out
