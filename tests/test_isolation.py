@@ -367,6 +367,49 @@ def test_filter_names_a_killed_query_never_gave_are_not_reused(repo, own_config,
     assert not filtered_status_runs_the_filter(repo, marker)
 
 
+@pytest.mark.xfail(strict=True, reason="open: git status runs `git status` inside an embedded "
+                   "repository, whose own config's filters no -c names (not fixed here)")
+def test_a_filter_an_embedded_repository_defines_never_runs_inside_the_harness_audit(repo):
+    """A candidate records a gitlink; its run (sandboxed or not) makes that folder of its own
+    checkout a repository with a clean filter: the harness's audit ``git status`` must not run
+    it (outside any sandbox, as the harness)."""
+    from arcore import isolate
+
+    marker = repo.parent / "filter-ran"
+    head = git(repo, "rev-parse", "HEAD")
+    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{head},sub")
+    git(repo, "commit", "-qm", "a gitlink")
+    checkout = isolate.prepare(str(repo), git(repo, "rev-parse", "HEAD"))
+    try:
+        sub = Path(checkout["tree"]) / "sub"
+        if sub.is_dir():
+            sub.rmdir()  # the empty folder checkout-index made for the gitlink
+        make_repo(sub.parent, "sub")  # what the run writes into its own checkout
+        (sub / ".gitattributes").write_text("train.py filter=evil\n")
+        git(sub, "add", ".gitattributes")
+        git(sub, "commit", "-qm", "attributes")
+        git(sub, "config", "filter.evil.clean", f"touch '{marker}'; cat")
+        stamp = time.time() + 5
+        os.utime(sub / "train.py", (stamp, stamp))
+        isolate.audit(str(repo), checkout)
+        assert not marker.exists()
+    finally:
+        isolate.remove(checkout)
+
+
+@pytest.mark.xfail(strict=True, reason="open: `python3 -m arcore` puts the folder it starts in "
+                   "first on sys.path (not fixed here)")
+def test_a_module_in_the_folder_the_harness_starts_in_never_runs_inside_the_harness(repo):
+    """A file the candidate committed (or its run left) in the repository, ``json.py``, is
+    imported by the harness in place of the standard library's when run-experiment.sh is
+    started from the repository, as an agent does."""
+    marker = repo.parent / "shadow-ran"
+    (repo / "json.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    subprocess.run(["bash", str(SCRIPT), "--repo", str(repo), "--cmd", CMD, "--json"],
+                   capture_output=True, text=True, timeout=120, cwd=repo)
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize(("flag", "clear"), [("--skip-worktree", "--no-skip-worktree"),
                                              ("--assume-unchanged", "--no-assume-unchanged")])
 def test_an_index_entry_that_hides_a_file_is_refused_with_exit_four(repo, flag, clear):
