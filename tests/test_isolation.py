@@ -119,6 +119,26 @@ def test_a_clean_filter_the_repository_defines_never_runs_inside_the_harness_git
     assert not marker.exists()
 
 
+@pytest.fixture()
+def own_config(tmp_path, monkeypatch):
+    """A global and a system config of the test's own: the names are reused whatever the
+    user's ~/.gitconfig holds (an include there, or a change just now, means no reuse)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    system = tmp_path / "system.gitconfig"
+    system.write_text("")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GIT_CONFIG_SYSTEM", str(system))
+    for name in ("GIT_DIR", "GIT_COMMON_DIR", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS",
+                 "GIT_CONFIG_COUNT", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_NOSYSTEM",
+                 "GIT_OBJECT_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(gitx, "RACY_SECONDS", 0.0)  # a config written just now may be reused
+    monkeypatch.setattr(gitx, "_cache", {})
+    return system
+
+
 def filtered_status_runs_the_filter(repo: Path, marker: Path) -> bool:
     """Whether the harness's ``git status`` ran a clean filter (train.py made stat-dirty)."""
     marker.unlink(missing_ok=True)
@@ -136,7 +156,7 @@ def age(path: Path, seconds: float = 60) -> None:
 
 @pytest.mark.parametrize("keep_mtime", [True, False])
 def test_a_filter_driver_renamed_in_place_after_the_names_were_read_is_still_neutralized(
-        repo, monkeypatch, keep_mtime):
+        repo, monkeypatch, keep_mtime, own_config):
     """The harness reuses the filter names it read while the config files are unchanged: a
     same-size rewrite that sets the mtime back (a new driver name in place of a benign one)
     still moves the ctime, so the names are read again and the new driver is emptied too."""
@@ -163,7 +183,8 @@ def test_a_filter_driver_renamed_in_place_after_the_names_were_read_is_still_neu
 
 
 def test_filter_names_are_read_again_while_a_config_file_is_racy_or_has_an_include(
-        repo, monkeypatch, tmp_path):
+        repo, monkeypatch, tmp_path, own_config):
+    monkeypatch.setattr(gitx, "RACY_SECONDS", 3600.0)  # racy however slow this machine is
     calls = []
     real = gitx._config_plain
     monkeypatch.setattr(gitx, "_config_plain", lambda *a: calls.append(a) or real(*a))
@@ -192,6 +213,201 @@ def test_filter_names_are_read_again_while_a_config_file_is_racy_or_has_an_inclu
     gitx.run(None, "status", "--porcelain", cwd=str(repo))  # no -C: never reused
     gitx.run(None, "status", "--porcelain", cwd=str(repo))
     assert len(calls) == 8
+
+
+def evil_attributes(repo: Path, driver: str = "evil") -> Path:
+    """train.py filtered by ``driver`` (committed); the marker its clean command would touch."""
+    (repo / ".gitattributes").write_text(f"train.py filter={driver}\n")
+    git(repo, "add", ".gitattributes")
+    git(repo, "commit", "-qm", "attributes")
+    return repo.parent / "filter-ran"
+
+
+def test_a_config_rewritten_through_a_shared_mapping_after_the_names_were_read_is_neutralized(
+        repo, own_config):
+    """A store through a shared mapping into a page already dirty moves neither the mtime nor
+    the ctime: the content itself must be what is compared."""
+    import mmap
+
+    marker = evil_attributes(repo)
+    git(repo, "config", "filter.good.clean", f"touch '{marker}'; cat")
+    config = repo / ".git" / "config"
+    with open(config, "r+b") as handle, mmap.mmap(handle.fileno(), 0) as mapped:
+        mapped[0:1] = mapped[0:1]  # the page is dirty: the times move now, once
+        time.sleep(0.05)
+        before = config.stat()
+        assert not filtered_status_runs_the_filter(repo, marker)  # no filter=good file
+        assert gitx._cache, "the names were not reused at all: the test proves nothing"
+        at = mapped.find(b'[filter "good"]')
+        mapped[at:at + 15] = b'[filter "evil"]'
+        after = config.stat()
+        if (after.st_mtime_ns, after.st_ctime_ns) != (before.st_mtime_ns, before.st_ctime_ns):
+            pytest.skip("the kernel wrote the page back in between: the times moved")
+        assert b'[filter "evil"]' in config.read_bytes()
+        assert not filtered_status_runs_the_filter(repo, marker)
+
+
+def status_in_time(repo: Path, seconds: float = 20) -> bool:
+    """Whether the harness's ``git status`` in ``repo`` came back within ``seconds``."""
+    import threading
+
+    done = []
+    thread = threading.Thread(target=lambda: done.append(
+        gitx.run(str(repo), "status", "--porcelain")), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return bool(done)
+
+
+@pytest.mark.parametrize("how", ["HEAD", "fifo"])
+def test_no_names_are_reused_while_git_reads_the_repository_above_a_broken_git_folder(
+        tmp_path, own_config, how):
+    """A .git that is no git directory (a HEAD that names no ref, a fifo): git goes on to the
+    folder above, whose config the names never covered."""
+    outer = make_repo(tmp_path, "outer")
+    inner = make_repo(outer, "inner")
+    assert status_in_time(inner) and gitx._cache
+    marker = evil_attributes(outer)
+    git(outer, "config", "filter.evil.clean", f"touch '{marker}'; cat")
+    dot = inner / ".git"
+    if how == "HEAD":
+        (dot / "HEAD").write_text("not a ref\n")
+    else:
+        dot.rename(inner / "git-away")
+        os.mkfifo(dot)
+    stamp = time.time() + 5
+    os.utime(outer / "train.py", (stamp, stamp))
+    try:
+        assert status_in_time(inner), "the harness's git hung on the .git fifo"
+        assert not marker.exists()
+    finally:
+        if how == "fifo":
+            try:  # lets a reader still blocked on the fifo go
+                os.close(os.open(dot, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass  # no reader
+
+
+def test_a_commondir_git_reads_with_its_trailing_space_gets_no_reused_names(repo, own_config):
+    """git keeps a commondir's spaces (it drops only the line end): ``. `` is the folder
+    ``.git/. `` to git, not ``.git`` itself."""
+    marker = evil_attributes(repo)
+    assert not filtered_status_runs_the_filter(repo, marker)
+    assert gitx._cache
+    dot = repo / ".git"
+    other = dot / ". "
+    other.mkdir()
+    for name in ("objects", "refs"):
+        (other / name).symlink_to(f"../{name}")
+    (other / "config").write_text((dot / "config").read_text() +
+                                  f"[filter \"evil\"]\n\tclean = touch '{marker}'; cat\n")
+    (dot / "commondir").write_text(". ")
+    common = subprocess.run(["git", "-C", str(repo), "rev-parse", "--git-common-dir"],
+                            capture_output=True, text=True, check=True).stdout
+    assert common.endswith("/. \n")  # git's common dir is the other folder
+    assert not filtered_status_runs_the_filter(repo, marker)
+
+
+@pytest.mark.parametrize("value", ["0", "false"])
+def test_a_system_config_git_reads_under_a_false_GIT_CONFIG_NOSYSTEM_is_watched_too(
+        repo, own_config, monkeypatch, value):
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", value)  # git reads the system config: false
+    marker = evil_attributes(repo)
+    assert not filtered_status_runs_the_filter(repo, marker)
+    assert gitx._cache
+    own_config.write_text(f"[filter \"evil\"]\n\tclean = touch '{marker}'; cat\n")
+    assert not filtered_status_runs_the_filter(repo, marker)
+
+
+def test_a_GIT_CONFIG_in_the_harness_environment_hides_no_filter_from_the_names(
+        repo, monkeypatch, tmp_path):
+    """GIT_CONFIG makes ``git config`` (the names query) read that one file; every other git
+    command reads the usual ones."""
+    marker = evil_attributes(repo)
+    git(repo, "config", "filter.evil.clean", f"touch '{marker}'; cat")
+    other = tmp_path / "other.gitconfig"
+    other.write_text("")
+    monkeypatch.setenv("GIT_CONFIG", str(other))
+    assert not filtered_status_runs_the_filter(repo, marker)
+
+
+def test_a_filter_driver_whose_name_holds_an_equals_sign_is_neutralized_too(repo, monkeypatch):
+    """``-c filter.x=y.clean=`` sets ``filter.x`` (git splits at the first =), not the
+    driver ``x=y``'s clean command."""
+    marker = evil_attributes(repo, "x=y")
+    git(repo, "config", "filter.x=y.clean", f"touch '{marker}'; cat")
+    assert not filtered_status_runs_the_filter(repo, marker)
+    stamp = time.time() + 10  # a caller with an environment of its own: git refuses, or is safe
+    os.utime(repo / "train.py", (stamp, stamp))
+    subprocess.run(gitx.argv(str(repo), "status", "--porcelain"), capture_output=True,
+                   stdin=subprocess.DEVNULL, env={k: v for k, v in os.environ.items()})
+    assert not marker.exists()
+
+
+def test_filter_names_a_killed_query_never_gave_are_not_reused(repo, own_config, monkeypatch):
+    """A same-user process can kill the harness's ``git config`` query: its empty answer is
+    neither used for the command nor kept for the next."""
+    marker = evil_attributes(repo)
+    git(repo, "config", "filter.evil.clean", f"touch '{marker}'; cat")
+    time.sleep(0.05)
+    real, killed = subprocess.run, []
+
+    def run_killing_the_first_query(argv, *args, **kwargs):
+        if "--get-regexp" in argv and not killed:
+            killed.append(argv)
+            return subprocess.CompletedProcess(argv, -9, b"", b"")
+        return real(argv, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", run_killing_the_first_query)
+    try:
+        ran = filtered_status_runs_the_filter(repo, marker)
+    except gitx.GitError:
+        ran = False
+    assert killed and not ran
+    assert not filtered_status_runs_the_filter(repo, marker)
+
+
+@pytest.mark.xfail(strict=True, reason="open: git status runs `git status` inside an embedded "
+                   "repository, whose own config's filters no -c names (not fixed here)")
+def test_a_filter_an_embedded_repository_defines_never_runs_inside_the_harness_audit(repo):
+    """A candidate records a gitlink; its run (sandboxed or not) makes that folder of its own
+    checkout a repository with a clean filter: the harness's audit ``git status`` must not run
+    it (outside any sandbox, as the harness)."""
+    from arcore import isolate
+
+    marker = repo.parent / "filter-ran"
+    head = git(repo, "rev-parse", "HEAD")
+    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{head},sub")
+    git(repo, "commit", "-qm", "a gitlink")
+    checkout = isolate.prepare(str(repo), git(repo, "rev-parse", "HEAD"))
+    try:
+        sub = Path(checkout["tree"]) / "sub"
+        if sub.is_dir():
+            sub.rmdir()  # the empty folder checkout-index made for the gitlink
+        make_repo(sub.parent, "sub")  # what the run writes into its own checkout
+        (sub / ".gitattributes").write_text("train.py filter=evil\n")
+        git(sub, "add", ".gitattributes")
+        git(sub, "commit", "-qm", "attributes")
+        git(sub, "config", "filter.evil.clean", f"touch '{marker}'; cat")
+        stamp = time.time() + 5
+        os.utime(sub / "train.py", (stamp, stamp))
+        isolate.audit(str(repo), checkout)
+        assert not marker.exists()
+    finally:
+        isolate.remove(checkout)
+
+
+@pytest.mark.xfail(strict=True, reason="open: `python3 -m arcore` puts the folder it starts in "
+                   "first on sys.path (not fixed here)")
+def test_a_module_in_the_folder_the_harness_starts_in_never_runs_inside_the_harness(repo):
+    """A file the candidate committed (or its run left) in the repository, ``json.py``, is
+    imported by the harness in place of the standard library's when run-experiment.sh is
+    started from the repository, as an agent does."""
+    marker = repo.parent / "shadow-ran"
+    (repo / "json.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    subprocess.run(["bash", str(SCRIPT), "--repo", str(repo), "--cmd", CMD, "--json"],
+                   capture_output=True, text=True, timeout=120, cwd=repo)
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize(("flag", "clear"), [("--skip-worktree", "--no-skip-worktree"),

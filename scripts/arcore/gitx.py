@@ -17,8 +17,12 @@ hook that appends a ghost best row). So every command here runs as::
   content pass through), for the commands that can run them (``FILTERING``);
   The names are read once and reused while every config file git would read is unchanged: the
   same inode, size, mtime and ctime (a write or a reset mtime moves the ctime, which no user
-  can set back), none changed in the last two seconds (a change within the clock's tick) and
-  none with an ``include``; otherwise they are read again (``_drivers``);
+  can set back) and the same content (a store through a shared mapping moves no time), none
+  changed in the last two seconds (a change within the clock's tick), none with an
+  ``include``, each a plain file, and ``REPO/.git`` plainly a git directory git would take
+  (else git reads the folders above); otherwise they are read again (``_drivers``). A query
+  that fails is never kept, one that was killed fails the command (``GitError``). A driver
+  whose name holds ``=`` (which ``-c`` cannot name) is emptied with ``--config-env``;
 - diff drivers: diff-like commands (``DIFFING``) always get ``--no-ext-diff --no-textconv``
   (an emptied textconv would make git fail instead of skip it);
 - environment: ``GIT_EXTERNAL_DIFF``, ``GIT_PAGER`` and the like are dropped,
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import time
 
@@ -52,8 +57,12 @@ FILTERING = frozenset({"add", "am", "apply", "blame", "cat-file", "checkout", "c
                        "worktree", "update-index"})
 # Commands that could run a textconv or an external diff: they get --no-ext-diff --no-textconv.
 DIFFING = frozenset({"diff", "diff-files", "diff-index", "diff-tree", "log", "show"})
+# GIT_CONFIG: ``git config`` (the names query) would read that one file, every other command
+# the usual ones.
 DROP_ENV = ("GIT_EXTERNAL_DIFF", "GIT_PAGER", "PAGER", "GIT_EDITOR", "GIT_SSH",
-            "GIT_SSH_COMMAND", "GIT_ASKPASS", "SSH_ASKPASS", "GIT_TRACE")
+            "GIT_SSH_COMMAND", "GIT_ASKPASS", "SSH_ASKPASS", "GIT_TRACE", "GIT_CONFIG")
+# An empty value for ``--config-env`` (a driver name with "=", which ``-c`` cannot name).
+EMPTY_ENV = "AR_GITX_EMPTY"
 
 
 class GitError(RuntimeError):
@@ -70,49 +79,99 @@ def env(base: dict | None = None) -> dict:
         out.pop(name, None)
     out["GIT_TERMINAL_PROMPT"] = "0"
     out["GIT_ATTR_NOSYSTEM"] = "1"
+    out[EMPTY_ENV] = ""
     return out
 
 
-def _config_plain(repo: str | None, pattern: str) -> list[str]:
+def _config_plain(repo: str | None, pattern: str) -> list[str] | None:
+    """The config names matching ``pattern``; None when git failed (1 is "none matched")."""
     argv = ["git", *BASE]
     if repo:
         argv += ["-C", repo]
     argv += ["config", "-z", "--name-only", "--get-regexp", pattern]
-    done = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, env=env())
-    if done.returncode != 0:
-        return []
+    done = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, env=env(),
+                          start_new_session=True)  # a Ctrl-C meant for the harness: not this
+    if done.returncode < 0:  # killed (a same-user process can): no names is no answer
+        raise GitError(argv[-5:], done.returncode, "the filter names query was killed")
+    if done.returncode not in (0, 1):
+        return None
     return [name for name in done.stdout.decode("utf-8", "replace").split("\0") if name]
 
 
 # Environment that changes which config files git reads: with any of the first set, no reuse.
 _CONFIG_ENV_NO_CACHE = ("GIT_DIR", "GIT_COMMON_DIR", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS",
-                        "GIT_CONFIG_COUNT")
+                        "GIT_CONFIG_COUNT", "GIT_OBJECT_DIRECTORY")
 _CONFIG_ENV = ("HOME", "XDG_CONFIG_HOME", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM",
                "GIT_CONFIG_NOSYSTEM")
 RACY_SECONDS = 2.0
 _cache: dict[tuple, tuple[tuple, list[str]]] = {}
 
 
-def _git_dirs(repo: str) -> tuple[str, str] | None:
-    """(git dir, common dir) of the worktree at ``repo``, or None (not its top level)."""
-    dot = os.path.join(repo, ".git")
+def _plain_line(path: str) -> str | None:
+    """A ``.git`` file's or a ``commondir``'s one line as git reads it (git drops only the
+    line end), or None where it might read it otherwise (not a plain file, a space or a NUL)."""
     try:
-        if os.path.isdir(dot):
-            gitdir = dot
-        else:
-            with open(dot, encoding="utf-8") as handle:
-                line = handle.read(4096).strip()
-            if not line.startswith("gitdir: "):
-                return None
-            gitdir = os.path.join(repo, line[len("gitdir: "):])
-        common = gitdir
-        commondir = os.path.join(gitdir, "commondir")
-        if os.path.exists(commondir):
-            with open(commondir, encoding="utf-8") as handle:
-                common = os.path.join(gitdir, handle.read(4096).strip())
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a fifo must not block
     except OSError:
         return None
-    return gitdir, common
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, 4097)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    line = data.rstrip(b"\r\n")
+    if len(data) > 4096 or not line or line != line.strip() or any(c in line for c in b"\0\r\n"):
+        return None
+    return os.fsdecode(line)
+
+
+def _is_git_dir(gitdir: str, common: str) -> bool:
+    """Whether git takes ``gitdir`` for a git directory (its ``is_git_directory``, stricter):
+    if not, git goes on to ``repo`` itself and the folders above, which no name covers."""
+    head = os.path.join(gitdir, "HEAD")
+    try:
+        st = os.lstat(head)
+        if stat.S_ISLNK(st.st_mode):
+            ok = os.readlink(head).startswith("refs/")
+        elif stat.S_ISREG(st.st_mode) and st.st_size <= 255:
+            with open(head, "rb") as handle:
+                text = handle.read(256).removesuffix(b"\n")
+            ok = ((text.startswith(b"ref: refs/") and b"\0" not in text and b"\n" not in text)
+                  or (len(text) in (40, 64) and all(c in b"0123456789abcdef" for c in text)))
+        else:
+            ok = False
+    except OSError:
+        return False
+    return ok and all(os.access(os.path.join(common, name), os.X_OK)
+                      for name in ("objects", "refs"))
+
+
+def _git_dirs(repo: str) -> tuple[str, str] | None:
+    """(git dir, common dir) of the worktree at ``repo``, or None (not its top level, or not
+    plainly what git would take)."""
+    dot = os.path.join(repo, ".git")
+    try:
+        st = os.stat(dot)
+    except OSError:
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        gitdir = dot
+    else:
+        line = _plain_line(dot)
+        if line is None or not line.startswith("gitdir: "):
+            return None
+        gitdir = os.path.join(repo, line[len("gitdir: "):])
+    common = gitdir
+    commondir = os.path.join(gitdir, "commondir")
+    if os.path.lexists(commondir):
+        line = _plain_line(commondir)
+        if line is None:
+            return None
+        common = os.path.join(gitdir, line)
+    return (gitdir, common) if _is_git_dir(gitdir, common) else None
 
 
 def _config_files(repo: str | None, environ) -> list[str] | None:
@@ -129,34 +188,46 @@ def _config_files(repo: str | None, environ) -> list[str] | None:
     xdg = environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
     files += [environ.get("GIT_CONFIG_GLOBAL") or os.path.join(home, ".gitconfig"),
               os.path.join(xdg, "git", "config")]
-    if not environ.get("GIT_CONFIG_NOSYSTEM"):
-        files.append(environ.get("GIT_CONFIG_SYSTEM") or "/etc/gitconfig")
-        found = shutil.which("git", path=environ.get("PATH"))
-        if found:  # a git built with another prefix reads PREFIX/etc/gitconfig
-            prefix = os.path.dirname(os.path.dirname(os.path.realpath(found)))
-            files.append(os.path.join(prefix, "etc", "gitconfig"))
+    # The system files even under GIT_CONFIG_NOSYSTEM (git reads them where it is 0 or false).
+    files.append(environ.get("GIT_CONFIG_SYSTEM") or "/etc/gitconfig")
+    found = shutil.which("git", path=environ.get("PATH"))
+    if found:  # a git built with another prefix reads PREFIX/etc/gitconfig
+        prefix = os.path.dirname(os.path.dirname(os.path.realpath(found)))
+        files.append(os.path.join(prefix, "etc", "gitconfig"))
     return files
 
 
 def _signature(files: list[str]) -> tuple | None:
-    """The files' identities, or None when one is racy (changed just now) or has includes."""
+    """The files' identities and contents (a store through a shared mapping moves no time), or
+    None when one is racy (changed just now), not a plain file or has includes."""
     now = time.time()
     out = []
     for path in files:
         try:
-            st = os.stat(path)
-        except OSError:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a fifo must not block
+        except (FileNotFoundError, NotADirectoryError):
             out.append(None)
             continue
-        if now - st.st_ctime < RACY_SECONDS or now - st.st_mtime < RACY_SECONDS:
-            return None
-        try:
-            with open(path, "rb") as handle:
-                if b"include" in handle.read().lower():
-                    return None  # an include can name any file: read the names every time
         except OSError:
             return None
-        out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == os.stat(os.devnull).st_rdev:
+                out.append("null")  # GIT_CONFIG_GLOBAL=/dev/null: always empty
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                return None  # a fifo, /dev/zero: git reads what it reads
+            if now - st.st_ctime < RACY_SECONDS or now - st.st_mtime < RACY_SECONDS:
+                return None
+            with os.fdopen(os.dup(fd), "rb") as handle:
+                data = handle.read()
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        if b"include" in data.lower():
+            return None  # an include can name any file: read the names every time
+        out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, data))
     return tuple(out)
 
 
@@ -171,7 +242,10 @@ def _drivers(repo: str | None) -> list[str]:
         if hit is not None and hit[0] == signature:
             return hit[1]
     names = _config_plain(repo, r"^filter\..+\.")
-    if signature is not None and _signature(files) == signature:  # unchanged while read
+    if names is None:  # git failed: its command will too, and nothing is kept
+        return []
+    if (signature is not None and _config_files(repo, environ) == files
+            and _signature(files) == signature):  # unchanged while read
         _cache[key] = (signature, names)
     return names
 
@@ -185,6 +259,11 @@ def driver_overrides(repo: str | None) -> list[str]:
         driver = name.partition(".")[2].rpartition(".")[0]
         if driver and driver not in seen:
             seen.add(driver)
+            if "=" in driver:  # -c splits at the first "=": the empty value comes from the
+                # environment (env() sets it; where a caller's lacks it, git refuses to run)
+                out += [f"--config-env=filter.{driver}.{key}={EMPTY_ENV}"
+                        for key in ("clean", "smudge", "process", "required")]
+                continue
             out += ["-c", f"filter.{driver}.clean=", "-c", f"filter.{driver}.smudge=",
                     "-c", f"filter.{driver}.process=", "-c", f"filter.{driver}.required=false"]
     return out
