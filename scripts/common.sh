@@ -121,8 +121,16 @@ ar_take_sandbox() {
   done
 }
 
+# AR_ARCORE: the interpreter arguments that run `python -m arcore` without the folder it is
+# started in on sys.path (`-m` puts it first: a json.py or an arcore/ in the user's
+# repository, committed by a candidate or left by its run, would be imported in place of the
+# standard library's or the harness's own). -c adds it as '', which is dropped; then runpy
+# runs arcore as -m would. (-P does the same, but only from Python 3.11.)
+# shellcheck disable=SC2034  # read by the scripts that source this file
+readonly AR_ARCORE=(-c 'import sys; sys.path[:] = [p for p in sys.path if p]; import runpy; runpy.run_module("arcore", run_name="__main__", alter_sys=True)')
+
 # ar_core MODULE ARGS...: runs `python -m arcore MODULE ARGS...`.
 ar_core() {
   ar_find_python
-  PYTHONPATH="${AR_SCRIPTS_DIR}${PYTHONPATH:+:${PYTHONPATH}}" "${AR_PY[@]}" -m arcore "$@"
+  PYTHONPATH="${AR_SCRIPTS_DIR}${PYTHONPATH:+:${PYTHONPATH}}" "${AR_PY[@]}" "${AR_ARCORE[@]}" "$@"
 }

@@ -93,7 +93,7 @@ main() {
   # Python launcher (pyenv shim, uv) sets up for arcore. -S: arcore is stdlib
   # only, so site-packages (and their .pth start-up cost) are skipped.
   AR_CALLER_PATH="${PATH}" PYTHONPATH="${AR_SCRIPTS_DIR}${PYTHONPATH:+:${PYTHONPATH}}" \
-    exec "${AR_PY[@]}" -S -m arcore experiment run "$@"
+    exec "${AR_PY[@]}" -S "${AR_ARCORE[@]}" experiment run "$@"
 }
 
 main "$@"

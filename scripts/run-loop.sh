@@ -84,7 +84,7 @@ main() {
   # -S: arcore is stdlib only; skip site-packages start-up.
   ar_take_sandbox "$@"
   PYTHONPATH="${AR_SCRIPTS_DIR}${PYTHONPATH:+:${PYTHONPATH}}" \
-    exec "${AR_PY[@]}" -S -m arcore loop ${AR_ARGS[@]+"${AR_ARGS[@]}"}
+    exec "${AR_PY[@]}" -S "${AR_ARCORE[@]}" loop ${AR_ARGS[@]+"${AR_ARGS[@]}"}
 }
 
 main "$@"

@@ -57,7 +57,7 @@ main() {
   fi
   # -S: arcore is stdlib only, so site-packages (and their .pth start-up cost) are skipped.
   AR_NAME="${AR_NAME}" PYTHONPATH="${AR_SCRIPTS_DIR}${PYTHONPATH:+:${PYTHONPATH}}" \
-    "${py[@]}" -S -m arcore report "$@"
+    "${py[@]}" -S "${AR_ARCORE[@]}" report "$@"
 }
 
 main "$@"
