@@ -367,8 +367,6 @@ def test_filter_names_a_killed_query_never_gave_are_not_reused(repo, own_config,
     assert not filtered_status_runs_the_filter(repo, marker)
 
 
-@pytest.mark.xfail(strict=True, reason="open: git status runs `git status` inside an embedded "
-                   "repository, whose own config's filters no -c names (not fixed here)")
 def test_a_filter_an_embedded_repository_defines_never_runs_inside_the_harness_audit(repo):
     """A candidate records a gitlink; its run (sandboxed or not) makes that folder of its own
     checkout a repository with a clean filter: the harness's audit ``git status`` must not run

@@ -96,7 +96,8 @@ def audit(repo: str, checkout: dict) -> list[str]:
     """Findings: tracked files that differ from the commit, new files that shadow a module."""
     done = gitx.run(repo, "--work-tree", checkout["tree"], "status", "--porcelain=v1", "-z",
                     "--untracked-files=all", "--ignored=traditional", "--no-renames",
-                    extra_env={"GIT_INDEX_FILE": checkout["index"]})
+                    "--ignore-submodules=all",  # else it runs `git status` in a gitlink's
+                    extra_env={"GIT_INDEX_FILE": checkout["index"]})  # folder the run made a repo
     if done.returncode != 0:
         return [f"the run's checkout could not be compared with {checkout['commit'][:7]} "
                 f"({done.stderr.strip()[:120]})"]
