@@ -222,6 +222,8 @@ def main(argv: list[str]) -> int:
             subprocess.run(["bash", str(SLURM / "stop.sh"), "--state", str(state)],
                            capture_output=True)
             shutil.rmtree(state, ignore_errors=True)
+    elif o.slurm == "no" or not slots:
+        print("(Slurm skipped: --slurm no, or no slot counts)")
     else:
         print("(Slurm skipped: needs root and slurmctld slurmd slurm-client munge)")
     ratios = []
