@@ -23,6 +23,10 @@ STANDINS = Path(__file__).parent / "fixtures" / "standins"
 PRINTED = {"AUTORESEARCH_METRIC_SOURCE": "printed"}
 
 
+# The knobs of the scheduler tests' stand-in train.py: five constants three lines apart, so a
+# patch of one knob still applies (3-way) on a base where another one changed.
+KNOB_LINES = "".join(f"{k} = 0.0\n" + ("#\n#\n#\n" if k != "E" else "") for k in "ABCDE")
+
 # Prepended to a stand-in proposer's source: take_number(path) gives 0, 1, 2, ... once each,
 # however many lanes ask at once (a plain read-then-write lets two read a half-written file).
 TAKE_NUMBER = '''import fcntl

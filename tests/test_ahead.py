@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from arcore import journal, ledger
-from scratchrepo import PRINTED, git, live_tagged, make_repo
+from scratchrepo import KNOB_LINES, PRINTED, git, live_tagged, make_repo
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_LOOP = ROOT / "scripts" / "run-loop.sh"
@@ -30,24 +30,7 @@ WAIT = 60.0
 STANDIN = '''"""Stand-in train.py with knobs."""
 import os, sys, time
 VAL_BPB = 1.000000
-A = 0.0
-#
-#
-#
-B = 0.0
-#
-#
-#
-C = 0.0
-#
-#
-#
-D = 0.0
-#
-#
-#
-E = 0.0
-marks = os.environ.get("STANDIN_MARKS")
+''' + KNOB_LINES + '''marks = os.environ.get("STANDIN_MARKS")
 if marks:
     open(os.path.join(marks, "running"), "w").close()
 hold = os.environ.get("STANDIN_HOLD")

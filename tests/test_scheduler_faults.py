@@ -43,7 +43,7 @@ from pathlib import Path
 import pytest
 
 from arcore import journal, ledger, session, slots
-from scratchrepo import PRINTED, TAKE_NUMBER, git, live_tagged, make_repo
+from scratchrepo import KNOB_LINES, PRINTED, TAKE_NUMBER, git, live_tagged, make_repo
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_LOOP = ROOT / "scripts" / "run-loop.sh"
@@ -57,24 +57,7 @@ import sys
 import time
 
 VAL_BPB = 1.000000
-A = 0.0
-#
-#
-#
-B = 0.0
-#
-#
-#
-C = 0.0
-#
-#
-#
-D = 0.0
-#
-#
-#
-E = 0.0
-
+''' + KNOB_LINES + '''
 key = f"{A}_{B}_{C}_{D}_{E}"
 box = os.environ.get("STANDIN_DIR")
 if box:

@@ -25,7 +25,7 @@ import pytest
 
 from arcore import journal, ledger, loop, scheduler, slots
 from arcore.gitops import LoopError
-from scratchrepo import TAKE_NUMBER, git, make_repo
+from scratchrepo import KNOB_LINES, TAKE_NUMBER, git, make_repo
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_LOOP = ROOT / "scripts" / "run-loop.sh"
@@ -38,24 +38,7 @@ import time
 
 VAL_BPB = 1.000000
 # Knobs: each queue patch sets one; they are far apart so patches apply on any base.
-A = 0.0
-#
-#
-#
-B = 0.0
-#
-#
-#
-C = 0.0
-#
-#
-#
-D = 0.0
-#
-#
-#
-E = 0.0
-
+''' + KNOB_LINES + '''
 print(f"gpu={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
 print(f"job={os.environ.get('SLURM_JOB_NAME', '')}", flush=True)
 print(f"cluster={os.environ.get('CLUSTER', '')}", flush=True)
