@@ -47,11 +47,16 @@ def git(repo: Path, *args: str) -> str:
                           text=True).stdout.strip()
 
 
-def make_repo(tmp_path: Path, name: str = "target") -> Path:
+def make_repo(tmp_path: Path, name: str = "target", train: str | None = None) -> Path:
+    """The scratch target; ``train``: a train.py source of the test's own, committed on top."""
     repo = tmp_path / name
     shutil.copytree(STANDINS / "target", repo)
     shutil.copy(STANDINS / "ok.py", repo / "train.py")
-    return commit_baseline(repo)
+    commit_baseline(repo)
+    if train is not None:
+        (repo / "train.py").write_text(train)
+        git(repo, "commit", "-q", "-am", "stand-in train.py")
+    return repo
 
 
 def commit_baseline(repo: Path) -> Path:

@@ -76,10 +76,7 @@ subprocess.run(["git", "commit", "-q", "-am", f"set {knob} to {value}"], check=T
 
 @pytest.fixture
 def target(tmp_path: Path) -> Path:
-    repo = make_repo(tmp_path)
-    (repo / "train.py").write_text(STANDIN)
-    git(repo, "commit", "-q", "-am", "knobs")
-    return repo
+    return make_repo(tmp_path, train=STANDIN)
 
 
 @pytest.fixture
@@ -219,9 +216,7 @@ def test_a_rejected_proposal_made_ahead_gets_its_crash_row_after_the_run_not_dur
 def test_ahead_zero_is_the_serial_loop_and_ahead_one_judges_the_same(tmp_path, plan_dir, plan):
     results = {}
     for ahead in ("0", "1"):
-        repo = make_repo(tmp_path, f"target-{ahead}")
-        (repo / "train.py").write_text(STANDIN)
-        git(repo, "commit", "-q", "-am", "knobs")
+        repo = make_repo(tmp_path, f"target-{ahead}", train=STANDIN)
         baseline(repo, tmp_path, plan_dir)
         (plan_dir / "plan").write_text(plan)
         done = run_loop(repo, tmp_path, env_for(tmp_path, plan_dir), "--max", "3",

@@ -133,10 +133,7 @@ BASE_KEY = "0.0_0.0_0.0_0.0_0.0"
 
 @pytest.fixture
 def target(tmp_path: Path) -> Path:
-    repo = make_repo(tmp_path)
-    (repo / "train.py").write_text(STANDIN)
-    git(repo, "commit", "-q", "-am", "stand-in train.py")
-    return repo
+    return make_repo(tmp_path, train=STANDIN)
 
 
 @pytest.fixture

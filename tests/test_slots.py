@@ -83,10 +83,7 @@ def set_knob(repo: Path, knob: str, delta: str, message: str) -> str:
 
 @pytest.fixture
 def target(tmp_path: Path) -> Path:
-    repo = make_repo(tmp_path)
-    (repo / "train.py").write_text(STANDIN)
-    git(repo, "commit", "-q", "-am", "stand-in train.py")
-    return repo
+    return make_repo(tmp_path, train=STANDIN)
 
 
 def make_queue(repo: Path, tmp_path: Path, knobs: list[tuple[str, str, str]]) -> Path:

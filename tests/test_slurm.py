@@ -179,9 +179,7 @@ def test_a_cancelled_step_is_classified_killed(slurm, tmp_path):
 
 
 def test_two_slots_run_as_two_slurm_job_steps_on_two_gpus(slurm, tmp_path):
-    repo = make_repo(tmp_path)
-    (repo / "train.py").write_text(STANDIN)
-    git(repo, "commit", "-q", "-am", "stand-in train.py")
+    repo = make_repo(tmp_path, train=STANDIN)
     queue = make_queue(repo, tmp_path, [("a", "A", "0.01"), ("b", "B", "-0.02")])
     done = run_loop(repo, "--queue", str(queue), "--workers", "2", "--runner", "slurm",
                     "--timeout", "120")
@@ -211,9 +209,7 @@ def test_the_run_log_classifier_maps_slurm_cancellations_to_crash_classes(name, 
 
 
 def test_ctrl_c_during_a_slurm_round_cancels_both_steps_and_writes_no_row(slurm, tmp_path):
-    repo = make_repo(tmp_path)
-    (repo / "train.py").write_text(STANDIN)
-    git(repo, "commit", "-q", "-am", "stand-in train.py")
+    repo = make_repo(tmp_path, train=STANDIN)
     empty = tmp_path / "empty"
     empty.mkdir()
     assert run_loop(repo, "--queue", str(empty), "--runner", "slurm", "--workers", "2"
