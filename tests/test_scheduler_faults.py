@@ -136,6 +136,14 @@ def target(tmp_path: Path) -> Path:
     return make_repo(tmp_path, train=STANDIN)
 
 
+def commit_as_the_user(target: Path) -> str:
+    """The user's own commit on whatever branch is checked out; its sha."""
+    (target / "notes.md").write_text("mine\n")
+    git(target, "add", "notes.md")
+    git(target, "commit", "-q", "-m", "the user's own commit")
+    return git(target, "rev-parse", "HEAD")
+
+
 @pytest.fixture
 def box(tmp_path: Path):
     """STANDIN_DIR; afterwards no process of the test is left (a safety net for a failing
@@ -475,10 +483,7 @@ def test_a_user_commit_during_a_confirmation_stops_the_loop_with_exit_4_and_is_k
     proc = start(loop_argv(target, *args), env_for(tmp_path, STANDIN_HOLD="3,4"), tmp_path)
     wait_until(lambda: (box / "held-3").exists() and (box / "held-4").exists(),
                "both confirmation re-runs to start", proc)
-    (target / "notes.md").write_text("mine\n")
-    git(target, "add", "notes.md")
-    git(target, "commit", "-q", "-m", "the user's own commit")
-    mine = git(target, "rev-parse", "HEAD")
+    mine = commit_as_the_user(target)
     (box / "go-3").write_text("")
     (box / "go-4").write_text("")
     assert proc.wait(timeout=WAIT) == 4, err_of(proc)
@@ -519,10 +524,7 @@ def test_a_branch_switch_and_commit_during_two_runs_stop_the_loop_and_touch_neit
     wait_until(lambda: (box / "held-2").exists() and (box / "held-3").exists(),
                "both runs to start", proc)
     git(target, "checkout", "-q", "-b", "mine")
-    (target / "notes.md").write_text("mine\n")
-    git(target, "add", "notes.md")
-    git(target, "commit", "-q", "-m", "the user's own commit")
-    mine = git(target, "rev-parse", "HEAD")
+    mine = commit_as_the_user(target)
     (box / "go-2").write_text("")
     (box / "go-3").write_text("")
     assert proc.wait(timeout=WAIT) == 4, err_of(proc)
